@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Installs (when missing), starts and stops the PostgreSQL and RabbitMQ that Marketplace uses,
+# on loopback, on non-default ports, with data under .data/ (ignored by git).
+# Usage: infra/servers.sh start|stop|status
+# Running start twice is harmless; stop stops only the servers this script started.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+DATA="$MP_ROOT/.data"
+mkdir -p "$DATA"
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+rabbit_bin() { dirname "$(dpkg -L rabbitmq-server 2>/dev/null | grep 'bin/rabbitmq-server$' | head -n 1)"; }
+
+install_packages() {
+  local want=()
+  [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || want+=(postgresql postgresql-contrib)
+  dpkg -s rabbitmq-server >/dev/null 2>&1 || want+=(rabbitmq-server)
+  command -v curl >/dev/null 2>&1 || want+=(curl)
+  [ ${#want[@]} -eq 0 ] && return 0
+  need_root
+  log "installing ${want[*]} from the distribution's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # The packages try to start their own default instances; we do not want those.
+  $SUDO apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+}
+
+# PostgreSQL refuses to run as root, and the postgres user must be able to reach its data folder.
+# A checkout under /root is not traversable by postgres: then the data lives in /var/tmp and .data/pg links to it.
+pg_data_dir() {
+  if runuser -u postgres -- test -x "$DATA" 2>/dev/null; then echo "$DATA/pg"; else
+    local alt="/var/tmp/marketplace-$(printf '%s' "$MP_ROOT" | cksum | cut -d' ' -f1)"
+    mkdir -p "$alt"; chmod 755 "$alt"
+    [ -L "$DATA/pg" ] || { rm -rf "$DATA/pg"; ln -s "$alt/pg" "$DATA/pg"; }
+    echo "$alt/pg"
+  fi
+}
+
+pg_running() { [ -f "$1/postmaster.pid" ] && kill -0 "$(head -n 1 "$1/postmaster.pid")" 2>/dev/null; }
+
+psql_admin() { PGOPTIONS="-c client_min_messages=warning" PGPASSWORD="$MP_PG_ADMIN_PASSWORD" psql -h 127.0.0.1 -p "$MP_PG_PORT" -U "$MP_PG_ADMIN_USER" -v ON_ERROR_STOP=1 -q "$@"; }
+
+start_postgres() {
+  local bin pgdata sock
+  bin="$(pg_bin)"; pgdata="$(pg_data_dir)"; sock="$(dirname "$pgdata")"
+  chown postgres "$sock" 2>/dev/null || true
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    log "initialising PostgreSQL in $pgdata"
+    mkdir -p "$pgdata"; chown postgres "$pgdata"
+    local pw; pw="$(mktemp)"; echo "$MP_PG_ADMIN_PASSWORD" > "$pw"; chown postgres "$pw"
+    runuser -u postgres -- "$bin/initdb" -D "$pgdata" -U "$MP_PG_ADMIN_USER" --pwfile="$pw" -A scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$pw"
+    cat >> "$pgdata/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $MP_PG_PORT
+unix_socket_directories = '$sock'
+max_connections = 400
+shared_buffers = 256MB
+fsync = ${MP_PG_FSYNC:-on}
+synchronous_commit = ${MP_PG_SYNC_COMMIT:-on}
+CONF
+  fi
+  if pg_running "$pgdata"; then log "PostgreSQL already running on 127.0.0.1:$MP_PG_PORT"; else
+    log "starting PostgreSQL on 127.0.0.1:$MP_PG_PORT"
+    runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 start >/dev/null
+    touch "$DATA/pg.started-by-us"
+  fi
+  # One login and one schema per service; the extension for the booking exclusion constraint.
+  psql_admin -d postgres <<SQL
+SELECT 'CREATE DATABASE marketplace' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'marketplace')\gexec
+DO \$\$ DECLARE s text; BEGIN
+  FOREACH s IN ARRAY ARRAY['gateway','listings','bidding','scheduling','billing'] LOOP
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = s) THEN
+      EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', s, s);
+    END IF;
+  END LOOP;
+END \$\$;
+SQL
+  psql_admin -d marketplace <<SQL
+CREATE EXTENSION IF NOT EXISTS btree_gist;
+DO \$\$ DECLARE s text; BEGIN
+  FOREACH s IN ARRAY ARRAY['gateway','listings','bidding','scheduling','billing'] LOOP
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', s, s);
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', s);
+  END LOOP;
+END \$\$;
+SQL
+}
+
+stop_postgres() {
+  local pgdata; pgdata="$(pg_data_dir)"
+  if [ -f "$DATA/pg.started-by-us" ] && pg_running "$pgdata"; then
+    log "stopping PostgreSQL"
+    runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null || true
+  fi
+  rm -f "$DATA/pg.started-by-us"
+}
+
+rabbit_env() {
+  export HOME="$DATA/rabbitmq"
+  export RABBITMQ_NODENAME="marketplace@localhost"
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$MP_RABBIT_PORT"
+  export RABBITMQ_DIST_PORT="$MP_RABBIT_DIST_PORT"
+  export ERL_EPMD_PORT="$MP_EPMD_PORT"
+  export RABBITMQ_MNESIA_BASE="$DATA/rabbitmq/mnesia"
+  export RABBITMQ_LOG_BASE="$DATA/rabbitmq/log"
+  export RABBITMQ_PID_FILE="$DATA/rabbitmq/rabbit.pid"
+  export RABBITMQ_CONFIG_FILE="$DATA/rabbitmq/rabbitmq"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$DATA/rabbitmq/enabled_plugins"
+}
+
+rabbit_running() { [ -f "$DATA/rabbitmq/rabbit.pid" ] && kill -0 "$(cat "$DATA/rabbitmq/rabbit.pid")" 2>/dev/null; }
+
+ctl() { timeout 60 "$(rabbit_bin)/rabbitmqctl" -n "$RABBITMQ_NODENAME" "$@"; }
+
+start_rabbitmq() {
+  rabbit_env
+  mkdir -p "$HOME" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+  cat > "$RABBITMQ_CONFIG_FILE.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$MP_RABBIT_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MP_RABBIT_MGMT_PORT
+loopback_users = none
+CONF
+  echo '[rabbitmq_management].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
+  if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$MP_RABBIT_PORT"; else
+    log "starting RabbitMQ on 127.0.0.1:$MP_RABBIT_PORT (management on $MP_RABBIT_MGMT_PORT)"
+    rm -f "$RABBITMQ_PID_FILE"
+    ( cd "$HOME" && setsid "$(rabbit_bin)/rabbitmq-server" > "$RABBITMQ_LOG_BASE/console.log" 2>&1 & echo $! > "$DATA/rabbitmq/launcher.pid" )
+    # rabbitmq-server writes the pid file itself once the Erlang VM is up.
+    for _ in $(seq 1 100); do [ -s "$RABBITMQ_PID_FILE" ] && break; sleep 0.2; done
+    ctl wait "$RABBITMQ_PID_FILE" --timeout 60 >/dev/null || die "RabbitMQ did not start; see $RABBITMQ_LOG_BASE"
+    touch "$DATA/rabbit.started-by-us"
+  fi
+  ctl list_users --silent | grep -q "^$MP_RABBIT_USER\b" || ctl add_user "$MP_RABBIT_USER" "$MP_RABBIT_PASSWORD" >/dev/null
+  ctl set_user_tags "$MP_RABBIT_USER" administrator >/dev/null
+  ctl list_vhosts --silent | grep -qx "$MP_RABBIT_VHOST" || ctl add_vhost "$MP_RABBIT_VHOST" >/dev/null
+  ctl set_permissions -p "$MP_RABBIT_VHOST" "$MP_RABBIT_USER" '.*' '.*' '.*' >/dev/null
+  # Management API must answer: tests create a vhost per run through it.
+  for _ in $(seq 1 100); do
+    curl -fsS -u "$MP_RABBIT_USER:$MP_RABBIT_PASSWORD" "http://127.0.0.1:$MP_RABBIT_MGMT_PORT/api/overview" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  die "RabbitMQ management API did not answer on $MP_RABBIT_MGMT_PORT"
+}
+
+stop_rabbitmq() {
+  rabbit_env
+  if [ -f "$DATA/rabbit.started-by-us" ] && rabbit_running; then
+    log "stopping RabbitMQ"
+    ctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || kill "$(cat "$RABBITMQ_PID_FILE")" 2>/dev/null || true
+  fi
+  rm -f "$DATA/rabbit.started-by-us"
+  # The epmd we started on our private port; never the system's.
+  timeout 10 epmd -port "$MP_EPMD_PORT" -kill >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  start) install_packages; start_postgres; start_rabbitmq
+         log "PostgreSQL 127.0.0.1:$MP_PG_PORT, RabbitMQ 127.0.0.1:$MP_RABBIT_PORT (management http://127.0.0.1:$MP_RABBIT_MGMT_PORT)" ;;
+  stop) stop_rabbitmq; stop_postgres ;;
+  status) pg_running "$(pg_data_dir)" && echo "postgres: running" || echo "postgres: stopped"
+          rabbit_env; rabbit_running && echo "rabbitmq: running" || echo "rabbitmq: stopped" ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,2 @@
+-- Bidding schema. Versions 1.x are the shared messaging tables (outbox, inbox, due_work).
+CREATE TABLE bidding_placeholder (id int PRIMARY KEY);

@@ -1,0 +1,2 @@
+-- Billing schema. Versions 1.x are the shared messaging tables (outbox, inbox, due_work).
+CREATE TABLE billing_placeholder (id int PRIMARY KEY);

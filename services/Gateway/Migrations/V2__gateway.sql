@@ -1,0 +1,2 @@
+-- Gateway schema. Versions 1.x are the shared messaging tables (outbox, inbox, due_work).
+CREATE TABLE gateway_placeholder (id int PRIMARY KEY);

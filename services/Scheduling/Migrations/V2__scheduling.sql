@@ -1,0 +1,2 @@
+-- Scheduling schema. Versions 1.x are the shared messaging tables (outbox, inbox, due_work).
+CREATE TABLE scheduling_placeholder (id int PRIMARY KEY);

@@ -1,0 +1,49 @@
+using System.Reflection;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace Marketplace.ServiceDefaults.Data;
+
+public static class DatabaseExtensions
+{
+    /// <summary>
+    /// One <see cref="NpgsqlDataSource"/> for the service, bound to its own schema, from ConnectionStrings:Postgres.
+    /// </summary>
+    public static IHostApplicationBuilder AddServiceDatabase(this IHostApplicationBuilder builder, string schema)
+    {
+        var connectionString = builder.Configuration.GetConnectionString("Postgres")
+            ?? throw new InvalidOperationException("ConnectionStrings:Postgres is not set.");
+        var csb = new NpgsqlConnectionStringBuilder(connectionString) { SearchPath = $"{schema},public" };
+        builder.Services.AddSingleton(new ServiceSchema(schema));
+        builder.Services.AddSingleton(sp => new NpgsqlDataSourceBuilder(csb.ConnectionString)
+            .UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>())
+            .Build());
+        builder.Services.AddSingleton<Db>();
+        return builder;
+    }
+
+    /// <summary>
+    /// Applies the shared messaging migrations and the service's own (embedded <c>Migrations/V*.sql</c>) with Evolve.
+    /// Several instances starting at once are serialised by Evolve's own lock.
+    /// </summary>
+    public static void MigrateDatabase(this IServiceProvider services, Assembly serviceAssembly)
+    {
+        var schema = services.GetRequiredService<ServiceSchema>().Name;
+        var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Migrations");
+        using var connection = services.GetRequiredService<NpgsqlDataSource>().CreateConnection();
+        var evolve = new EvolveDb.Evolve(connection, msg => logger.LogInformation("{Migration}", msg))
+        {
+            EmbeddedResourceAssemblies = [typeof(DatabaseExtensions).Assembly, serviceAssembly],
+            Schemas = [schema],
+            MetadataTableSchema = schema,
+            MetadataTableName = "schema_history",
+            IsEraseDisabled = true,
+        };
+        evolve.Migrate();
+    }
+}
+
+public sealed record ServiceSchema(string Name);

@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Dapper;
+using MassTransit;
+using Marketplace.ServiceDefaults.Messaging;
+using Npgsql;
+
+namespace Marketplace.ServiceDefaults.Data;
+
+/// <summary>
+/// One business transaction. State changes, outbox messages, inbox marks and due work all commit together;
+/// Npgsql runs every command on the connection inside the open transaction.
+/// </summary>
+public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transaction, OutboxSignal outboxSignal, TimeProvider time)
+    : IAsyncDisposable
+{
+    private bool _published;
+
+    public NpgsqlConnection Connection => connection;
+    public NpgsqlTransaction Transaction => transaction;
+    public DateTimeOffset Now => time.GetUtcNow();
+
+    /// <summary>Writes an event to the outbox; it is published only if this transaction commits.</summary>
+    public async Task PublishAsync<T>(T message, CancellationToken ct) where T : class
+    {
+        const string sql = """
+            INSERT INTO outbox (message_id, message_type, body, trace_parent, created_at)
+            VALUES (@MessageId, @MessageType, @Body::jsonb, @TraceParent, @CreatedAt)
+            """;
+        await connection.ExecuteAsync(new CommandDefinition(sql, new
+        {
+            MessageId = NewId.NextGuid(),
+            MessageType = MessageTypes.NameOf(typeof(T)),
+            Body = JsonSerializer.Serialize(message, MessageTypes.Json),
+            TraceParent = Activity.Current?.Id,
+            CreatedAt = time.GetUtcNow(),
+        }, transaction, cancellationToken: ct));
+        _published = true;
+    }
+
+    /// <summary>
+    /// Records that <paramref name="consumer"/> handled this message. False means it already did (a redelivery):
+    /// the caller must skip the effect. Concurrent duplicates wait on the primary key and then see the first one's row.
+    /// </summary>
+    public async Task<bool> FirstDeliveryAsync(ConsumeContext context, string consumer)
+    {
+        var messageId = context.MessageId ?? throw new InvalidOperationException("message without MessageId");
+        const string sql = """
+            INSERT INTO inbox (message_id, consumer, received_at) VALUES (@messageId, @consumer, @now)
+            ON CONFLICT DO NOTHING
+            """;
+        var inserted = await connection.ExecuteAsync(new CommandDefinition(sql,
+            new { messageId, consumer, now = time.GetUtcNow() }, transaction, cancellationToken: context.CancellationToken));
+        return inserted == 1;
+    }
+
+    /// <summary>Schedules (or moves) work of <paramref name="kind"/> for <paramref name="key"/> at <paramref name="dueAt"/>.</summary>
+    public Task ScheduleAsync(string kind, string key, DateTimeOffset dueAt, CancellationToken ct, object? payload = null) =>
+        connection.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO due_work (kind, key, due_at, payload) VALUES (@kind, @key, @dueAt, @payload::jsonb)
+            ON CONFLICT (kind, key) DO UPDATE
+              SET due_at = excluded.due_at, payload = excluded.payload, done_at = NULL, attempts = 0, last_error = NULL
+            """, new { kind, key, dueAt, payload = JsonSerializer.Serialize(payload ?? new { }, MessageTypes.Json) },
+            transaction, cancellationToken: ct));
+
+    /// <summary>Cancels pending work of <paramref name="kind"/> for <paramref name="key"/>, if any.</summary>
+    public Task CancelScheduledAsync(string kind, string key, CancellationToken ct) =>
+        connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE due_work SET done_at = @now, last_error = 'cancelled' WHERE kind = @kind AND key = @key AND done_at IS NULL",
+            new { kind, key, now = time.GetUtcNow() }, transaction, cancellationToken: ct));
+
+    public async Task CommitAsync(CancellationToken ct)
+    {
+        await transaction.CommitAsync(ct);
+        if (_published) outboxSignal.Wake();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await transaction.DisposeAsync();
+        await connection.DisposeAsync();
+    }
+}

@@ -1,0 +1,59 @@
+using System.ComponentModel.DataAnnotations;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace Marketplace.ServiceDefaults.Messaging;
+
+public sealed class RabbitMqOptions
+{
+    [Required] public string Host { get; set; } = "127.0.0.1";
+    [Range(1, 65535)] public int Port { get; set; } = 55672;
+    [Required] public string VirtualHost { get; set; } = "marketplace";
+    [Required] public string Username { get; set; } = "marketplace";
+    [Required] public string Password { get; set; } = "marketplace";
+    /// <summary>Quorum queues (replicated) in production; classic queues for a single development node.</summary>
+    public bool QuorumQueues { get; set; }
+    [Range(1, 10_000)] public int PrefetchCount { get; set; } = 100;
+}
+
+public static class BusExtensions
+{
+    /// <summary>
+    /// MassTransit on RabbitMQ with the settings every service shares: queues prefixed by the service name
+    /// (so two services never compete for one queue), queue type set once at bus level, retries with backoff,
+    /// then the <c>_error</c> queue. Also the outbox relay and the due-work runner.
+    /// </summary>
+    public static IHostApplicationBuilder AddMessaging(
+        this IHostApplicationBuilder builder, string serviceName, Action<IBusRegistrationConfigurator>? consumers)
+    {
+        builder.Services.AddOptions<RabbitMqOptions>().BindConfiguration("RabbitMq").ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<OutboxOptions>().BindConfiguration("Outbox");
+        builder.Services.AddSingleton<OutboxSignal>();
+        builder.Services.AddHostedService<OutboxRelay>();
+        builder.Services.AddSingleton<DueWorkRunner>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<DueWorkRunner>());
+
+        builder.Services.AddMassTransit(x =>
+        {
+            x.SetEndpointNameFormatter(new KebabCaseEndpointNameFormatter(serviceName, false));
+            consumers?.Invoke(x);
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                var o = context.GetRequiredService<IOptions<RabbitMqOptions>>().Value;
+                cfg.Host(o.Host, (ushort)o.Port, o.VirtualHost, h =>
+                {
+                    h.Username(o.Username);
+                    h.Password(o.Password);
+                    h.PublisherConfirmation = true;
+                });
+                cfg.PrefetchCount = o.PrefetchCount;
+                if (o.QuorumQueues) cfg.SetQuorumQueue();
+                cfg.UseMessageRetry(r => r.Exponential(5, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(5), TimeSpan.FromMilliseconds(200)));
+                cfg.ConfigureEndpoints(context);
+            });
+        });
+        return builder;
+    }
+}

@@ -1,0 +1,112 @@
+using Dapper;
+using Marketplace.ServiceDefaults.Data;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Marketplace.ServiceDefaults.Messaging;
+
+/// <summary>A row of due_work whose time has come.</summary>
+public sealed record DueItem(long Id, string Kind, string Key, DateTimeOffset DueAt, string Payload, int Attempts);
+
+/// <summary>Handles due work of one kind inside the transaction that claimed it (outbox writes commit with it).</summary>
+public interface IDueWorkHandler
+{
+    string Kind { get; }
+    Task HandleAsync(DueItem item, Tx tx, CancellationToken ct);
+}
+
+/// <summary>
+/// Polls due_work with FOR UPDATE SKIP LOCKED, so any number of instances share it and each item runs once.
+/// "Now" comes from <see cref="TimeProvider"/>, so tests move time; a failed item is retried with backoff and
+/// keeps its last error visible.
+/// </summary>
+public sealed class DueWorkRunner(
+    Db db,
+    IEnumerable<IDueWorkHandler> handlers,
+    TimeProvider time,
+    ILogger<DueWorkRunner> logger) : BackgroundService
+{
+    private readonly Dictionary<string, IDueWorkHandler> _handlers = handlers.ToDictionary(h => h.Kind);
+
+    public static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (_handlers.Count == 0) return;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (!await RunOneAsync(stoppingToken))
+                    await Task.Delay(PollInterval, stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                logger.LogWarning(ex, "Due-work poll failed; retrying");
+                try { await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken); } catch (OperationCanceledException) { return; }
+            }
+        }
+    }
+
+    /// <summary>Runs every item that is due now; returns how many ran (tests call this after moving the clock).</summary>
+    public async Task<int> RunDueAsync(CancellationToken ct)
+    {
+        var count = 0;
+        while (await RunOneAsync(ct)) count++;
+        return count;
+    }
+
+    /// <summary>Claims and runs one due item; false when none is due.</summary>
+    public async Task<bool> RunOneAsync(CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        DueItem? item;
+        await using (var tx = await db.BeginAsync(ct))
+        {
+            item = await tx.Connection.QuerySingleOrDefaultAsync<DueItem>(new CommandDefinition("""
+                SELECT id, kind, key, due_at, payload::text AS payload, attempts FROM due_work
+                WHERE done_at IS NULL AND due_at <= @now AND kind = ANY(@kinds)
+                ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED
+                """, new { now, kinds = _handlers.Keys.ToArray() }, tx.Transaction, cancellationToken: ct));
+            if (item is null) return false;
+            try
+            {
+                // Marked done first: a handler that reschedules the same (kind, key) reopens the row.
+                await tx.Connection.ExecuteAsync(new CommandDefinition(
+                    "UPDATE due_work SET done_at = @now, attempts = attempts + 1 WHERE id = @Id",
+                    new { now, item.Id }, tx.Transaction, cancellationToken: ct));
+                await _handlers[item.Kind].HandleAsync(item, tx, ct);
+                await tx.CommitAsync(ct);
+                return true;
+            }
+            catch (Exception ex) when (!ct.IsCancellationRequested)
+            {
+                logger.LogWarning(ex, "Due work {Kind}/{Key} failed (attempt {Attempt})", item.Kind, item.Key, item.Attempts + 1);
+                await tx.Transaction.RollbackAsync(ct);
+                await RecordFailureAsync(item, ex, now, ct);
+                return true;
+            }
+        }
+    }
+
+    private async Task RecordFailureAsync(DueItem item, Exception ex, DateTimeOffset now, CancellationToken ct)
+    {
+        var backoff = TimeSpan.FromSeconds(Math.Min(300, Math.Pow(2, Math.Min(item.Attempts + 1, 9))));
+        await using var tx = await db.BeginAsync(ct);
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE due_work SET attempts = attempts + 1, last_error = @error, due_at = @retryAt WHERE id = @Id
+            """, new { item.Id, error = ex.Message, retryAt = now + backoff }, tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+    }
+}
+
+public static class DueWorkExtensions
+{
+    public static IServiceCollection AddDueWorkHandler<T>(this IServiceCollection services) where T : class, IDueWorkHandler =>
+        services.AddSingleton<IDueWorkHandler, T>();
+}

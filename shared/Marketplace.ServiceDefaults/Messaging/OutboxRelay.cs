@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Dapper;
+using MassTransit;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace Marketplace.ServiceDefaults.Messaging;
+
+public sealed class OutboxOptions
+{
+    public int BatchSize { get; set; } = 100;
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromMilliseconds(500);
+}
+
+/// <summary>
+/// Publishes committed outbox rows. Rows are locked with FOR UPDATE SKIP LOCKED, so several instances relay
+/// different rows; a row is deleted only after the broker confirmed it, in the same transaction that locked it.
+/// A crash after the confirm and before the delete publishes it again with the same MessageId: inboxes skip it.
+/// </summary>
+public sealed class OutboxRelay(
+    NpgsqlDataSource dataSource,
+    IBus bus,
+    OutboxSignal signal,
+    IOptions<OutboxOptions> options,
+    ILogger<OutboxRelay> logger) : BackgroundService
+{
+    internal static readonly ActivitySource Activities = new("Marketplace.Outbox");
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var failures = 0;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                var relayed = await RelayBatchAsync(stoppingToken);
+                failures = 0;
+                if (relayed < options.Value.BatchSize)
+                    await signal.WaitAsync(options.Value.PollInterval, stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                // Broker or database unavailable: the rows stay and are retried with backoff; nothing is lost.
+                failures++;
+                var delay = TimeSpan.FromMilliseconds(Math.Min(10_000, 100 * Math.Pow(2, Math.Min(failures, 10))));
+                logger.LogWarning(ex, "Outbox relay failed {Failures} time(s); retrying in {Delay}", failures, delay);
+                try { await Task.Delay(delay, stoppingToken); } catch (OperationCanceledException) { return; }
+            }
+        }
+    }
+
+    /// <summary>Relays one batch; returns how many rows it published.</summary>
+    public async Task<int> RelayBatchAsync(CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        await using var transaction = await connection.BeginTransactionAsync(ct);
+        var rows = (await connection.QueryAsync<OutboxRow>(new CommandDefinition("""
+            SELECT id, message_id, message_type, body::text AS body, trace_parent
+            FROM outbox ORDER BY id LIMIT @batch FOR UPDATE SKIP LOCKED
+            """, new { batch = options.Value.BatchSize }, transaction, cancellationToken: ct))).AsList();
+        if (rows.Count == 0) return 0;
+
+        var results = await Task.WhenAll(rows.Select(row => PublishAsync(row, ct)));
+        var sent = rows.Where((_, i) => results[i] is null).Select(r => r.Id).ToArray();
+        await connection.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM outbox WHERE id = ANY(@sent)", new { sent }, transaction, cancellationToken: ct));
+        foreach (var (row, error) in rows.Zip(results).Where(p => p.Second is not null))
+        {
+            await connection.ExecuteAsync(new CommandDefinition(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = @error WHERE id = @Id",
+                new { row.Id, error = error!.Message }, transaction, cancellationToken: ct));
+        }
+        await transaction.CommitAsync(ct);
+        if (sent.Length < rows.Count)
+            throw new InvalidOperationException($"{rows.Count - sent.Length} outbox message(s) could not be published");
+        return sent.Length;
+    }
+
+    private async Task<Exception?> PublishAsync(OutboxRow row, CancellationToken ct)
+    {
+        try
+        {
+            var type = MessageTypes.Resolve(row.MessageType);
+            var message = JsonSerializer.Deserialize(row.Body, type, MessageTypes.Json)
+                ?? throw new InvalidOperationException($"outbox row {row.Id} has an empty body");
+            // Continue the trace of the request that wrote the row, so one request is followed across services.
+            ActivityContext.TryParse(row.TraceParent, null, out var parent);
+            using var activity = Activities.StartActivity($"outbox relay {type.Name}", ActivityKind.Producer, parent);
+            await bus.Publish(message, type, ctx => ctx.MessageId = row.MessageId, ct);
+            return null;
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            return ex;
+        }
+    }
+
+    private sealed record OutboxRow(long Id, Guid MessageId, string MessageType, string Body, string? TraceParent);
+}

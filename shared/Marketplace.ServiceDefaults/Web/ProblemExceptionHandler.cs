@@ -1,0 +1,41 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+namespace Marketplace.ServiceDefaults.Web;
+
+/// <summary>
+/// Turns unreadable requests into a 400 problem that says what was wrong, and anything unexpected into a 500
+/// problem with a trace id and no internals.
+/// </summary>
+public sealed class ProblemExceptionHandler(IProblemDetailsService problems, ILogger<ProblemExceptionHandler> logger) : IExceptionHandler
+{
+    public async ValueTask<bool> TryHandleAsync(HttpContext context, Exception exception, CancellationToken ct)
+    {
+        var (status, slug, title, detail) = exception switch
+        {
+            BadHttpRequestException { InnerException: JsonException json } =>
+                (400, "malformed-request", "The request body is not valid", $"The JSON body could not be read: {json.Message}"),
+            BadHttpRequestException bad when bad.StatusCode == 413 =>
+                (413, "request-too-large", "The request body is too large", bad.Message),
+            BadHttpRequestException bad =>
+                (bad.StatusCode, "malformed-request", "The request is not valid", bad.Message),
+            _ => (500, "internal", "Something went wrong on our side",
+                "The request failed unexpectedly. Nothing was charged; retry it with the same Idempotency-Key, and quote the trace id if it persists."),
+        };
+        if (status >= 500) logger.LogError(exception, "Unhandled exception for {Method} {Path}", context.Request.Method, context.Request.Path);
+        context.Response.StatusCode = status;
+        return await problems.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = context,
+            Exception = exception,
+            ProblemDetails =
+            {
+                Status = status, Type = Problems.TypeBase + slug, Title = title, Detail = detail,
+                Extensions = { ["trace_id"] = Activity.Current?.TraceId.ToString() },
+            },
+        });
+    }
+}

@@ -1,0 +1,55 @@
+using Dapper;
+using Npgsql;
+
+namespace Marketplace.Testing;
+
+/// <summary>
+/// A fresh database on the real PostgreSQL, laid out like the one <c>infra/servers.sh</c> makes (a schema owned by each
+/// service's login, btree_gist), dropped again at the end. Each fixture gets its own, so tests never see each other's rows.
+/// </summary>
+public sealed class TestDatabase : IAsyncDisposable
+{
+    public string Name { get; }
+
+    private TestDatabase(string name) => Name = name;
+
+    public static async Task<TestDatabase> CreateAsync()
+    {
+        var name = "t_" + Guid.NewGuid().ToString("N")[..16];
+        await using (var admin = new NpgsqlConnection(TestServers.AdminConnectionString()))
+        {
+            await admin.ExecuteAsync($"CREATE DATABASE {name}");
+        }
+        await using (var db = new NpgsqlConnection(TestServers.AdminConnectionString(name)))
+        {
+            await db.ExecuteAsync("CREATE EXTENSION IF NOT EXISTS btree_gist");
+            foreach (var s in TestServers.Services)
+            {
+                await db.ExecuteAsync($"""
+                    DO $$ BEGIN
+                      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{s}') THEN CREATE ROLE {s} LOGIN PASSWORD '{s}'; END IF;
+                    END $$;
+                    CREATE SCHEMA {s} AUTHORIZATION {s};
+                    """);
+            }
+        }
+        return new TestDatabase(name);
+    }
+
+    public string ConnectionString(string service) => TestServers.ServiceConnectionString(Name, service);
+
+    /// <summary>A superuser connection to this database, for assertions that look across schemas.</summary>
+    public NpgsqlConnection OpenAdmin()
+    {
+        var c = new NpgsqlConnection(TestServers.AdminConnectionString(Name));
+        c.Open();
+        return c;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        NpgsqlConnection.ClearAllPools();
+        await using var admin = new NpgsqlConnection(TestServers.AdminConnectionString());
+        await admin.ExecuteAsync($"DROP DATABASE IF EXISTS {Name} WITH (FORCE)");
+    }
+}
