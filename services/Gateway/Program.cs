@@ -5,7 +5,7 @@ var builder = WebApplication.CreateBuilder(args);
 builder.AddGatewayServices();
 
 var app = builder.Build();
-app.MapServiceDefaults();
+app.MapServiceDefaults(behindGateway: false);
 app.MapGatewayApi();
 await app.RunServiceAsync(typeof(Program).Assembly);
 

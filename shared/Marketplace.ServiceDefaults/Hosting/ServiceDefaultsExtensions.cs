@@ -77,11 +77,14 @@ public static class ServiceDefaultsExtensions
         return builder;
     }
 
-    public static WebApplication MapServiceDefaults(this WebApplication app)
+    /// <param name="behindGateway">
+    /// True for internal services: their /v1 routes answer only requests relayed by the gateway. The gateway itself passes false.
+    /// </param>
+    public static WebApplication MapServiceDefaults(this WebApplication app, bool behindGateway = true)
     {
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        app.UseMiddleware<GatewayTrustMiddleware>();
+        if (behindGateway) app.UseMiddleware<GatewayTrustMiddleware>();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions
         {
