@@ -24,3 +24,17 @@ need_root() {
     if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else die "run as root (or install sudo): packages must be installed"; fi
   else SUDO=""; fi
 }
+
+# Where each process of the running marketplace listens (loopback only).
+export MP_PORT_listings=8081 MP_PORT_bidding=8082 MP_PORT_scheduling=8083 MP_PORT_billing=8084 MP_PORT_stripe_fake=8089
+
+# .NET SDK: present on the project's machines; on a fresh Ubuntu the distribution packages it, on Debian the
+# Microsoft package feed is needed (not reachable here), so say so plainly.
+ensure_dotnet() {
+  command -v dotnet >/dev/null 2>&1 && return 0
+  need_root
+  log "installing the .NET SDK from the distribution's packages"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dotnet-sdk-10.0 >/dev/null 2>&1 \
+    || die "no .NET 10 SDK: install it (https://learn.microsoft.com/dotnet/core/install/linux) and run this again"
+}

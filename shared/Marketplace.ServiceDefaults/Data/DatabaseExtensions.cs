@@ -16,6 +16,8 @@ public static class DatabaseExtensions
     {
         var connectionString = builder.Configuration.GetConnectionString("Postgres")
             ?? throw new InvalidOperationException("ConnectionStrings:Postgres is not set.");
+        Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
+        Dapper.SqlMapper.AddTypeHandler(new DateTimeOffsetHandler());
         var csb = new NpgsqlConnectionStringBuilder(connectionString) { SearchPath = $"{schema},public" };
         builder.Services.AddSingleton(new ServiceSchema(schema));
         builder.Services.AddSingleton(sp => new NpgsqlDataSourceBuilder(csb.ConnectionString)

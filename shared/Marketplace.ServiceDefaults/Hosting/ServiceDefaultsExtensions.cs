@@ -40,8 +40,6 @@ public static class ServiceDefaultsExtensions
     public static WebApplicationBuilder AddServiceDefaults(
         this WebApplicationBuilder builder, string serviceName, Action<IBusRegistrationConfigurator>? consumers = null)
     {
-        DefaultTypeMap.MatchNamesWithUnderscores = true;
-
         builder.Logging.ClearProviders();
         builder.Logging.AddJsonConsole(o =>
         {

@@ -50,6 +50,7 @@ public static class BusExtensions
                 });
                 cfg.PrefetchCount = o.PrefetchCount;
                 if (o.QuorumQueues) cfg.SetQuorumQueue();
+                cfg.UseConsumeFilter(typeof(ConsumeLoggingFilter<>), context);
                 cfg.UseMessageRetry(r => r.Exponential(5, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(5), TimeSpan.FromMilliseconds(200)));
                 cfg.ConfigureEndpoints(context);
             });

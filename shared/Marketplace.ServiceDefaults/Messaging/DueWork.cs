@@ -68,12 +68,13 @@ public sealed class DueWorkRunner(
         DueItem? item;
         await using (var tx = await db.BeginAsync(ct))
         {
-            item = await tx.Connection.QuerySingleOrDefaultAsync<DueItem>(new CommandDefinition("""
+            var row = await tx.Connection.QuerySingleOrDefaultAsync<DueRow>(new CommandDefinition("""
                 SELECT id, kind, key, due_at, payload::text AS payload, attempts FROM due_work
                 WHERE done_at IS NULL AND due_at <= @now AND kind = ANY(@kinds)
                 ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED
                 """, new { now, kinds = _handlers.Keys.ToArray() }, tx.Transaction, cancellationToken: ct));
-            if (item is null) return false;
+            if (row is null) return false;
+            item = new DueItem(row.Id, row.Kind, row.Key, new DateTimeOffset(row.DueAt, TimeSpan.Zero), row.Payload, row.Attempts);
             try
             {
                 // Marked done first: a handler that reschedules the same (kind, key) reopens the row.
@@ -93,6 +94,9 @@ public sealed class DueWorkRunner(
             }
         }
     }
+
+    // Npgsql reads timestamptz as a UTC DateTime; Dapper maps records by exact constructor types.
+    private sealed record DueRow(long Id, string Kind, string Key, DateTime DueAt, string Payload, int Attempts);
 
     private async Task RecordFailureAsync(DueItem item, Exception ex, DateTimeOffset now, CancellationToken ct)
     {

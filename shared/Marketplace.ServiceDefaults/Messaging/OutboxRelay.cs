@@ -23,6 +23,7 @@ public sealed class OutboxOptions
 public sealed class OutboxRelay(
     NpgsqlDataSource dataSource,
     IBus bus,
+    IBusControl busControl,
     OutboxSignal signal,
     IOptions<OutboxOptions> options,
     ILogger<OutboxRelay> logger) : BackgroundService
@@ -31,6 +32,11 @@ public sealed class OutboxRelay(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // Relaying before the bus is connected would only fail; and on a new virtual host, before this service's own
+        // endpoints are bound, RabbitMQ would drop what it routes nowhere.
+        try { await busControl.WaitForHealthStatus(BusHealthStatus.Healthy, stoppingToken); }
+        catch (OperationCanceledException) { return; }
+
         var failures = 0;
         while (!stoppingToken.IsCancellationRequested)
         {

@@ -1,0 +1,71 @@
+using Xunit;
+using System.Text.Json.Nodes;
+using Dapper;
+using Marketplace.Demo;
+
+namespace Marketplace.EndToEnd.Tests;
+
+[Collection(StackCollection.Name)]
+public sealed class ThinPathTests(StackFixture fixture)
+{
+    [Fact]
+    public async Task A_renter_order_is_matched_placed_run_invoiced_and_paid_out_through_the_gateway()
+    {
+        var output = new StringWriter();
+        var result = await new DemoScenario(fixture.Stack.GatewayUrl, Testing.MarketplaceStack.AdminKey, output)
+            .RunAsync(StackFixture.LeaseSeconds, CancellationToken.None);
+
+        Assert.Equal("completed", result.LeaseStatus);
+        Assert.Equal("open", (string?)result.UnfilledOrder["status"]);
+        Assert.Contains("15.00", (string?)result.UnfilledOrder["status_reason"] ?? "");
+
+        // 8 GPUs × 60 s at 15.00 CNY/GPU-hour = 2.00 CNY (the lease ran its whole length, give or take the poll).
+        var total = (long)result.Invoice["total"]!["amount"]!;
+        Assert.InRange(total, 190, 210);
+        var gross = (long)result.Statement["gross"]!["amount"]!;
+        var fee = (long)result.Statement["platform_fee"]!["amount"]!;
+        var net = (long)result.Statement["net"]!["amount"]!;
+        Assert.Equal(total, gross);
+        Assert.Equal(gross - fee, net);
+        Assert.Equal(true, (bool?)result.TrialBalance["balanced"]);
+        Assert.Equal(500_000 - total, result.WalletAvailableAfter);
+
+        // No GPU slot is booked twice, and every outbox was drained.
+        using var db = fixture.Stack.Database.OpenAdmin();
+        Assert.Equal(0, await db.ExecuteScalarAsync<long>("""
+            SELECT count(*) FROM scheduling.bookings a JOIN scheduling.bookings b
+              ON a.slot_id = b.slot_id AND a.ctid <> b.ctid AND a.during && b.during
+            """));
+        foreach (var schema in new[] { "listings", "bidding", "scheduling", "billing" })
+            await Testing.Eventually.True(async () => await db.ExecuteScalarAsync<long>($"SELECT count(*) FROM {schema}.outbox") == 0,
+                what: $"{schema}'s outbox to drain");
+    }
+
+    [Fact]
+    public async Task One_request_is_traced_across_services_through_the_bus()
+    {
+        using var admin = fixture.Stack.Client(Testing.MarketplaceStack.AdminKey);
+        var org = await PostJson(admin, "/v1/orgs", new { name = "trace provider", roles = new[] { "provider" } });
+        var key = await PostJson(admin, $"/v1/orgs/{org["id"]}/api-keys", new { name = "t" });
+        using var provider = fixture.Stack.Client((string)key["key"]!);
+        var cluster = await PostJson(provider, "/v1/clusters", new { name = "trace", region = "cn-north", jurisdiction = "CN" });
+
+        using var response = await provider.PostAsync($"/v1/clusters/{cluster["id"]}/nodes",
+            System.Net.Http.Json.JsonContent.Create(new { hostname = "trace-01", accelerator_model = "ascend-910b", accelerator_count = 8 }));
+        response.EnsureSuccessStatusCode();
+        var traceId = response.Headers.GetValues("X-Trace-Id").Single();
+
+        // Listings wrote NodeRegistered to its outbox in that request; Scheduling consumes it in the same trace.
+        await Testing.Eventually.True(() => Task.FromResult(fixture.Stack.ReadLog("Scheduling").Contains(traceId)),
+            what: $"trace {traceId} to reach Scheduling's logs");
+        Assert.Contains(traceId, fixture.Stack.ReadLog("Listings"));
+    }
+
+    internal static async Task<JsonNode> PostJson(HttpClient client, string path, object body)
+    {
+        using var response = await client.PostAsync(path, System.Net.Http.Json.JsonContent.Create(body));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, $"POST {path} → {(int)response.StatusCode}: {text}");
+        return JsonNode.Parse(text)!;
+    }
+}

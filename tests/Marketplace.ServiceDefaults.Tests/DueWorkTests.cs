@@ -1,0 +1,123 @@
+using Xunit;
+using Dapper;
+using Marketplace.ServiceDefaults.Data;
+using Marketplace.ServiceDefaults.Messaging;
+using Marketplace.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Marketplace.ServiceDefaults.Tests;
+
+/// <summary>Work due at a time, on the real PostgreSQL, under a controlled clock.</summary>
+public sealed class DueWorkTests : IAsyncLifetime
+{
+    private static readonly DateTimeOffset T0 = new(2026, 11, 29, 10, 0, 0, TimeSpan.Zero);
+    private TestDatabase _db = null!;
+    private TestVirtualHost _vhost = null!;
+    private readonly FakeTimeProvider _time = new(T0);
+
+    public async Task InitializeAsync()
+    {
+        _db = await TestDatabase.CreateAsync();
+        _vhost = await TestVirtualHost.CreateAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _vhost.DisposeAsync();
+        await _db.DisposeAsync();
+    }
+
+    private static async Task ScheduleAsync(IServiceProvider services, int count, DateTimeOffset at)
+    {
+        var db = services.GetRequiredService<Db>();
+        await using var tx = await db.BeginAsync(CancellationToken.None);
+        for (var i = 0; i < count; i++) await tx.ScheduleAsync("probe", $"lease-{i}", at, CancellationToken.None);
+        await tx.CommitAsync(CancellationToken.None);
+    }
+
+    private async Task<long> EffectsAsync()
+    {
+        await using var c = _db.OpenAdmin();
+        return await c.ExecuteScalarAsync<long>("SELECT count(*) FROM listings.probe_effects");
+    }
+
+    [Fact]
+    public async Task Work_runs_at_its_time_and_not_before()
+    {
+        await using var app = ProbeHost.Build(_db, _vhost, _time);
+        var runner = app.Services.GetRequiredService<DueWorkRunner>();
+        await ScheduleAsync(app.Services, 3, T0.AddMinutes(10));
+
+        Assert.Equal(0, await runner.RunDueAsync(CancellationToken.None));
+        _time.Advance(TimeSpan.FromMinutes(9));
+        Assert.Equal(0, await runner.RunDueAsync(CancellationToken.None));
+        _time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(3, await runner.RunDueAsync(CancellationToken.None));
+        Assert.Equal(3, await EffectsAsync());
+        Assert.Equal(0, await runner.RunDueAsync(CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Two_instances_polling_at_once_run_each_item_exactly_once()
+    {
+        await using var one = ProbeHost.Build(_db, _vhost, _time);
+        await using var two = ProbeHost.Build(_db, _vhost, _time);
+        await ScheduleAsync(one.Services, 100, T0);
+
+        var runs = await Task.WhenAll(
+            one.Services.GetRequiredService<DueWorkRunner>().RunDueAsync(CancellationToken.None),
+            two.Services.GetRequiredService<DueWorkRunner>().RunDueAsync(CancellationToken.None));
+
+        Assert.Equal(100, runs.Sum());
+        Assert.Equal(100, await EffectsAsync());
+        await using var c = _db.OpenAdmin();
+        Assert.Equal(100, await c.ExecuteScalarAsync<long>("SELECT count(DISTINCT key) FROM listings.probe_effects"));
+    }
+
+    [Fact]
+    public async Task Failed_work_is_retried_later_with_its_error_visible()
+    {
+        await using var app = ProbeHost.Build(_db, _vhost, _time);
+        app.Services.GetRequiredService<ProbeDueHandler>().FailuresLeft = 1;
+        var runner = app.Services.GetRequiredService<DueWorkRunner>();
+        await ScheduleAsync(app.Services, 1, T0);
+
+        Assert.Equal(1, await runner.RunDueAsync(CancellationToken.None));
+        Assert.Equal(0, await EffectsAsync());
+        await using (var c = _db.OpenAdmin())
+        {
+            var row = await c.QuerySingleAsync<(string? LastError, DateTime DueAt, DateTime? DoneAt)>(
+                "SELECT last_error, due_at, done_at FROM listings.due_work");
+            Assert.Equal("the provider's agent did not answer", row.LastError);
+            Assert.Null(row.DoneAt);
+            Assert.True(row.DueAt > T0.UtcDateTime);
+        }
+
+        _time.Advance(TimeSpan.FromMinutes(5));
+        Assert.Equal(1, await runner.RunDueAsync(CancellationToken.None));
+        Assert.Equal(1, await EffectsAsync());
+    }
+
+    [Fact]
+    public async Task Rescheduling_moves_the_work_and_cancelling_removes_it()
+    {
+        await using var app = ProbeHost.Build(_db, _vhost, _time);
+        var db = app.Services.GetRequiredService<Db>();
+        var runner = app.Services.GetRequiredService<DueWorkRunner>();
+        await ScheduleAsync(app.Services, 2, T0.AddMinutes(1));
+        await using (var tx = await db.BeginAsync(CancellationToken.None))
+        {
+            await tx.ScheduleAsync("probe", "lease-0", T0.AddHours(1), CancellationToken.None); // extended
+            await tx.CancelScheduledAsync("probe", "lease-1", CancellationToken.None);           // cancelled
+            await tx.CommitAsync(CancellationToken.None);
+        }
+
+        _time.Advance(TimeSpan.FromMinutes(30));
+        Assert.Equal(0, await runner.RunDueAsync(CancellationToken.None));
+        _time.Advance(TimeSpan.FromMinutes(31));
+        Assert.Equal(1, await runner.RunDueAsync(CancellationToken.None));
+        Assert.Equal(1, await EffectsAsync());
+    }
+}

@@ -1,0 +1,77 @@
+using Xunit;
+using System.Collections.Concurrent;
+using Dapper;
+using MassTransit;
+using Marketplace.Contracts;
+using Marketplace.ServiceDefaults.Data;
+using Marketplace.ServiceDefaults.Hosting;
+using Marketplace.ServiceDefaults.Messaging;
+using Marketplace.Testing;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Marketplace.ServiceDefaults.Tests;
+
+/// <summary>Counts every delivery; applies its effect once per message through the inbox.</summary>
+public sealed class ProbeConsumer(Db db, Deliveries deliveries) : IConsumer<OfferWithdrawn>
+{
+    public async Task Consume(ConsumeContext<OfferWithdrawn> context)
+    {
+        deliveries.Add(context.Message.OfferId);
+        await using var tx = await db.BeginAsync(context.CancellationToken);
+        if (!await tx.FirstDeliveryAsync(context, "probe")) return;
+        await tx.Connection.ExecuteAsync("INSERT INTO probe_effects (key) VALUES (@key)", new { key = context.Message.OfferId.ToString() });
+        await tx.CommitAsync(context.CancellationToken);
+    }
+}
+
+public sealed class Deliveries
+{
+    private readonly ConcurrentBag<Guid> _seen = [];
+    public void Add(Guid id) => _seen.Add(id);
+    public int Count(Guid id) => _seen.Count(x => x == id);
+    public int Total => _seen.Count;
+}
+
+/// <summary>Due work that records its key; fails while <see cref="FailuresLeft"/> is positive.</summary>
+public sealed class ProbeDueHandler : IDueWorkHandler
+{
+    public int FailuresLeft;
+    public string Kind => "probe";
+
+    public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
+    {
+        if (Interlocked.Decrement(ref FailuresLeft) >= 0) throw new InvalidOperationException("the provider's agent did not answer");
+        await tx.Connection.ExecuteAsync("INSERT INTO probe_effects (key) VALUES (@Key)", new { item.Key });
+    }
+}
+
+/// <summary>A service host built from the shared defaults, on the real servers, with the probe consumer.</summary>
+public static class ProbeHost
+{
+    public static WebApplication Build(TestDatabase db, TestVirtualHost vhost, TimeProvider? time = null, int? rabbitPort = null)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Testing" });
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = db.ConnectionString("listings"),
+            ["RabbitMq:Port"] = (rabbitPort ?? TestServers.RabbitPort).ToString(),
+            ["RabbitMq:VirtualHost"] = vhost.Name,
+            ["RabbitMq:Username"] = TestServers.RabbitUser,
+            ["RabbitMq:Password"] = TestServers.RabbitPassword,
+            ["Outbox:PollInterval"] = "00:00:00.100",
+            ["Logging:LogLevel:Default"] = "Warning",
+        });
+        if (time is not null) builder.Services.AddSingleton(time);
+        builder.Services.AddSingleton<Deliveries>();
+        builder.Services.AddSingleton<ProbeDueHandler>();
+        builder.Services.AddSingleton<IDueWorkHandler>(sp => sp.GetRequiredService<ProbeDueHandler>());
+        builder.AddServiceDefaults("listings", bus => bus.AddConsumer<ProbeConsumer>());
+        var app = builder.Build();
+        app.Services.MigrateDatabase(typeof(ProbeHost).Assembly);
+        return app;
+    }
+}
