@@ -10,6 +10,7 @@ public static class SchedulingExtensions
 {
     public static WebApplicationBuilder AddSchedulingServices(this WebApplicationBuilder builder)
     {
+        DateTimeOffsetHandler.Register();
         builder.AddServiceDefaults("scheduling", bus =>
         {
             bus.AddConsumer<NodeRegisteredConsumer, NodeRegisteredConsumerDefinition>();
