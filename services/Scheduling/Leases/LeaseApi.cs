@@ -1,0 +1,196 @@
+using System.Buffers.Text;
+using System.Globalization;
+using System.Text;
+using Dapper;
+using Marketplace.Contracts;
+using Marketplace.ServiceDefaults.Data;
+using Marketplace.ServiceDefaults.Web;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Npgsql;
+
+namespace Marketplace.Scheduling.Leases;
+
+public sealed record LeaseSlot(Guid SlotId, Guid NodeId, int Index);
+
+public sealed record LeaseResponse(
+    Guid Id,
+    Guid OrderId,
+    Guid RenterOrgId,
+    Guid ProviderOrgId,
+    string Status,
+    string? StatusReason,
+    string? Cause,
+    string AcceleratorModel,
+    int AcceleratorCount,
+    DateTimeOffset Start,
+    DateTimeOffset End,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? EndedAt,
+    Money PricePerHour,
+    IReadOnlyList<LeaseSlot> Slots,
+    DateTimeOffset CreatedAt);
+
+public sealed record LeasePage(IReadOnlyList<LeaseResponse> Data, string? NextCursor);
+
+/// <summary>
+/// GET /v1/leases, GET /v1/leases/{id}, POST /v1/leases/{id}/cancel. A renter sees the leases it rents, a provider
+/// the leases on its nodes; anyone else's lease is a 404, so existence never leaks.
+/// </summary>
+internal static class LeaseApi
+{
+    private static readonly string[] Statuses = ["scheduled", "active", "completed", "cancelled", "failed", "preempted"];
+
+    public static void MapLeaseApi(this IEndpointRouteBuilder app)
+    {
+        var leases = app.MapGroup("/v1/leases").WithTags("Leases");
+        leases.MapGet("/", ListAsync).WithName("ListLeases");
+        leases.MapGet("/{id}", GetAsync).WithName("GetLease");
+        leases.MapPost("/{id}/cancel", CancelAsync).WithName("CancelLease");
+    }
+
+    internal static async Task<Results<Ok<LeasePage>, ValidationProblem, ProblemHttpResult>> ListAsync(
+        Caller caller, NpgsqlDataSource dataSource, string? status, string? cursor, int? limit, CancellationToken ct)
+    {
+        if (!CanSeeLeases(caller)) return Problems.Forbidden("Leases are visible to renters and providers.");
+        var v = new Validation();
+        v.Require(status is null || Statuses.Contains(status), "status", $"must be one of {string.Join(", ", Statuses)}.");
+        v.Require(limit is null or (>= 1 and <= 100), "limit", "must be between 1 and 100.");
+        var after = cursor is null ? null : Cursor.Decode(cursor);
+        v.Require(cursor is null || after is not null, "cursor", "is not a cursor from a previous page; pass next_cursor as it was returned.");
+        if (v.Failed) return v.Problem;
+
+        var take = limit ?? 20;
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        var rows = (await connection.QueryAsync<LeaseRow>(new CommandDefinition($"""
+            SELECT {LeaseRow.Columns} FROM leases
+            WHERE ((@asRenter AND renter_org_id = @org) OR (@asProvider AND provider_org_id = @org))
+              AND (@status::text IS NULL OR status = @status)
+              AND (@afterAt::timestamptz IS NULL OR (created_at, id) < (@afterAt, @afterId))
+            ORDER BY created_at DESC, id DESC
+            LIMIT @fetch
+            """, new
+            {
+                org = caller.OrgId,
+                asRenter = caller.Has(OrgRoles.Renter),
+                asProvider = caller.Has(OrgRoles.Provider),
+                status,
+                afterAt = after?.CreatedAt,
+                afterId = after?.Id ?? Guid.Empty,
+                fetch = take + 1,
+            }, cancellationToken: ct))).AsList();
+        var page = rows.Take(take).ToList();
+        var slots = await SlotsAsync(connection, null, page.Select(r => r.Id).ToArray(), ct);
+        var next = rows.Count > take ? Cursor.Encode(page[^1].CreatedAt, page[^1].Id) : null;
+        return TypedResults.Ok(new LeasePage(page.Select(r => r.ToResponse(slots)).ToList(), next));
+    }
+
+    internal static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> GetAsync(
+        Caller caller, NpgsqlDataSource dataSource, string id, CancellationToken ct)
+    {
+        if (!CanSeeLeases(caller)) return Problems.Forbidden("Leases are visible to renters and providers.");
+        if (!Guid.TryParse(id, out var leaseId)) return InvalidId(id);
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        var lease = await LoadVisibleAsync(connection, null, caller, leaseId, ct);
+        return lease is null ? Problems.NotFound("lease", id) : TypedResults.Ok(lease);
+    }
+
+    internal static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> CancelAsync(
+        Caller caller, Db db, string id, CancellationToken ct)
+    {
+        if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only the renter of a lease can cancel it.");
+        if (!Guid.TryParse(id, out var leaseId)) return InvalidId(id);
+        await using var tx = await db.BeginAsync(ct);
+        var lease = await LeaseLifecycle.LockAsync(tx, leaseId, ct);
+        if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
+        if (LeaseLifecycle.Terminal.Contains(lease.Status))
+            return Problems.Conflict("lease-ended", $"Lease {leaseId} is already {lease.Status}; only a scheduled or active lease can be cancelled.");
+
+        var reason = lease.Status == "scheduled"
+            ? "cancelled by the renter before it started"
+            : $"cancelled by the renter; ended at {OrderMatchedConsumer.Format(tx.Now)}";
+        await LeaseLifecycle.EndAsync(tx, lease, "cancelled", "renter", reason, ct);
+        var response = await LoadVisibleAsync(tx.Connection, tx.Transaction, caller, leaseId, ct);
+        await tx.CommitAsync(ct);
+        return TypedResults.Ok(response!);
+    }
+
+    private static bool CanSeeLeases(Caller caller) => caller.Has(OrgRoles.Renter) || caller.Has(OrgRoles.Provider);
+
+    private static ValidationProblem InvalidId(string id) =>
+        Problems.Invalid(new Dictionary<string, string[]> { ["id"] = [$"'{id}' is not a lease id; lease ids are UUIDs."] });
+
+    private static async Task<LeaseResponse?> LoadVisibleAsync(
+        NpgsqlConnection connection, NpgsqlTransaction? transaction, Caller caller, Guid id, CancellationToken ct)
+    {
+        var row = await connection.QuerySingleOrDefaultAsync<LeaseRow>(new CommandDefinition($"""
+            SELECT {LeaseRow.Columns} FROM leases
+            WHERE id = @id AND ((@asRenter AND renter_org_id = @org) OR (@asProvider AND provider_org_id = @org))
+            """, new { id, org = caller.OrgId, asRenter = caller.Has(OrgRoles.Renter), asProvider = caller.Has(OrgRoles.Provider) },
+            transaction, cancellationToken: ct));
+        if (row is null) return null;
+        return row.ToResponse(await SlotsAsync(connection, transaction, [id], ct));
+    }
+
+    private static async Task<ILookup<Guid, LeaseSlot>> SlotsAsync(
+        NpgsqlConnection connection, NpgsqlTransaction? transaction, Guid[] leaseIds, CancellationToken ct) =>
+        (await connection.QueryAsync<(Guid LeaseId, Guid SlotId, Guid NodeId, int Index)>(new CommandDefinition("""
+            SELECT b.lease_id, b.slot_id, s.node_id, s.index
+            FROM bookings b JOIN gpu_slots s ON s.id = b.slot_id
+            WHERE b.lease_id = ANY(@leaseIds)
+            ORDER BY s.node_id, s.index
+            """, new { leaseIds }, transaction, cancellationToken: ct)))
+        .ToLookup(r => r.LeaseId, r => new LeaseSlot(r.SlotId, r.NodeId, r.Index));
+
+    /// <summary>Keyset cursor over (created_at, id), opaque to clients.</summary>
+    private static class Cursor
+    {
+        public static string Encode(DateTime createdAt, Guid id) =>
+            Base64Url.EncodeToString(Encoding.UTF8.GetBytes($"{createdAt.Ticks.ToString(CultureInfo.InvariantCulture)}:{id:N}"));
+
+        public static (DateTime CreatedAt, Guid Id)? Decode(string cursor)
+        {
+            try
+            {
+                var parts = Encoding.UTF8.GetString(Base64Url.DecodeFromChars(cursor)).Split(':');
+                if (parts.Length == 2 && long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
+                    && ticks >= DateTime.MinValue.Ticks && ticks <= DateTime.MaxValue.Ticks && Guid.TryParseExact(parts[1], "N", out var id))
+                    return (new DateTime(ticks, DateTimeKind.Utc), id);
+            }
+            catch (FormatException) { }
+            return null;
+        }
+    }
+}
+
+/// <summary>A leases row. Timestamps are read as UTC DateTime, which is what Npgsql returns for timestamptz.</summary>
+internal sealed class LeaseRow
+{
+    public const string Columns = """
+        id, order_id, renter_org_id, provider_org_id, status, status_reason, cause, accelerator_model, accelerator_count,
+        start_at, end_at, started_at, ended_at, price_amount, price_currency, created_at
+        """;
+
+    public Guid Id { get; init; }
+    public Guid OrderId { get; init; }
+    public Guid RenterOrgId { get; init; }
+    public Guid ProviderOrgId { get; init; }
+    public string Status { get; init; } = "";
+    public string? StatusReason { get; init; }
+    public string? Cause { get; init; }
+    public string AcceleratorModel { get; init; } = "";
+    public int AcceleratorCount { get; init; }
+    public DateTime StartAt { get; init; }
+    public DateTime EndAt { get; init; }
+    public DateTime? StartedAt { get; init; }
+    public DateTime? EndedAt { get; init; }
+    public long PriceAmount { get; init; }
+    public string PriceCurrency { get; init; } = "";
+    public DateTime CreatedAt { get; init; }
+
+    public LeaseResponse ToResponse(ILookup<Guid, LeaseSlot> slots) => new(
+        Id, OrderId, RenterOrgId, ProviderOrgId, Status, StatusReason, Cause, AcceleratorModel, AcceleratorCount,
+        Utc(StartAt), Utc(EndAt), StartedAt is { } s ? Utc(s) : null, EndedAt is { } e ? Utc(e) : null,
+        new Money(PriceAmount, PriceCurrency), slots[Id].ToList(), Utc(CreatedAt));
+
+    private static DateTimeOffset Utc(DateTime t) => new(DateTime.SpecifyKind(t, DateTimeKind.Utc));
+}
