@@ -1,0 +1,36 @@
+using Dapper;
+using Marketplace.Contracts;
+using Marketplace.ServiceDefaults.Data;
+using MassTransit;
+
+namespace Marketplace.Bidding.Orders;
+
+/// <summary>Scheduling placed the match on concrete slots: the order is filled by that lease.</summary>
+internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
+{
+    public async Task Consume(ConsumeContext<LeaseScheduled> context)
+    {
+        var m = context.Message;
+        var ct = context.CancellationToken;
+        await using var tx = await db.BeginAsync(ct);
+        if (!await tx.FirstDeliveryAsync(context, "bidding.lease-scheduled")) return;
+        // The lease id is kept even if the order was closed meanwhile (a hold rejection that overtook this event).
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE orders o
+            SET lease_id = COALESCE(o.lease_id, @LeaseId),
+                status = CASE WHEN o.status = 'matched' THEN 'filled' ELSE o.status END,
+                status_reason = CASE WHEN o.status = 'matched' THEN NULL ELSE o.status_reason END,
+                updated_at = @now
+            WHERE o.id = @OrderId
+              AND EXISTS (SELECT 1 FROM matches x WHERE x.id = @MatchId AND x.order_id = o.id)
+            """, new { m.LeaseId, m.OrderId, m.MatchId, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+    }
+}
+
+internal sealed class LeaseScheduledConsumerDefinition : ConsumerDefinition<LeaseScheduledConsumer>
+{
+    protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpoint,
+        IConsumerConfigurator<LeaseScheduledConsumer> consumer, IRegistrationContext context) =>
+        consumer.UseConcurrentMessageLimit(16);
+}

@@ -1,0 +1,68 @@
+using Marketplace.Contracts;
+
+namespace Marketplace.Bidding.Orders;
+
+/// <summary>An orders row (Dapper maps the snake_case columns).</summary>
+internal sealed class OrderRow
+{
+    public Guid Id { get; init; }
+    public Guid RenterOrgId { get; init; }
+    public string IdempotencyKey { get; init; } = "";
+    public string RequestHash { get; init; } = "";
+    public string Type { get; init; } = "";
+    public string TimeInForce { get; init; } = "";
+    public string Status { get; init; } = "";
+    public string? StatusReason { get; init; }
+    public string AcceleratorModel { get; init; } = "";
+    public int AcceleratorCount { get; init; }
+    public int DurationSeconds { get; init; }
+    public long MaxPriceAmount { get; init; }
+    public string MaxPriceCurrency { get; init; } = "";
+    public string? Region { get; init; }
+    public string? Jurisdiction { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public Guid? LeaseId { get; init; }
+
+    public const string Columns = """
+        id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, status_reason, accelerator_model,
+        accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction, created_at, lease_id
+        """;
+}
+
+/// <summary>The match shown on an order: the active one, if any.</summary>
+internal sealed class MatchRow
+{
+    public Guid Id { get; init; }
+    public Guid OrderId { get; init; }
+    public Guid OfferId { get; init; }
+    public long PriceAmount { get; init; }
+    public string PriceCurrency { get; init; } = "";
+    public DateTimeOffset StartAt { get; init; }
+    public DateTimeOffset EndAt { get; init; }
+}
+
+public sealed record OrderMatchResponse(Guid OfferId, Money PricePerHour, DateTimeOffset Start, DateTimeOffset End);
+
+public sealed record OrderResponse(
+    Guid Id,
+    Guid RenterOrgId,
+    string Type,
+    string TimeInForce,
+    string Status,
+    string? StatusReason,
+    string AcceleratorModel,
+    int AcceleratorCount,
+    int DurationSeconds,
+    Money MaxPricePerHour,
+    string? Region,
+    string? Jurisdiction,
+    DateTimeOffset CreatedAt,
+    OrderMatchResponse? Match,
+    Guid? LeaseId)
+{
+    internal static OrderResponse From(OrderRow o, MatchRow? m) => new(
+        o.Id, o.RenterOrgId, o.Type, o.TimeInForce, o.Status, o.StatusReason, o.AcceleratorModel, o.AcceleratorCount,
+        o.DurationSeconds, new Money(o.MaxPriceAmount, o.MaxPriceCurrency), o.Region, o.Jurisdiction, o.CreatedAt,
+        m is null ? null : new OrderMatchResponse(m.OfferId, new Money(m.PriceAmount, m.PriceCurrency), m.StartAt, m.EndAt),
+        o.LeaseId);
+}
