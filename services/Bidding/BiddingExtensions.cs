@@ -1,4 +1,3 @@
-using Marketplace.Bidding.Data;
 using Marketplace.Bidding.Market;
 using Marketplace.Bidding.Offers;
 using Marketplace.Bidding.Orders;
@@ -11,7 +10,6 @@ public static class BiddingExtensions
 {
     public static WebApplicationBuilder AddBiddingServices(this WebApplicationBuilder builder)
     {
-        DateTimeOffsetHandler.Register();
         builder.Services.AddOptions<MarketOptions>().BindConfiguration("Market").ValidateDataAnnotations().ValidateOnStart();
         builder.AddServiceDefaults("bidding", bus =>
         {

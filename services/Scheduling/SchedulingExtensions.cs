@@ -10,7 +10,6 @@ public static class SchedulingExtensions
 {
     public static WebApplicationBuilder AddSchedulingServices(this WebApplicationBuilder builder)
     {
-        DateTimeOffsetHandler.Register();
         builder.AddServiceDefaults("scheduling", bus =>
         {
             bus.AddConsumer<NodeRegisteredConsumer, NodeRegisteredConsumerDefinition>();
