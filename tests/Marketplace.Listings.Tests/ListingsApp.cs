@@ -36,7 +36,7 @@ public class ListingsApp : IAsyncLifetime
 
     protected virtual void ConfigureServices(IServiceCollection services) { }
 
-    public async Task InitializeAsync()
+    public virtual async Task InitializeAsync()
     {
         _db = await TestDatabase.CreateAsync();
         _vhost = await TestVirtualHost.CreateAsync();
