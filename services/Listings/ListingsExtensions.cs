@@ -1,3 +1,6 @@
+using Marketplace.Listings.Accelerators;
+using Marketplace.Listings.Clusters;
+using Marketplace.Listings.Offers;
 using Marketplace.ServiceDefaults.Hosting;
 
 namespace Marketplace.Listings;
@@ -6,15 +9,22 @@ public static class ListingsExtensions
 {
     public static WebApplicationBuilder AddListingsServices(this WebApplicationBuilder builder)
     {
-        builder.AddServiceDefaults("listings", bus =>
-        {
-            // bus.AddConsumer<SomethingConsumer, SomethingConsumerDefinition>();
-        });
+        // Listings consumes nothing yet; it publishes NodeRegistered, OfferPublished and OfferWithdrawn through the outbox.
+        builder.AddServiceDefaults("listings");
+        builder.Services.AddOptions<MarketOptions>().BindConfiguration("Market").ValidateDataAnnotations().ValidateOnStart();
+        DateTimeOffsetHandler.Register();
         return builder;
     }
 
     public static WebApplication MapListingsApi(this WebApplication app)
     {
+        ListAccelerators.Map(app);
+        RegisterCluster.Map(app);
+        GetCluster.Map(app);
+        RegisterNode.Map(app);
+        PublishOffer.Map(app);
+        SearchOffers.Map(app);
+        WithdrawOffer.Map(app);
         return app;
     }
 }

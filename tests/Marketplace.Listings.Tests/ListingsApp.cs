@@ -1,0 +1,139 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Dapper;
+using MassTransit;
+using Marketplace.Contracts;
+using Marketplace.ServiceDefaults.Hosting;
+using Marketplace.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+using Xunit;
+
+namespace Marketplace.Listings.Tests;
+
+/// <summary>
+/// The Listings service on its own database and virtual host, a fake clock, and a probe queue bound to the events it
+/// publishes (what another service would receive).
+/// </summary>
+public class ListingsApp : IAsyncLifetime
+{
+    public static readonly DateTimeOffset T0 = new(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    public const int MinLeaseSeconds = 60;
+
+    public static readonly JsonSerializerOptions Json = CreateJson();
+
+    private TestDatabase? _db;
+    private TestVirtualHost? _vhost;
+    private ServiceFactory<Program>? _factory;
+    private HostReceiveEndpointHandle? _probe;
+
+    public FakeTimeProvider Clock { get; } = new(T0);
+    public ConcurrentQueue<object> Received { get; } = new();
+    public ServiceFactory<Program> Factory => _factory ?? throw new InvalidOperationException("not started");
+    public TestDatabase Database => _db ?? throw new InvalidOperationException("not started");
+
+    protected virtual void ConfigureServices(IServiceCollection services) { }
+
+    public virtual async Task InitializeAsync()
+    {
+        _db = await TestDatabase.CreateAsync();
+        _vhost = await TestVirtualHost.CreateAsync();
+        _factory = new ServiceFactory<Program>("listings", _db, _vhost, services =>
+        {
+            services.AddSingleton<TimeProvider>(Clock);
+            ConfigureServices(services);
+        }, new Dictionary<string, string?> { ["Market:MinLeaseSeconds"] = MinLeaseSeconds.ToString() });
+        _ = _factory.Server; // starts the host: migrations, bus, relay
+
+        _probe = Factory.Services.GetRequiredService<IBus>().ConnectReceiveEndpoint("listings-test-probe", e =>
+        {
+            e.Handler<NodeRegistered>(ctx => Record(ctx.Message));
+            e.Handler<OfferPublished>(ctx => Record(ctx.Message));
+            e.Handler<OfferWithdrawn>(ctx => Record(ctx.Message));
+        });
+        await _probe.Ready;
+    }
+
+    private Task Record(object message)
+    {
+        Received.Enqueue(message);
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_probe is not null) await _probe.StopAsync();
+        if (_factory is not null) await _factory.DisposeAsync();
+        if (_vhost is not null) await _vhost.DisposeAsync();
+        if (_db is not null) await _db.DisposeAsync();
+    }
+
+    public HttpClient Provider(Guid org) => Factory.ClientFor(org, "provider");
+    public HttpClient Renter(Guid org) => Factory.ClientFor(org, "renter");
+
+    public static async Task<T> ReadAsync<T>(HttpResponseMessage response, HttpStatusCode expected)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == expected, $"expected {expected}, got {(int)response.StatusCode}: {body}");
+        return JsonSerializer.Deserialize<T>(body, Json)!;
+    }
+
+    public async Task<Cluster> CreateClusterAsync(HttpClient client, string region = "cn-east", string jurisdiction = "CN") =>
+        await ReadAsync<Cluster>(await client.PostAsJsonAsync("/v1/clusters",
+            new { name = "cluster " + Guid.NewGuid().ToString("N")[..6], region, jurisdiction }), HttpStatusCode.Created);
+
+    public async Task<Node> CreateNodeAsync(HttpClient client, Guid clusterId, string model = "h100-sxm", int count = 8, string? hostname = null) =>
+        await ReadAsync<Node>(await client.PostAsJsonAsync($"/v1/clusters/{clusterId}/nodes",
+            new { hostname = hostname ?? "gpu-" + Guid.NewGuid().ToString("N")[..8], accelerator_model = model, accelerator_count = count }),
+            HttpStatusCode.Created);
+
+    public static object OfferBody(Guid clusterId, IEnumerable<Guid> nodeIds, DateTimeOffset start, DateTimeOffset end,
+        long amount = 235, string currency = "CNY", int minLease = MinLeaseSeconds, bool interruptible = false) =>
+        new
+        {
+            cluster_id = clusterId, node_ids = nodeIds.ToArray(), window_start = start, window_end = end,
+            ask_per_hour = new { amount, currency }, min_lease_seconds = minLease, interruptible_allowed = interruptible,
+        };
+
+    public async Task<Offer> PublishOfferAsync(HttpClient client, Guid clusterId, IEnumerable<Guid> nodeIds, DateTimeOffset start,
+        DateTimeOffset end, long amount = 235, string currency = "CNY") =>
+        await ReadAsync<Offer>(await client.PostAsJsonAsync("/v1/offers", OfferBody(clusterId, nodeIds, start, end, amount, currency)),
+            HttpStatusCode.Created);
+
+    /// <summary>Every row count of the schema plus the outbox sequence (which moves on every outbox insert, relayed or not).</summary>
+    public async Task<Snapshot> SnapshotAsync()
+    {
+        await using var c = Database.OpenAdmin();
+        return await c.QuerySingleAsync<Snapshot>("""
+            SELECT (SELECT count(*) FROM listings.clusters) AS clusters,
+                   (SELECT count(*) FROM listings.nodes) AS nodes,
+                   (SELECT count(*) FROM listings.gpu_slots) AS slots,
+                   (SELECT count(*) FROM listings.offers) AS offers,
+                   (SELECT count(*) FROM listings.offers WHERE status = 'active') AS activeoffers,
+                   (SELECT count(*) FROM listings.offer_nodes) AS offernodes,
+                   (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM listings.outbox_id_seq) AS outboxseq
+            """);
+    }
+
+    private static JsonSerializerOptions CreateJson()
+    {
+        var o = new JsonSerializerOptions(JsonSerializerDefaults.Web);
+        ServiceDefaultsExtensions.ConfigureApiJson(o);
+        return o;
+    }
+}
+
+public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferNodes, long OutboxSeq);
+
+// The API's shapes as a client reads them.
+public sealed record Cluster(Guid Id, Guid ProviderOrgId, string Name, string Region, string Jurisdiction, DateTimeOffset CreatedAt, Node[]? Nodes);
+public sealed record Node(Guid Id, Guid ClusterId, string Hostname, string AcceleratorModel, int AcceleratorCount, Slot[] Slots, DateTimeOffset CreatedAt);
+public sealed record Slot(Guid Id, int Index);
+public sealed record Offer(Guid Id, Guid ProviderOrgId, Guid ClusterId, Guid[] NodeIds, string AcceleratorModel, string Region,
+    string Jurisdiction, int AcceleratorCount, DateTimeOffset WindowStart, DateTimeOffset WindowEnd, Money AskPerHour,
+    int MinLeaseSeconds, bool InterruptibleAllowed, string Status, DateTimeOffset CreatedAt);
+public sealed record Page<T>(T[] Data, string? NextCursor);
+public sealed record Problem(string Type, string Title, int Status, string? Detail);
+public sealed record AcceleratorInfo(string Id, string Vendor, string Name, int MemoryGb, decimal? Bf16Tflops, string Interconnect);
