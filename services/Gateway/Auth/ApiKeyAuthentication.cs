@@ -20,7 +20,15 @@ internal sealed class ApiKeyAuthenticationHandler(
     public const string OrgIdClaim = "org_id";
     public const string KeyIdClaim = "key_id";
 
-    private sealed record KeyRow(Guid Id, Guid OrgId, byte[] SecretHash, DateTime? RevokedAt, string[] Roles);
+    // Properties, not a positional record: Dapper matches constructors by exact column type, and text[] reads as Array.
+    private sealed class KeyRow
+    {
+        public Guid Id { get; init; }
+        public Guid OrgId { get; init; }
+        public byte[] SecretHash { get; init; } = [];
+        public DateTime? RevokedAt { get; init; }
+        public string[] Roles { get; init; } = [];
+    }
 
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {

@@ -26,7 +26,7 @@ internal static class CreateOrg
             validation.Add("roles", $"'{unknown}' is not a role; use {string.Join(", ", OrgRoles.All)}.");
         if (validation.Failed) return validation.Problem;
 
-        var org = new OrgResponse(Guid.CreateVersion7(), name, roles.Distinct().ToArray(), Clock.Now(time));
+        var org = new OrgResponse { Id = Guid.CreateVersion7(), Name = name, Roles = roles.Distinct().ToArray(), CreatedAt = Clock.Now(time) };
         await using var connection = db.CreateConnection();
         await connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO orgs (id, name, roles, created_at) VALUES (@Id, @Name, @Roles, @CreatedAt)

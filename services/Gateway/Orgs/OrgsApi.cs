@@ -12,5 +12,12 @@ internal static class OrgsApi
         return app;
     }
 
-    internal sealed record OrgResponse(Guid Id, string Name, string[] Roles, DateTime CreatedAt);
+    // Init properties rather than a positional record: Dapper matches constructors by exact column type (text[] is Array).
+    internal sealed record OrgResponse
+    {
+        public required Guid Id { get; init; }
+        public required string Name { get; init; }
+        public required string[] Roles { get; init; }
+        public required DateTime CreatedAt { get; init; }
+    }
 }
