@@ -34,4 +34,16 @@ public sealed class OpenApiTests(GatewayFixture gateway) : IClassFixture<Gateway
         Assert.Contains("\"openapi/v1.json\"", await response.Content.ReadAsStringAsync());
         Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/docs/scalar.js")).StatusCode);
     }
+
+    [Fact]
+    public async Task Health_is_anonymous_and_checks_the_database_and_the_broker()
+    {
+        using var anonymous = gateway.Client();
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/live")).StatusCode);
+        var ready = await anonymous.GetAsync("/health/ready");
+        var body = await ready.Content.ReadAsStringAsync();
+        Assert.True(ready.StatusCode == HttpStatusCode.OK, body);
+        Assert.Contains("postgres", body);
+        Assert.Contains("masstransit", body);
+    }
 }
