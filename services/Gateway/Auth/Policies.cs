@@ -1,0 +1,44 @@
+using Marketplace.ServiceDefaults.Web;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Authorization.Infrastructure;
+using Microsoft.AspNetCore.Authorization.Policy;
+
+namespace Marketplace.Gateway;
+
+/// <summary>Authorization policies are named after the roles they accept: "roles:renter|provider"; "any-org" for any key.</summary>
+internal static class Policies
+{
+    public const string AnyOrg = "any-org";
+    public static readonly string Admin = ForRoles([OrgRoles.Admin]);
+
+    public static string ForRoles(IReadOnlyCollection<string> roles) => roles.Count == 0 ? AnyOrg : "roles:" + string.Join('|', roles);
+
+    public static void Register(AuthorizationOptions options, IEnumerable<IReadOnlyCollection<string>> roleSets)
+    {
+        options.DefaultPolicy = new AuthorizationPolicyBuilder(ApiKeyAuthenticationHandler.SchemeName).RequireAuthenticatedUser().Build();
+        options.AddPolicy(AnyOrg, options.DefaultPolicy);
+        foreach (var roles in roleSets.Where(r => r.Count > 0).DistinctBy(ForRoles))
+            options.AddPolicy(ForRoles(roles), p => p.AddAuthenticationSchemes(ApiKeyAuthenticationHandler.SchemeName)
+                .RequireAuthenticatedUser().RequireRole(roles));
+    }
+}
+
+/// <summary>A wrong role is a 403 problem that names the role the route needs.</summary>
+internal sealed class ProblemAuthorizationResultHandler : IAuthorizationMiddlewareResultHandler
+{
+    private readonly AuthorizationMiddlewareResultHandler _default = new();
+
+    public async Task HandleAsync(RequestDelegate next, HttpContext context, AuthorizationPolicy policy, PolicyAuthorizationResult result)
+    {
+        if (!result.Forbidden)
+        {
+            await _default.HandleAsync(next, context, policy, result);
+            return;
+        }
+        var needed = policy.Requirements.OfType<RolesAuthorizationRequirement>().SelectMany(r => r.AllowedRoles).ToArray();
+        var has = ApiKeyPrincipal.Roles(context.User).ToArray();
+        var detail = $"{context.Request.Method} {context.Request.Path} needs the {string.Join(" or ", needed)} role; "
+            + $"your organisation has {(has.Length == 0 ? "no role" : string.Join(", ", has))}.";
+        await Problems.Forbidden(detail).ExecuteAsync(context);
+    }
+}
