@@ -12,7 +12,6 @@ public static class ListingsExtensions
         // Listings consumes nothing yet; it publishes NodeRegistered, OfferPublished and OfferWithdrawn through the outbox.
         builder.AddServiceDefaults("listings");
         builder.Services.AddOptions<MarketOptions>().BindConfiguration("Market").ValidateDataAnnotations().ValidateOnStart();
-        DateTimeOffsetHandler.Register();
         return builder;
     }
 
