@@ -37,6 +37,8 @@ pg_data_dir() {
   fi
 }
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 pg_running() { [ -f "$1/postmaster.pid" ] && kill -0 "$(head -n 1 "$1/postmaster.pid")" 2>/dev/null; }
 
 psql_admin() { PGOPTIONS="-c client_min_messages=warning" PGPASSWORD="$MP_PG_ADMIN_PASSWORD" psql -h 127.0.0.1 -p "$MP_PG_PORT" -U "$MP_PG_ADMIN_USER" -v ON_ERROR_STOP=1 -q "$@"; }
@@ -45,7 +47,7 @@ start_postgres() {
   local bin pgdata sock
   bin="$(pg_bin)"; pgdata="$(pg_data_dir)"; sock="$(dirname "$pgdata")"
   chown postgres "$sock" 2>/dev/null || true
-  if [ ! -f "$pgdata/PG_VERSION" ]; then
+  if [ ! -f "$pgdata/PG_VERSION" ] && ! port_open "$MP_PG_PORT"; then
     log "initialising PostgreSQL in $pgdata"
     mkdir -p "$pgdata"; chown postgres "$pgdata"
     local pw; pw="$(mktemp)"; echo "$MP_PG_ADMIN_PASSWORD" > "$pw"; chown postgres "$pw"
@@ -61,7 +63,8 @@ fsync = ${MP_PG_FSYNC:-on}
 synchronous_commit = ${MP_PG_SYNC_COMMIT:-on}
 CONF
   fi
-  if pg_running "$pgdata"; then log "PostgreSQL already running on 127.0.0.1:$MP_PG_PORT"; else
+  if pg_running "$pgdata"; then log "PostgreSQL already running on 127.0.0.1:$MP_PG_PORT"
+  elif port_open "$MP_PG_PORT"; then log "a PostgreSQL not started by us (Docker?) answers on 127.0.0.1:$MP_PG_PORT: using it"; else
     log "starting PostgreSQL on 127.0.0.1:$MP_PG_PORT"
     runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 start >/dev/null
     touch "$DATA/pg.started-by-us"
@@ -125,7 +128,11 @@ management.tcp.port = $MP_RABBIT_MGMT_PORT
 loopback_users = none
 CONF
   echo '[rabbitmq_management].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
-  if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$MP_RABBIT_PORT"; else
+  if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$MP_RABBIT_PORT"
+  elif port_open "$MP_RABBIT_PORT"; then
+    log "a RabbitMQ not started by us (Docker?) answers on 127.0.0.1:$MP_RABBIT_PORT: using it as configured there"
+    return 0
+  else
     log "starting RabbitMQ on 127.0.0.1:$MP_RABBIT_PORT (management on $MP_RABBIT_MGMT_PORT)"
     rm -f "$RABBITMQ_PID_FILE"
     ( cd "$HOME" && setsid "$(rabbit_bin)/rabbitmq-server" > "$RABBITMQ_LOG_BASE/console.log" 2>&1 & echo $! > "$DATA/rabbitmq/launcher.pid" )
