@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 
 namespace Marketplace.StripeFake;
 
@@ -30,6 +31,7 @@ public static class StripeFakeApp
         var builder = WebApplication.CreateBuilder(args);
         builder.Services.AddOptions<StripeFakeOptions>().BindConfiguration("StripeFake");
         builder.Services.AddHttpClient(WebhookClient, c => c.Timeout = TimeSpan.FromSeconds(10));
+        builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<FakeStripe>();
         builder.Services.AddSingleton(Channel.CreateUnbounded<string>());
         builder.Services.AddHostedService<WebhookSender>();

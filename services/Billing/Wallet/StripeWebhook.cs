@@ -26,17 +26,17 @@ internal static class StripeWebhook
         using (var reader = new StreamReader(request.Body, Encoding.UTF8))
             json = await reader.ReadToEndAsync(ct);
 
+        var signature = request.Headers["Stripe-Signature"].ToString();
+        if (string.IsNullOrEmpty(signature)) return NotAuthentic(logger, "no Stripe-Signature header");
         Event stripeEvent;
         try
         {
-            stripeEvent = EventUtility.ConstructEvent(json, request.Headers["Stripe-Signature"], options.Value.WebhookSecret,
+            stripeEvent = EventUtility.ConstructEvent(json, signature, options.Value.WebhookSecret,
                 options.Value.WebhookToleranceSeconds, time.GetUtcNow().ToUnixTimeSeconds(), throwOnApiVersionMismatch: false);
         }
         catch (Exception ex) when (ex is StripeException or System.Text.Json.JsonException or Newtonsoft.Json.JsonException or ArgumentException)
         {
-            logger.LogWarning("Rejected a Stripe webhook: {Reason}", ex.Message);
-            return Problems.Of(StatusCodes.Status400BadRequest, "invalid-webhook-signature", "The webhook is not authentic",
-                "The Stripe-Signature header does not match the body, is missing, or is too old.");
+            return NotAuthentic(logger, ex.Message);
         }
 
         await using var tx = await db.BeginAsync(ct);
@@ -49,6 +49,13 @@ internal static class StripeWebhook
             await CreditTopUpAsync(tx, intent, logger, ct);
         await tx.CommitAsync(ct);
         return TypedResults.Ok(new Ack(true, false));
+    }
+
+    private static ProblemHttpResult NotAuthentic(ILogger logger, string reason)
+    {
+        logger.LogWarning("Rejected a Stripe webhook: {Reason}", reason);
+        return Problems.Of(StatusCodes.Status400BadRequest, "invalid-webhook-signature", "The webhook is not authentic",
+            "The Stripe-Signature header is missing, does not match the body, or is too old.");
     }
 
     private sealed record TopUp(Guid Id, Guid RenterOrgId, long Amount, string Currency, string Status);
