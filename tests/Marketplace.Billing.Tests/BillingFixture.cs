@@ -1,6 +1,8 @@
+using System.Collections.Concurrent;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Dapper;
+using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Hosting;
 using Marketplace.StripeFake;
 using Marketplace.Testing;
@@ -22,6 +24,7 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
     public static readonly JsonSerializerOptions Json = NewJson();
 
     private WebApplication? _stripe;
+    public ConcurrentBag<object> Published { get; } = [];
     public TestDatabase Database { get; private set; } = null!;
     public TestVirtualHost VirtualHost { get; private set; } = null!;
     public ServiceFactory<Program> Factory { get; private set; } = null!;
@@ -47,6 +50,13 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
             ["Billing:PlatformFeeBasisPoints"] = "1000",
         });
         _ = Factory.Server; // start now: migrations, bus
+        // What Billing publishes, as another service would receive it (the outbox row is gone once relayed).
+        var observer = Factory.Services.GetRequiredService<IBus>().ConnectReceiveEndpoint("billing-tests-observer", e =>
+        {
+            e.Handler<HoldPlaced>(c => { Published.Add(c.Message); return Task.CompletedTask; });
+            e.Handler<HoldRejected>(c => { Published.Add(c.Message); return Task.CompletedTask; });
+        });
+        await observer.Ready;
     }
 
     public async Task DisposeAsync()
