@@ -114,7 +114,9 @@ internal static class RunBillingPeriod
             UPDATE invoices i SET total = COALESCE((SELECT SUM(amount) FROM invoice_lines WHERE invoice_id = i.id), 0)
             WHERE period = @Name;
             UPDATE statements s SET gross = t.gross, platform_fee = t.fee, net = t.gross - t.fee - s.sla_credits
-            FROM (SELECT statement_id, SUM(amount) AS gross, SUM(platform_fee) AS fee FROM invoice_lines GROUP BY statement_id) t
+            FROM (SELECT l.statement_id, SUM(l.amount) AS gross, SUM(l.platform_fee) AS fee
+                  FROM invoice_lines l JOIN statements st ON st.id = l.statement_id
+                  WHERE st.period = @Name GROUP BY l.statement_id) t
             WHERE t.statement_id = s.id AND s.period = @Name;
             -- What a statement still owes becomes the next payout (one per run that added to it).
             INSERT INTO payouts (id, statement_id, sequence, amount, currency, destination, status, created_at)
