@@ -1,4 +1,13 @@
+using Marketplace.Billing.Holds;
+using Marketplace.Billing.Invoices;
+using Marketplace.Billing.Ledger;
+using Marketplace.Billing.Runs;
+using Marketplace.Billing.Usage;
+using Marketplace.Billing.Wallet;
 using Marketplace.ServiceDefaults.Hosting;
+using MassTransit;
+using Microsoft.Extensions.Options;
+using Stripe;
 
 namespace Marketplace.Billing;
 
@@ -8,13 +17,34 @@ public static class BillingExtensions
     {
         builder.AddServiceDefaults("billing", bus =>
         {
-            // bus.AddConsumer<SomethingConsumer, SomethingConsumerDefinition>();
+            bus.AddConsumer<LeaseScheduledConsumer, LeaseScheduledConsumerDefinition>();
+            bus.AddConsumer<LeaseStartedConsumer, LeaseStartedConsumerDefinition>();
+            bus.AddConsumer<LeaseEndedConsumer, LeaseEndedConsumerDefinition>();
+        });
+        builder.Services.AddOptions<BillingOptions>().BindConfiguration("Billing").ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<StripeOptions>().BindConfiguration("Stripe").ValidateDataAnnotations().ValidateOnStart();
+        // One client for the process: Stripe.net's client is thread-safe and pools its HTTP connections.
+        builder.Services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<StripeOptions>>().Value;
+            return new StripeClient(new StripeClientOptions { ApiKey = o.ApiKey, ApiBase = o.ApiBase.TrimEnd('/') });
         });
         return builder;
     }
 
     public static WebApplication MapBillingApi(this WebApplication app)
     {
+        var v1 = app.MapGroup("/v1");
+        v1.MapGet("/wallet", GetWallet.Handle).WithTags("Wallet");
+        v1.MapPost("/wallet/top-ups", CreateTopUp.Handle).WithTags("Wallet");
+        v1.MapPost("/billing/periods/{period}/runs", RunBillingPeriod.Handle).WithTags("Billing runs");
+        v1.MapGet("/invoices", BillingReads.ListInvoices).WithTags("Invoices");
+        v1.MapGet("/invoices/{id:guid}", BillingReads.GetInvoice).WithTags("Invoices");
+        v1.MapGet("/statements", BillingReads.ListStatements).WithTags("Statements");
+        v1.MapGet("/ledger/trial-balance", TrialBalance.Handle).WithTags("Ledger");
+        // Outside /v1: Stripe has no API key; the signature is the authentication. The gateway forwards
+        // POST /v1/webhooks/stripe here.
+        app.MapPost("/webhooks/stripe", StripeWebhook.Handle).WithTags("Webhooks");
         return app;
     }
 }

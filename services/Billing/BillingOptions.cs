@@ -1,0 +1,25 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace Marketplace.Billing;
+
+public sealed class BillingOptions
+{
+    /// <summary>The platform's cut of every invoice line, in basis points (1000 = 10%).</summary>
+    [Range(0, 10_000)] public int PlatformFeeBasisPoints { get; set; } = 1000;
+
+    /// <summary>The largest single top-up, in minor units; guards against a typo adding four zeros.</summary>
+    [Range(1, long.MaxValue)] public long MaxTopUpMinor { get; set; } = 100_000_000;
+}
+
+public sealed class StripeOptions
+{
+    [Required] public string ApiKey { get; set; } = "sk_test_local_fake";
+
+    /// <summary>https://api.stripe.com in production; the local stand-in (infra/stripe-fake) in development and tests.</summary>
+    [Required, Url] public string ApiBase { get; set; } = "http://127.0.0.1:12111";
+
+    [Required] public string WebhookSecret { get; set; } = "whsec_local_development_only";
+
+    /// <summary>How old a webhook's signed timestamp may be, in seconds (Stripe's default is 300).</summary>
+    [Range(1, 3600)] public long WebhookToleranceSeconds { get; set; } = 300;
+}

@@ -1,0 +1,30 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace Marketplace.Billing.Runs;
+
+/// <summary>A billing period: a calendar month ("2026-11") or day ("2026-11-28"), UTC, half-open [From, To).</summary>
+internal sealed partial record BillingPeriod(string Name, DateTime From, DateTime To)
+{
+    public static bool TryParse(string? text, out BillingPeriod period)
+    {
+        period = null!;
+        if (text is null) return false;
+        if (Month().IsMatch(text) && DateTime.TryParseExact(text, "yyyy-MM", CultureInfo.InvariantCulture,
+                DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var month))
+        {
+            period = new BillingPeriod(text, month, month.AddMonths(1));
+            return true;
+        }
+        if (Day().IsMatch(text) && DateTime.TryParseExact(text, "yyyy-MM-dd", CultureInfo.InvariantCulture,
+                DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var day))
+        {
+            period = new BillingPeriod(text, day, day.AddDays(1));
+            return true;
+        }
+        return false;
+    }
+
+    [GeneratedRegex(@"^\d{4}-\d{2}$")] private static partial Regex Month();
+    [GeneratedRegex(@"^\d{4}-\d{2}-\d{2}$")] private static partial Regex Day();
+}

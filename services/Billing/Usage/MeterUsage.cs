@@ -1,0 +1,79 @@
+using Dapper;
+using Marketplace.Billing.Domain;
+using Marketplace.Billing.Ledger;
+using Marketplace.Contracts;
+using Marketplace.ServiceDefaults.Data;
+using MassTransit;
+
+namespace Marketplace.Billing.Usage;
+
+/// <summary>Usage starts when the lease becomes active.</summary>
+internal sealed class LeaseStartedConsumer(Db db) : IConsumer<LeaseStarted>
+{
+    public async Task Consume(ConsumeContext<LeaseStarted> context)
+    {
+        var m = context.Message;
+        var ct = context.CancellationToken;
+        await using var tx = await db.BeginAsync(ct);
+        if (!await tx.FirstDeliveryAsync(context, "lease-started")) return;
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO usage (lease_id, started_at) VALUES (@LeaseId, @At)
+            ON CONFLICT (lease_id) DO UPDATE SET started_at = COALESCE(usage.started_at, excluded.started_at)
+            """, new { m.LeaseId, At = m.At.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+    }
+}
+
+/// <summary>
+/// Usage ends when the lease reaches a terminal state. A lease that ended before its scheduled start never ran:
+/// its whole hold goes back to the renter now rather than waiting for the billing run.
+/// </summary>
+internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
+{
+    public async Task Consume(ConsumeContext<LeaseEnded> context)
+    {
+        var m = context.Message;
+        var ct = context.CancellationToken;
+        await using var tx = await db.BeginAsync(ct);
+        if (!await tx.FirstDeliveryAsync(context, "lease-ended")) return;
+        var usage = await tx.Connection.QuerySingleAsync<(DateTime? StartedAt, DateTime? EndedAt)>(new CommandDefinition("""
+            INSERT INTO usage (lease_id, ended_at, end_status, end_reason) VALUES (@LeaseId, @At, @Status, @Reason)
+            ON CONFLICT (lease_id) DO UPDATE SET ended_at = COALESCE(usage.ended_at, excluded.ended_at),
+                end_status = COALESCE(usage.end_status, excluded.end_status), end_reason = COALESCE(usage.end_reason, excluded.end_reason)
+            RETURNING started_at, ended_at
+            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason }, tx.Transaction, cancellationToken: ct));
+
+        var hold = await tx.Connection.QuerySingleOrDefaultAsync<HoldRow>(new CommandDefinition("""
+            SELECT h.id, h.renter_org_id, h.amount, h.currency, l.start_at
+            FROM holds h JOIN leases l USING (lease_id)
+            WHERE h.lease_id = @LeaseId AND h.status = 'pending' FOR UPDATE OF h
+            """, new { m.LeaseId }, tx.Transaction, cancellationToken: ct));
+        if (hold is not null && usage.StartedAt is null && m.At.UtcDateTime <= hold.StartAt)
+            await VoidAsync(tx, m.LeaseId, hold, ct);
+        await tx.CommitAsync(ct);
+    }
+
+    internal sealed record HoldRow(Guid Id, Guid RenterOrgId, long Amount, string Currency, DateTime StartAt);
+
+    private static async Task VoidAsync(Tx tx, Guid leaseId, HoldRow hold, CancellationToken ct)
+    {
+        if (hold.Amount > 0)
+            await LedgerStore.PostAsync(tx, LedgerTransaction.Transfer($"release:{leaseId}", "release",
+                Accounts.RenterHeld(hold.RenterOrgId), Accounts.RenterAvailable(hold.RenterOrgId), hold.Currency, hold.Amount), ct);
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE holds SET status = 'voided', settled_at = @now WHERE id = @Id",
+            new { hold.Id, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+    }
+}
+
+internal sealed class LeaseStartedConsumerDefinition : ConsumerDefinition<LeaseStartedConsumer>
+{
+    protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpoint,
+        IConsumerConfigurator<LeaseStartedConsumer> consumer, IRegistrationContext context) => endpoint.ConcurrentMessageLimit = 16;
+}
+
+internal sealed class LeaseEndedConsumerDefinition : ConsumerDefinition<LeaseEndedConsumer>
+{
+    protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpoint,
+        IConsumerConfigurator<LeaseEndedConsumer> consumer, IRegistrationContext context) => endpoint.ConcurrentMessageLimit = 16;
+}
