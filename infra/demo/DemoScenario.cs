@@ -115,8 +115,9 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var again = await finance.PostAsync($"/v1/billing/periods/{period}/runs", new { }, null, ct);
         var invoice = (await renter.GetAsync("/v1/invoices", ct))["data"]!.AsArray().First(i => Total(i!) > 0)!;
         foreach (var line in invoice["lines"]!.AsArray())
-            Say($"invoice {invoice["id"]} line: {line!["description"] ?? line["lease_id"]} — {line["quantity_seconds"] ?? line["seconds"]} s → {Price(line["amount"]!)}");
-        Say($"invoice total {Price(invoice["total"]!)} ({invoice["status"]})");
+            Say($"invoice {invoice["id"]}: lease {line!["lease_id"]}, {line["accelerator_count"]} × {line["accelerator_model"]} " +
+                $"for {line["seconds"]} s at {Price(line["unit_price"]!)}/GPU-hour → {Price(line["amount"]!)}");
+        Say($"invoice total {Price(invoice["total"]!)}");
         var statement = (await provider.GetAsync("/v1/statements", ct))["data"]!.AsArray().First()!;
         Say($"provider statement: gross {Price(statement["gross"]!)} − platform fee {Price(statement["platform_fee"]!)} − SLA credits {Price(statement["sla_credits"]!)} = net {Price(statement["net"]!)}");
         Say($"payout {statement["payout"]?["id"]}: {statement["payout"]?["status"]} (Stripe transfer {statement["payout"]?["transfer_id"]})");

@@ -1,13 +1,13 @@
 using System.CommandLine;
 using Marketplace.Demo;
 
-var gateway = new Option<Uri>("--gateway") { Description = "The gateway's base URL", DefaultValueFactory = _ => new Uri("http://127.0.0.1:8080") };
+var gateway = new Option<string>("--gateway") { Description = "The gateway's base URL", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
 var adminKey = new Option<string>("--admin-key") { Description = "The bootstrap admin API key", Required = true };
 var leaseSeconds = new Option<int>("--lease-seconds") { Description = "Length of the demo lease (the marketplace's minimum lease)", DefaultValueFactory = _ => 60 };
 var root = new RootCommand("Runs the Marketplace demo scenario against a running gateway and prints what happened.") { gateway, adminKey, leaseSeconds };
 root.SetAction(async (result, ct) =>
 {
-    var scenario = new DemoScenario(result.GetValue(gateway)!, result.GetValue(adminKey)!, Console.Out);
+    var scenario = new DemoScenario(new Uri(result.GetValue(gateway)!), result.GetValue(adminKey)!, Console.Out);
     try
     {
         await scenario.RunAsync(result.GetValue(leaseSeconds), ct);
