@@ -5,6 +5,7 @@
 # Running start twice is harmless; stop stops only the servers this script started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd /  # runuser postgres cannot enter a private checkout; every path below is absolute
 
 DATA="$MP_ROOT/.data"
 mkdir -p "$DATA"

@@ -16,4 +16,18 @@ public sealed record OrderMatched(
     DateTimeOffset End,
     Money PricePerHour,
     string OrderType,
-    DateTimeOffset At);
+    DateTimeOffset At)
+{
+    public bool Interruptible { get; init; }
+    public int PreemptionNoticeSeconds { get; init; }
+    public string SlaLevel { get; init; } = "standard";
+}
+
+/// <summary>
+/// An interruptible match must make way (outbid, or displaced by a higher-priority order). Scheduling gives the lease
+/// notice (<see cref="PreemptionNoticeGiven"/>) and ends it as preempted after <paramref name="NoticeSeconds"/>.
+/// </summary>
+public sealed record PreemptionRequested(Guid MatchId, Guid OrderId, string Reason, int NoticeSeconds, DateTimeOffset At);
+
+/// <summary>A trade or a change of the best bid/ask in one market (model × region group).</summary>
+public sealed record PriceTicked(string Market, Money? LastTrade, Money? BestBid, Money? BestAsk, DateTimeOffset At);

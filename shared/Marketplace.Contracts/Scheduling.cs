@@ -17,7 +17,23 @@ public sealed record LeaseScheduled(
     DateTimeOffset End,
     Money PricePerHour,
     IReadOnlyList<Guid> SlotIds,
-    DateTimeOffset At);
+    DateTimeOffset At)
+{
+    public bool Interruptible { get; init; }
+    public string SlaLevel { get; init; } = "standard";
+}
+
+/// <summary>Downtime starts (a node failed and could not be replaced at once). Cause: provider, platform, renter, market.</summary>
+public sealed record LeaseInterrupted(Guid LeaseId, Guid OrderId, string Reason, string Cause, DateTimeOffset At);
+
+/// <summary>Downtime ends (replacement capacity is running).</summary>
+public sealed record LeaseResumed(Guid LeaseId, Guid OrderId, DateTimeOffset At);
+
+/// <summary>An interruptible lease will be preempted at <paramref name="PreemptAt"/>.</summary>
+public sealed record PreemptionNoticeGiven(Guid LeaseId, Guid OrderId, DateTimeOffset PreemptAt, string Reason, DateTimeOffset At);
+
+/// <summary>The lease now ends at <paramref name="NewEnd"/> on the same slots; Billing grows the hold.</summary>
+public sealed record LeaseExtended(Guid LeaseId, Guid OrderId, DateTimeOffset PreviousEnd, DateTimeOffset NewEnd, DateTimeOffset At);
 
 public sealed record LeaseStarted(Guid LeaseId, Guid OrderId, DateTimeOffset At);
 

@@ -8,6 +8,10 @@ namespace Marketplace.ServiceDefaults.Web;
 /// </summary>
 public sealed record Caller(Guid OrgId, IReadOnlySet<string> Roles)
 {
+    /// <summary>Set when the API key is scoped to one node (a node agent's key): such a key may only call /v1/agent/**.</summary>
+    public Guid? NodeId { get; init; }
+
+    public const string NodeHeader = "X-Marketplace-Node";
     public const string OrgHeader = "X-Marketplace-Org";
     public const string RolesHeader = "X-Marketplace-Roles";
     public const string GatewayTokenHeader = "X-Marketplace-Gateway-Token";
@@ -23,7 +27,10 @@ public sealed record Caller(Guid OrgId, IReadOnlySet<string> Roles)
         if (!Guid.TryParse(context.Request.Headers[OrgHeader], out var org)) return null;
         var roles = context.Request.Headers[RolesHeader].ToString()
             .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        return new Caller(org, roles.ToHashSet(StringComparer.Ordinal));
+        return new Caller(org, roles.ToHashSet(StringComparer.Ordinal))
+        {
+            NodeId = Guid.TryParse(context.Request.Headers[NodeHeader], out var node) ? node : null,
+        };
     }
 }
 
