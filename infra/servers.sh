@@ -117,7 +117,7 @@ rabbit_env() {
 
 rabbit_running() { [ -f "$DATA/rabbitmq/rabbit.pid" ] && kill -0 "$(cat "$DATA/rabbitmq/rabbit.pid")" 2>/dev/null; }
 
-ctl() { timeout 60 "$(rabbit_bin)/rabbitmqctl" -n "$RABBITMQ_NODENAME" "$@"; }
+ctl() { timeout 60 "$(rabbit_bin)/rabbitmqctl" -n "$RABBITMQ_NODENAME" "$@" </dev/null; }
 
 start_rabbitmq() {
   rabbit_env
@@ -129,6 +129,8 @@ management.tcp.port = $MP_RABBIT_MGMT_PORT
 loopback_users = none
 CONF
   echo '[rabbitmq_management].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
+  # Our own epmd on our private port, detached from our output: one that inherits stdout keeps a caller's pipe open.
+  epmd -port "$MP_EPMD_PORT" -daemon </dev/null >/dev/null 2>&1 || true
   if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$MP_RABBIT_PORT"
   elif port_open "$MP_RABBIT_PORT"; then
     log "a RabbitMQ not started by us (Docker?) answers on 127.0.0.1:$MP_RABBIT_PORT: using it as configured there"
@@ -136,7 +138,7 @@ CONF
   else
     log "starting RabbitMQ on 127.0.0.1:$MP_RABBIT_PORT (management on $MP_RABBIT_MGMT_PORT)"
     rm -f "$RABBITMQ_PID_FILE"
-    ( cd "$HOME" && setsid "$(rabbit_bin)/rabbitmq-server" > "$RABBITMQ_LOG_BASE/console.log" 2>&1 & echo $! > "$DATA/rabbitmq/launcher.pid" )
+    ( cd "$HOME" && setsid "$(rabbit_bin)/rabbitmq-server" </dev/null > "$RABBITMQ_LOG_BASE/console.log" 2>&1 & echo $! > "$DATA/rabbitmq/launcher.pid" )
     # rabbitmq-server writes the pid file itself once the Erlang VM is up.
     for _ in $(seq 1 100); do [ -s "$RABBITMQ_PID_FILE" ] && break; sleep 0.2; done
     ctl wait "$RABBITMQ_PID_FILE" --timeout 60 >/dev/null || die "RabbitMQ did not start; see $RABBITMQ_LOG_BASE"
