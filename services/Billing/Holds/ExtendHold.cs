@@ -37,7 +37,8 @@ internal sealed class LeaseExtendedConsumer(Db db, IOptions<BillingOptions> opti
             await tx.CommitAsync(ct);
             return;
         }
-        var newEnd = m.NewEnd.UtcDateTime;
+        // PostgreSQL keeps microseconds: compare and measure at that precision, or a sub-microsecond tail costs a second.
+        var newEnd = new DateTime(m.NewEnd.UtcTicks - m.NewEnd.UtcTicks % TimeSpan.TicksPerMicrosecond, DateTimeKind.Utc);
         if (lease.Status != "pending" || newEnd <= lease.EndAt)
         {
             await tx.CommitAsync(ct); // settled already, or an older/duplicate extension: nothing to grow
