@@ -9,6 +9,13 @@ public sealed class BillingOptions
 
     /// <summary>The largest single top-up, in minor units; guards against a typo adding four zeros.</summary>
     [Range(1, long.MaxValue)] public long MaxTopUpMinor { get; set; } = 100_000_000;
+
+    /// <summary>LowBalance is published when a renter's available balance drops below this (minor units, any currency),
+    /// unless the org set its own threshold (PUT /v1/wallet/low-balance-threshold). 0 = no alert.</summary>
+    [Range(0, long.MaxValue)] public long LowBalanceThresholdMinor { get; set; }
+
+    /// <summary>Leases a billing run closes per database transaction (its unit of progress and of resumption).</summary>
+    [Range(1, 100_000)] public int RunBatchSize { get; set; } = 2000;
 }
 
 public sealed class StripeOptions

@@ -48,6 +48,8 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
             ["Stripe:ApiKey"] = "sk_test_billing_tests",
             ["Stripe:WebhookSecret"] = WebhookSecret,
             ["Billing:PlatformFeeBasisPoints"] = "1000",
+            // Tiny batches, so every run goes through the multi-batch (and resumable) path.
+            ["Billing:RunBatchSize"] = "2",
         });
         _ = Factory.Server; // start now: migrations, bus
         // What Billing publishes, as another service would receive it (the outbox row is gone once relayed).
@@ -55,6 +57,8 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
         {
             e.Handler<HoldPlaced>(c => { Published.Add(c.Message); return Task.CompletedTask; });
             e.Handler<HoldRejected>(c => { Published.Add(c.Message); return Task.CompletedTask; });
+            e.Handler<ExtensionRejected>(c => { Published.Add(c.Message); return Task.CompletedTask; });
+            e.Handler<LowBalance>(c => { Published.Add(c.Message); return Task.CompletedTask; });
         });
         await observer.Ready;
     }
@@ -99,6 +103,58 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
         (await Renter(org).SendAsync(request)).EnsureSuccessStatusCode();
         await Eventually.True(async () => (await WalletAsync(org, currency)).Available == before.Available + amount, what: "the top-up credit");
     }
+
+    public static LeaseScheduled Lease(Guid renter, Guid provider, long pricePerHour, int count, DateTimeOffset start, TimeSpan length,
+        string currency = "CNY", string slaLevel = "standard", bool interruptible = false) =>
+        new(Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), renter, provider, "h100-sxm", count, start, start + length,
+            new Money(pricePerHour, currency), [], DateTimeOffset.UtcNow) { SlaLevel = slaLevel, Interruptible = interruptible };
+
+    public Task<long> HoldCount(Guid lease, string status) =>
+        ScalarAsync("SELECT count(*) FROM holds WHERE lease_id = @lease AND status = @status", new { lease, status });
+
+    /// <summary>Publishes the lease and waits for its hold.</summary>
+    public async Task<LeaseScheduled> BookAsync(LeaseScheduled lease)
+    {
+        await Publish(lease);
+        await Eventually.True(async () => await HoldCount(lease.LeaseId, "pending") == 1, what: "the hold");
+        return lease;
+    }
+
+    /// <summary>A booked lease that started at its start, went down for the given intervals and ended after <paramref name="used"/>.</summary>
+    public async Task RunAsync(LeaseScheduled lease, TimeSpan used, string status = "completed", string cause = "platform",
+        params (TimeSpan From, TimeSpan To, string Cause)[] downtime)
+    {
+        await Publish(new LeaseStarted(lease.LeaseId, lease.OrderId, lease.Start));
+        foreach (var d in downtime)
+        {
+            await Publish(new LeaseInterrupted(lease.LeaseId, lease.OrderId, "node lost", d.Cause, lease.Start + d.From));
+            await Publish(new LeaseResumed(lease.LeaseId, lease.OrderId, lease.Start + d.To));
+        }
+        await Publish(new LeaseEnded(lease.LeaseId, lease.OrderId, status, "ended", cause, lease.Start + used));
+        await Eventually.True(async () => await ScalarAsync("""
+            SELECT count(*) FROM usage WHERE lease_id = @LeaseId AND started_at IS NOT NULL AND ended_at IS NOT NULL
+            """, new { lease.LeaseId }) == 1 && await ScalarAsync(
+            "SELECT count(*) FROM downtime WHERE lease_id = @LeaseId AND ended_at IS NOT NULL AND cause <> ''", new { lease.LeaseId }) == downtime.Length,
+            what: "usage and downtime");
+    }
+
+    public async Task<JsonElement> RunPeriodAsync(string period)
+    {
+        var response = await Finance().PostAsync($"/v1/billing/periods/{period}/runs", null);
+        response.EnsureSuccessStatusCode();
+        return await response.Content.ReadFromJsonAsync<JsonElement>(Json);
+    }
+
+    public static JsonElement InvoiceOf(JsonElement run, Guid renter) =>
+        run.GetProperty("invoices").EnumerateArray().Single(i => i.GetProperty("renter_org_id").GetGuid() == renter);
+
+    public static JsonElement StatementOf(JsonElement run, Guid provider) =>
+        run.GetProperty("statements").EnumerateArray().Single(s => s.GetProperty("provider_org_id").GetGuid() == provider);
+
+    public static long Amount(JsonElement e, string property) => e.GetProperty(property).GetProperty("amount").GetInt64();
+
+    public async Task<bool> LedgerBalancedAsync() =>
+        await ScalarAsync("SELECT count(*) FROM (SELECT currency FROM ledger_entries GROUP BY currency HAVING SUM(amount) <> 0) x") == 0;
 
     private static JsonSerializerOptions NewJson()
     {

@@ -9,6 +9,8 @@ public static class Accounts
     public const string PlatformRevenue = "platform:revenue";
     public const string StripeClearing = "stripe:clearing";
     public const string PayoutsClearing = "payouts:clearing";
+    /// <summary>Contra-revenue: what credit notes gave back to renters.</summary>
+    public const string PlatformCreditNotes = "platform:credit_notes";
 }
 
 /// <summary>One line of a journal transaction: a signed amount in minor units on one account.</summary>

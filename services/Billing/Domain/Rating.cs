@@ -21,7 +21,10 @@ public static class Rating
     }
 
     /// <summary>The platform's fee on a line: amount × basis points / 10 000, half to even.</summary>
-    public static long Fee(long amount, int basisPoints)
+    public static long Fee(long amount, int basisPoints) => Share(amount, basisPoints);
+
+    /// <summary>A share of an amount: amount × basis points / 10 000, half to even (fees, SLA credits).</summary>
+    public static long Share(long amount, int basisPoints)
     {
         if (amount < 0) throw new ArgumentOutOfRangeException(nameof(amount));
         if (basisPoints is < 0 or > 10_000) throw new ArgumentOutOfRangeException(nameof(basisPoints));

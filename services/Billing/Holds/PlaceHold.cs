@@ -4,15 +4,16 @@ using Marketplace.Billing.Ledger;
 using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
+using Microsoft.Extensions.Options;
 
 namespace Marketplace.Billing.Holds;
 
 /// <summary>
 /// At booking, reserves the lease's maximum cost on the renter's wallet (available → held), or rejects the lease
-/// with a reason the renter can act on. Two-phase like a pending transfer: the billing run posts the actual
-/// charge and voids the rest.
+/// with a reason the renter can act on (funds, per-order cap, monthly cap). Two-phase like a pending transfer: the
+/// billing run posts the actual charge and voids the rest.
 /// </summary>
-internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
+internal sealed class LeaseScheduledConsumer(Db db, IOptions<BillingOptions> options) : IConsumer<LeaseScheduled>
 {
     public async Task Consume(ConsumeContext<LeaseScheduled> context)
     {
@@ -22,25 +23,26 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
         if (!await tx.FirstDeliveryAsync(context, "lease-scheduled")) return;
 
         var currency = m.PricePerHour.Currency;
+        // An unknown level from a newer publisher is billed as the strictest we know rather than silently as none.
+        var slaLevel = Sla.IsLevel(m.SlaLevel) ? m.SlaLevel : Sla.Premium;
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO leases (lease_id, order_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
-                                start_at, end_at, price_per_hour, currency, scheduled_at)
+                                start_at, end_at, price_per_hour, currency, scheduled_at, interruptible, sla_level)
             VALUES (@LeaseId, @OrderId, @RenterOrgId, @ProviderOrgId, @AcceleratorModel, @AcceleratorCount,
-                    @Start, @End, @price, @currency, @At)
+                    @Start, @End, @price, @currency, @At, @Interruptible, @slaLevel)
             ON CONFLICT (lease_id) DO NOTHING
             """, new { m.LeaseId, m.OrderId, m.RenterOrgId, m.ProviderOrgId, m.AcceleratorModel, m.AcceleratorCount,
-                Start = m.Start.ToUniversalTime(), End = m.End.ToUniversalTime(), price = m.PricePerHour.Amount, currency, At = m.At.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
+                Start = m.Start.ToUniversalTime(), End = m.End.ToUniversalTime(), price = m.PricePerHour.Amount, currency,
+                At = m.At.ToUniversalTime(), m.Interruptible, slaLevel }, tx.Transaction, cancellationToken: ct));
 
         var seconds = Math.Max(0, (long)Math.Ceiling((m.End - m.Start).TotalSeconds));
         var maxCost = Rating.MaxCost(m.PricePerHour.Amount, m.AcceleratorCount, seconds);
 
         await LedgerStore.LockWalletAsync(tx, m.RenterOrgId, ct);
-        var available = await LedgerStore.BalanceAsync(tx, Accounts.RenterAvailable(m.RenterOrgId), currency, ct);
-        if (available < maxCost)
+        var available = await Funds.AvailableAsync(tx, m.RenterOrgId, currency, ct);
+        var detail = $" ({m.AcceleratorCount} × {m.AcceleratorModel} for {seconds} s at {Currencies.Format(m.PricePerHour.Amount, currency)}/h)";
+        if (await Funds.RefusalAsync(tx, m.RenterOrgId, currency, maxCost, maxCost, available, "this lease", ct, detail) is { } reason)
         {
-            var reason = $"wallet holds {Currencies.Format(available, currency)} available; this lease needs up to " +
-                         $"{Currencies.Format(maxCost, currency)} ({m.AcceleratorCount} × {m.AcceleratorModel} for {seconds} s at " +
-                         $"{Currencies.Format(m.PricePerHour.Amount, currency)}/h); top up the wallet and order again";
             await tx.PublishAsync(new HoldRejected(m.LeaseId, m.OrderId, m.RenterOrgId, reason, tx.Now), ct);
             await tx.CommitAsync(ct);
             return;
@@ -57,6 +59,7 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
             VALUES (@holdId, @LeaseId, @RenterOrgId, @maxCost, @currency, 'pending', @now)
             """, new { holdId, m.LeaseId, m.RenterOrgId, maxCost, currency, now = tx.Now }, tx.Transaction, cancellationToken: ct));
         await tx.PublishAsync(new HoldPlaced(holdId, m.LeaseId, m.OrderId, m.RenterOrgId, new Money(maxCost, currency), tx.Now), ct);
+        await Funds.AlertIfLowAsync(tx, m.RenterOrgId, currency, available, available - maxCost, options.Value.LowBalanceThresholdMinor, ct);
         await tx.CommitAsync(ct);
     }
 }

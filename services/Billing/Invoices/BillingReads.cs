@@ -7,9 +7,18 @@ using Npgsql;
 namespace Marketplace.Billing.Invoices;
 
 public sealed record InvoiceLine(Guid Id, Guid LeaseId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
-    DateTime StartedAt, DateTime EndedAt, long Seconds, Money UnitPrice, Money Amount);
+    DateTime StartedAt, DateTime EndedAt, long Seconds, Money UnitPrice, Money Amount, long DowntimeSeconds, decimal Availability,
+    string SlaLevel, Money SlaCredit, string? EndStatus);
 
-public sealed record Invoice(Guid Id, Guid RenterOrgId, string Period, Money Total, DateTime CreatedAt, IReadOnlyList<InvoiceLine> Lines);
+/// <summary>A credit on the invoice for a lease's downtime, charged to its provider.</summary>
+public sealed record CreditLine(Guid LeaseId, string Kind, string Description, Money Amount);
+
+public sealed record CreditNote(Guid Id, Guid InvoiceId, Money Amount, string Reason, DateTime CreatedAt);
+
+/// <summary>total = subtotal (the lines) − sla_credits: what the renter pays. Credit notes correct a finalized invoice.</summary>
+public sealed record Invoice(Guid Id, Guid RenterOrgId, string Period, string Status, Money Subtotal, Money SlaCredits, Money Total,
+    DateTime CreatedAt, DateTime? FinalizedAt, IReadOnlyList<InvoiceLine> Lines, IReadOnlyList<CreditLine> CreditLines,
+    IReadOnlyList<CreditNote> CreditNotes);
 
 public sealed record Payout(Guid Id, string Status, Money Amount, string? TransferId, string? LastError);
 
@@ -21,9 +30,12 @@ public sealed record Page<T>(IReadOnlyList<T> Data, string? NextCursor);
 /// <summary>Invoices and statements as the API shows them; the billing run returns the same shapes.</summary>
 internal static class BillingReads
 {
-    private sealed record InvoiceRow(Guid Id, Guid RenterOrgId, string Period, string Currency, long Total, DateTime CreatedAt);
+    private sealed record InvoiceRow(Guid Id, Guid RenterOrgId, string Period, string Currency, string Status, long Subtotal, long SlaCredits,
+        long Total, DateTime CreatedAt, DateTime? FinalizedAt);
     private sealed record LineRow(Guid Id, Guid InvoiceId, Guid LeaseId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
-        DateTime StartedAt, DateTime EndedAt, long Seconds, long UnitPrice, long Amount, string Currency);
+        DateTime StartedAt, DateTime EndedAt, long Seconds, long UnitPrice, long Amount, string Currency, long DowntimeSeconds,
+        int AvailabilityPpm, string SlaLevel, int SlaCreditBp, long SlaCredit, string? EndStatus);
+    private sealed record NoteRow(Guid Id, Guid InvoiceId, long Amount, string Currency, string Reason, DateTime CreatedAt);
     private sealed record StatementRow(Guid Id, Guid ProviderOrgId, string Period, string Currency, long Gross, long PlatformFee,
         long SlaCredits, long Net, DateTime CreatedAt);
     private sealed record PayoutRow(Guid Id, Guid StatementId, string Status, long Amount, string Currency, string? TransferId, string? LastError);
@@ -33,19 +45,28 @@ internal static class BillingReads
         Guid? after, int limit, CancellationToken ct)
     {
         var invoices = (await c.QueryAsync<InvoiceRow>(new CommandDefinition("""
-            SELECT id, renter_org_id, period, currency, total, created_at FROM invoices
+            SELECT id, renter_org_id, period, currency, status, subtotal, sla_credits, total, created_at, finalized_at FROM invoices
             WHERE (@id::uuid IS NULL OR id = @id) AND (@renter::uuid IS NULL OR renter_org_id = @renter)
               AND (@period::text IS NULL OR period = @period) AND (@after::uuid IS NULL OR id > @after)
             ORDER BY id LIMIT @limit
             """, new { id, renter, period, after, limit }, cancellationToken: ct))).ToList();
         var lines = (await c.QueryAsync<LineRow>(new CommandDefinition("""
             SELECT id, invoice_id, lease_id, provider_org_id, accelerator_model, accelerator_count, started_at, ended_at,
-                   seconds, unit_price, amount, currency
+                   seconds, unit_price, amount, currency, downtime_seconds, availability_ppm, sla_level, sla_credit_bp, sla_credit, end_status
             FROM invoice_lines WHERE invoice_id = ANY(@ids) ORDER BY ended_at, lease_id
             """, new { ids = invoices.Select(i => i.Id).ToArray() }, cancellationToken: ct))).ToLookup(l => l.InvoiceId);
-        return invoices.Select(i => new Invoice(i.Id, i.RenterOrgId, i.Period, new Money(i.Total, i.Currency), i.CreatedAt,
+        var notes = (await c.QueryAsync<NoteRow>(new CommandDefinition("""
+            SELECT id, invoice_id, amount, currency, reason, created_at FROM credit_notes WHERE invoice_id = ANY(@ids) ORDER BY created_at, id
+            """, new { ids = invoices.Select(i => i.Id).ToArray() }, cancellationToken: ct))).ToLookup(n => n.InvoiceId);
+        return invoices.Select(i => new Invoice(i.Id, i.RenterOrgId, i.Period, i.Status, new Money(i.Subtotal, i.Currency),
+            new Money(i.SlaCredits, i.Currency), new Money(i.Total, i.Currency), i.CreatedAt, i.FinalizedAt,
             lines[i.Id].Select(l => new InvoiceLine(l.Id, l.LeaseId, l.ProviderOrgId, l.AcceleratorModel, l.AcceleratorCount,
-                l.StartedAt, l.EndedAt, l.Seconds, new Money(l.UnitPrice, l.Currency), new Money(l.Amount, l.Currency))).ToList())).ToList();
+                l.StartedAt, l.EndedAt, l.Seconds, new Money(l.UnitPrice, l.Currency), new Money(l.Amount, l.Currency), l.DowntimeSeconds,
+                l.AvailabilityPpm / 1_000_000m, l.SlaLevel, new Money(l.SlaCredit, l.Currency), l.EndStatus)).ToList(),
+            lines[i.Id].Where(l => l.SlaCredit > 0).Select(l => new CreditLine(l.LeaseId, "sla_credit",
+                $"SLA credit ({l.SlaLevel}): availability {l.AvailabilityPpm / 10_000m:0.####}% with {l.DowntimeSeconds} s down → {l.SlaCreditBp / 100m:0.##}% of the line",
+                new Money(l.SlaCredit, l.Currency))).ToList(),
+            notes[i.Id].Select(n => new CreditNote(n.Id, n.InvoiceId, new Money(n.Amount, n.Currency), n.Reason, n.CreatedAt)).ToList())).ToList();
     }
 
     public static async Task<List<Statement>> StatementsAsync(NpgsqlConnection c, Guid? provider, string? period,

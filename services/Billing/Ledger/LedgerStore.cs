@@ -9,27 +9,44 @@ namespace Marketplace.Billing.Ledger;
 internal static class LedgerStore
 {
     /// <summary>Posts the transaction in <paramref name="tx"/>; false if its idempotency key was posted before.</summary>
-    public static async Task<bool> PostAsync(Tx tx, LedgerTransaction transaction, CancellationToken ct)
+    public static async Task<bool> PostAsync(Tx tx, LedgerTransaction transaction, CancellationToken ct) =>
+        await PostManyAsync(tx, [transaction], ct) == 1;
+
+    /// <summary>
+    /// Posts many transactions in two statements (one round trip): those whose idempotency key exists are skipped, with
+    /// their entries. Every transaction's entries go in by one INSERT, which the balance trigger checks. Returns how many
+    /// transactions were new.
+    /// </summary>
+    public static async Task<int> PostManyAsync(Tx tx, IReadOnlyList<LedgerTransaction> transactions, CancellationToken ct)
     {
-        var id = await tx.Connection.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition("""
-            INSERT INTO ledger_transactions (id, idempotency_key, kind, created_at)
-            VALUES (@id, @IdempotencyKey, @Kind, @now)
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING id
-            """, new { id = NewId.NextGuid(), transaction.IdempotencyKey, transaction.Kind, now = tx.Now },
-            tx.Transaction, cancellationToken: ct));
-        if (id is null) return false;
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO ledger_entries (transaction_id, account, currency, amount)
-            SELECT @id, a, c, x FROM unnest(@accounts, @currencies, @amounts) AS e(a, c, x)
+        if (transactions.Count == 0) return 0;
+        var ids = transactions.Select(_ => NewId.NextGuid()).ToArray();
+        var entryCount = transactions.Sum(t => t.Entries.Count);
+        var (tids, accounts, currencies, amounts) = (new Guid[entryCount], new string[entryCount], new string[entryCount], new long[entryCount]);
+        var k = 0;
+        for (var i = 0; i < transactions.Count; i++)
+            foreach (var e in transactions[i].Entries)
+                (tids[k], accounts[k], currencies[k], amounts[k++]) = (ids[i], e.Account, e.Currency, e.Amount);
+
+        return await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition("""
+            WITH posted AS (
+                INSERT INTO ledger_transactions (id, idempotency_key, kind, created_at)
+                SELECT id, key, kind, @now FROM unnest(@ids, @keys, @kinds) AS t(id, key, kind)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING id),
+            entries AS (
+                INSERT INTO ledger_entries (transaction_id, account, currency, amount)
+                SELECT e.tid, e.a, e.c, e.x FROM unnest(@tids, @accounts, @currencies, @amounts) AS e(tid, a, c, x)
+                WHERE e.tid IN (SELECT id FROM posted))
+            SELECT count(*)::int FROM posted
             """, new
             {
-                id,
-                accounts = transaction.Entries.Select(e => e.Account).ToArray(),
-                currencies = transaction.Entries.Select(e => e.Currency).ToArray(),
-                amounts = transaction.Entries.Select(e => e.Amount).ToArray(),
+                ids,
+                keys = transactions.Select(t => t.IdempotencyKey).ToArray(),
+                kinds = transactions.Select(t => t.Kind).ToArray(),
+                now = tx.Now,
+                tids, accounts, currencies, amounts,
             }, tx.Transaction, cancellationToken: ct));
-        return true;
     }
 
     public static Task<long> BalanceAsync(Tx tx, string account, string currency, CancellationToken ct) =>

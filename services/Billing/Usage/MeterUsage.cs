@@ -37,11 +37,12 @@ internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
         await using var tx = await db.BeginAsync(ct);
         if (!await tx.FirstDeliveryAsync(context, "lease-ended")) return;
         var usage = await tx.Connection.QuerySingleAsync<(DateTime? StartedAt, DateTime? EndedAt)>(new CommandDefinition("""
-            INSERT INTO usage (lease_id, ended_at, end_status, end_reason) VALUES (@LeaseId, @At, @Status, @Reason)
+            INSERT INTO usage (lease_id, ended_at, end_status, end_reason, end_cause) VALUES (@LeaseId, @At, @Status, @Reason, @Cause)
             ON CONFLICT (lease_id) DO UPDATE SET ended_at = COALESCE(usage.ended_at, excluded.ended_at),
-                end_status = COALESCE(usage.end_status, excluded.end_status), end_reason = COALESCE(usage.end_reason, excluded.end_reason)
+                end_status = COALESCE(usage.end_status, excluded.end_status), end_reason = COALESCE(usage.end_reason, excluded.end_reason),
+                end_cause = COALESCE(usage.end_cause, excluded.end_cause)
             RETURNING started_at, ended_at
-            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason }, tx.Transaction, cancellationToken: ct));
+            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason, m.Cause }, tx.Transaction, cancellationToken: ct));
 
         var hold = await tx.Connection.QuerySingleOrDefaultAsync<HoldRow>(new CommandDefinition("""
             SELECT h.id, h.renter_org_id, h.amount, h.currency, l.start_at

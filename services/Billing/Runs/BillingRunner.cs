@@ -1,0 +1,300 @@
+using Dapper;
+using Marketplace.Billing.Domain;
+using Marketplace.Billing.Ledger;
+using Marketplace.ServiceDefaults.Data;
+using MassTransit;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using Stripe;
+
+namespace Marketplace.Billing.Runs;
+
+/// <summary>Test seam: called after each committed batch of a run (a test throws here to crash a run midway).</summary>
+public sealed class BillingRunHooks
+{
+    public Func<int, CancellationToken, Task>? AfterBatch { get; set; }
+}
+
+/// <summary>
+/// Closes a billing period in batches. One run at a time (a session advisory lock, released if the process dies);
+/// each batch is one transaction that closes a set of leases completely (invoice lines, charge, SLA credit, release,
+/// hold settled) and records the progress, so a run that dies resumes with the leases still pending. The end
+/// (totals, finalizing the drafts, statements, payouts) is idempotent too. Work per batch is set-based: a handful of
+/// statements whatever the batch size, never one round trip per lease.
+/// </summary>
+internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<BillingOptions> options, BillingRunHooks hooks,
+    ILogger<BillingRunner> logger)
+{
+    public sealed record Outcome(int LeasesClosed, bool AllPaid);
+
+    private sealed record Candidate(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
+        DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
+        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount);
+
+    private sealed record DowntimeRow(Guid LeaseId, DateTime StartedAt, DateTime? EndedAt, string Cause);
+
+    private sealed record PendingPayout(Guid Id, Guid StatementId, int Sequence, long Amount, string Currency, string Destination, Guid ProviderOrgId);
+
+    public async Task<Outcome> RunAsync(BillingPeriod p, CancellationToken ct)
+    {
+        await using var lockConnection = await db.DataSource.OpenConnectionAsync(ct);
+        // One run at a time for all periods (a day and its month overlap). Session-level, so it spans the batches;
+        // PostgreSQL drops it with the connection if this process dies.
+        await lockConnection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(hashtextextended('billing-run', 0))", cancellationToken: ct));
+        try
+        {
+            var closed = await CloseUsageAsync(p, ct);
+            await FinishAsync(p, ct);
+            var allPaid = await PayOutAsync(p, ct);
+            return new Outcome(closed, allPaid);
+        }
+        finally
+        {
+            await lockConnection.ExecuteAsync("SELECT pg_advisory_unlock(hashtextextended('billing-run', 0))");
+        }
+    }
+
+    private async Task<int> CloseUsageAsync(BillingPeriod p, CancellationToken ct)
+    {
+        var o = options.Value;
+        await using (var tx = await db.BeginAsync(ct))
+        {
+            var remaining = await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition("""
+                SELECT count(*)::int FROM holds h JOIN usage u USING (lease_id)
+                WHERE h.status = 'pending' AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
+                """, new { p.From, p.To, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+            await tx.Connection.ExecuteAsync(new CommandDefinition("""
+                INSERT INTO billing_runs (period, first_run_at, last_run_at, runs, state, leases_total, leases_done)
+                VALUES (@Name, @now, @now, 1, 'running', @remaining, 0)
+                ON CONFLICT (period) DO UPDATE SET last_run_at = excluded.last_run_at, runs = billing_runs.runs + 1,
+                    state = 'running', leases_total = excluded.leases_total, leases_done = 0
+                """, new { p.Name, now = tx.Now, remaining }, tx.Transaction, cancellationToken: ct));
+            await tx.CommitAsync(ct);
+        }
+
+        var after = Guid.Empty;
+        int batchNo = 0, closed = 0;
+        while (true)
+        {
+            await using var tx = await db.BeginAsync(ct);
+            var batch = (await tx.Connection.QueryAsync<Candidate>(new CommandDefinition("""
+                SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
+                       l.price_per_hour, l.currency, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
+                       h.id AS hold_id, h.amount AS hold_amount
+                FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
+                WHERE h.status = 'pending' AND h.lease_id > @after
+                  AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
+                ORDER BY h.lease_id LIMIT @limit
+                FOR UPDATE OF h
+                """, new { after, p.From, p.To, now = tx.Now, limit = o.RunBatchSize }, tx.Transaction, cancellationToken: ct))).ToList();
+            if (batch.Count == 0) break;
+            await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, ct);
+            await tx.CommitAsync(ct);
+            after = batch[^1].LeaseId;
+            closed += batch.Count;
+            if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
+        }
+        return closed;
+    }
+
+    private static async Task CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, CancellationToken ct)
+    {
+        var downtime = (await tx.Connection.QueryAsync<DowntimeRow>(new CommandDefinition(
+            "SELECT lease_id, started_at, ended_at, cause FROM downtime WHERE lease_id = ANY(@ids)",
+            new { ids = batch.Select(b => b.LeaseId).ToArray() }, tx.Transaction, cancellationToken: ct)))
+            .ToLookup(d => d.LeaseId, d => new DowntimeInterval(d.StartedAt, d.EndedAt, d.Cause));
+
+        var ran = batch.Where(b => b.StartedAt is not null).ToList();
+        var invoiceIds = await DraftsAsync(tx, "invoices", "renter_org_id", ran.Select(b => (b.RenterOrgId, b.Currency)), p.Name, ct);
+        var statementIds = await DraftsAsync(tx, "statements", "provider_org_id", ran.Select(b => (b.ProviderOrgId, b.Currency)), p.Name, ct);
+
+        var lines = new List<LineRow>(ran.Count);
+        var transactions = new List<LedgerTransaction>(batch.Count * 3);
+        var holds = new List<(Guid Id, string Status, long Charged)>(batch.Count);
+        foreach (var lease in batch)
+        {
+            if (lease.StartedAt is not { } startedAt)
+            {
+                // Never ran: no usage, no invoice line; the whole hold goes back.
+                transactions.AddRange(Settlement.Transactions(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency,
+                    lease.HoldAmount, new PricedLine(0, 0, 0, 0)));
+                holds.Add((lease.HoldId, "voided", 0));
+                continue;
+            }
+            var metered = Metering.Meter(new LeaseUsage(lease.StartAt, lease.EndAt, startedAt, lease.EndedAt, lease.EndStatus, lease.EndCause,
+                lease.Interruptible, lease.SlaLevel, [.. downtime[lease.LeaseId]]));
+            var priced = Settlement.Price(lease.PricePerHour, lease.AcceleratorCount, metered, feeBp, lease.HoldAmount);
+            transactions.AddRange(Settlement.Transactions(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency,
+                lease.HoldAmount, priced));
+            holds.Add((lease.HoldId, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
+            lines.Add(new LineRow(NewId.NextSequentialGuid(), invoiceIds[(lease.RenterOrgId, lease.Currency)],
+                statementIds[(lease.ProviderOrgId, lease.Currency)], lease, startedAt, metered, priced));
+        }
+
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
+                                       started_at, ended_at, seconds, unit_price, amount, platform_fee, currency, downtime_seconds,
+                                       availability_ppm, sla_level, sla_credit_bp, sla_credit, end_status, end_cause)
+            SELECT * FROM unnest(@id, @invoice, @statement, @lease, @provider, @model, @count, @started, @ended, @seconds, @price,
+                                 @amount, @fee, @currency, @down, @ppm, @level, @creditBp, @credit, @status, @cause)
+            """, new
+            {
+                id = lines.Select(l => l.Id).ToArray(),
+                invoice = lines.Select(l => l.InvoiceId).ToArray(),
+                statement = lines.Select(l => l.StatementId).ToArray(),
+                lease = lines.Select(l => l.Lease.LeaseId).ToArray(),
+                provider = lines.Select(l => l.Lease.ProviderOrgId).ToArray(),
+                model = lines.Select(l => l.Lease.AcceleratorModel).ToArray(),
+                count = lines.Select(l => l.Lease.AcceleratorCount).ToArray(),
+                started = lines.Select(l => l.StartedAt).ToArray(),
+                ended = lines.Select(l => l.Lease.EndedAt).ToArray(),
+                seconds = lines.Select(l => l.Metered.BilledSeconds).ToArray(),
+                price = lines.Select(l => l.Lease.PricePerHour).ToArray(),
+                amount = lines.Select(l => l.Priced.Amount).ToArray(),
+                fee = lines.Select(l => l.Priced.PlatformFee).ToArray(),
+                currency = lines.Select(l => l.Lease.Currency).ToArray(),
+                down = lines.Select(l => l.Metered.DowntimeSeconds).ToArray(),
+                ppm = lines.Select(l => l.Metered.AvailabilityPpm).ToArray(),
+                level = lines.Select(l => l.Metered.SlaLevel).ToArray(),
+                creditBp = lines.Select(l => l.Priced.SlaCreditBasisPoints).ToArray(),
+                credit = lines.Select(l => l.Priced.SlaCredit).ToArray(),
+                status = lines.Select(l => l.Lease.EndStatus).ToArray(),
+                cause = lines.Select(l => l.Lease.EndCause).ToArray(),
+            }, tx.Transaction, cancellationToken: ct));
+
+        await LedgerStore.PostManyAsync(tx, transactions, ct);
+
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now
+            FROM unnest(@ids, @statuses, @charged) AS x(id, status, charged) WHERE h.id = x.id;
+            UPDATE billing_runs SET leases_done = leases_done + @n WHERE period = @Name;
+            """, new
+            {
+                ids = holds.Select(h => h.Id).ToArray(),
+                statuses = holds.Select(h => h.Status).ToArray(),
+                charged = holds.Select(h => h.Charged).ToArray(),
+                now = tx.Now, n = batch.Count, p.Name,
+            }, tx.Transaction, cancellationToken: ct));
+    }
+
+    private sealed record LineRow(Guid Id, Guid InvoiceId, Guid StatementId, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
+
+    /// <summary>The open (draft) invoice or the statement per (org, currency) of the period, created where missing.</summary>
+    private static async Task<Dictionary<(Guid, string), Guid>> DraftsAsync(Tx tx, string table, string orgColumn,
+        IEnumerable<(Guid Org, string Currency)> keys, string period, CancellationToken ct)
+    {
+        var distinct = keys.Distinct().ToList();
+        if (distinct.Count == 0) return [];
+        var conflict = table == "invoices" ? "(renter_org_id, period, currency) WHERE status = 'draft'" : "(provider_org_id, period, currency)";
+        var totals = table == "invoices" ? "total" : "gross, platform_fee, net";
+        var zeros = table == "invoices" ? "0" : "0, 0, 0";
+        var orgs = distinct.Select(k => k.Org).ToArray();
+        var currencies = distinct.Select(k => k.Currency).ToArray();
+        await tx.Connection.ExecuteAsync(new CommandDefinition($"""
+            INSERT INTO {table} (id, {orgColumn}, period, currency, created_at, {totals})
+            SELECT id, org, @period, currency, @now, {zeros} FROM unnest(@ids, @orgs, @currencies) AS k(id, org, currency)
+            ORDER BY org, currency
+            ON CONFLICT {conflict} DO NOTHING
+            """, new { ids = distinct.Select(_ => NewId.NextSequentialGuid()).ToArray(), orgs, currencies, period, now = tx.Now },
+            tx.Transaction, cancellationToken: ct));
+        var draft = table == "invoices" ? "AND t.status = 'draft'" : "";
+        var rows = await tx.Connection.QueryAsync<(Guid Id, Guid Org, string Currency)>(new CommandDefinition($"""
+            SELECT t.id, t.{orgColumn}, t.currency FROM {table} t JOIN unnest(@orgs, @currencies) AS k(org, currency)
+              ON t.{orgColumn} = k.org AND t.currency = k.currency
+            WHERE t.period = @period {draft}
+            """, new { orgs, currencies, period }, tx.Transaction, cancellationToken: ct));
+        return rows.ToDictionary(r => (r.Org, r.Currency.Trim()), r => r.Id);
+    }
+
+    /// <summary>Totals from the lines, drafts finalized, statements recomputed, what is still owed queued as payouts.</summary>
+    private async Task FinishAsync(BillingPeriod p, CancellationToken ct)
+    {
+        await using var tx = await db.BeginAsync(ct);
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE invoices i SET subtotal = t.subtotal, sla_credits = t.sla, total = t.subtotal - t.sla
+            FROM (SELECT l.invoice_id, SUM(l.amount) AS subtotal, SUM(l.sla_credit) AS sla
+                  FROM invoice_lines l JOIN invoices d ON d.id = l.invoice_id
+                  WHERE d.period = @Name AND d.status = 'draft' GROUP BY l.invoice_id) t
+            WHERE i.id = t.invoice_id;
+            UPDATE invoices SET status = 'finalized', finalized_at = @now WHERE period = @Name AND status = 'draft';
+            UPDATE statements s SET gross = t.gross, platform_fee = t.fee, sla_credits = t.sla, net = t.gross - t.fee - t.sla, updated_at = @now
+            FROM (SELECT l.statement_id, SUM(l.amount) AS gross, SUM(l.platform_fee) AS fee, SUM(l.sla_credit) AS sla
+                  FROM invoice_lines l JOIN statements st ON st.id = l.statement_id
+                  WHERE st.period = @Name GROUP BY l.statement_id) t
+            WHERE t.statement_id = s.id AND (s.gross, s.platform_fee, s.sla_credits) IS DISTINCT FROM (t.gross, t.fee, t.sla);
+            -- What a statement still owes becomes the next payout (one per run that added to it).
+            INSERT INTO payouts (id, statement_id, sequence, amount, currency, destination, status, created_at)
+            SELECT gen_random_uuid(), s.id, COALESCE(MAX(po.sequence) + 1, 0), s.net - COALESCE(SUM(po.amount), 0), s.currency,
+                   'acct_' || replace(s.provider_org_id::text, '-', ''), 'pending', @now
+            FROM statements s LEFT JOIN payouts po ON po.statement_id = s.id
+            WHERE s.period = @Name
+            GROUP BY s.id
+            HAVING s.net - COALESCE(SUM(po.amount), 0) > 0;
+            UPDATE billing_runs SET state = 'completed', completed_at = @now WHERE period = @Name;
+            """, new { p.Name, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+    }
+
+    /// <summary>
+    /// Sends every pending payout of the period as a Stripe Transfer, outside any transaction (no lock held across
+    /// the network). The idempotency key comes from the statement, so a retry or a resumed run gets the same transfer.
+    /// </summary>
+    private async Task<bool> PayOutAsync(BillingPeriod p, CancellationToken ct)
+    {
+        List<PendingPayout> pending;
+        await using (var c = await db.DataSource.OpenConnectionAsync(ct))
+        {
+            pending = (await c.QueryAsync<PendingPayout>(new CommandDefinition("""
+                SELECT po.id, po.statement_id, po.sequence, po.amount, po.currency, po.destination, s.provider_org_id
+                FROM payouts po JOIN statements s ON s.id = po.statement_id
+                WHERE s.period = @Name AND po.status = 'pending' ORDER BY po.created_at, po.id
+                """, new { p.Name }, cancellationToken: ct))).ToList();
+        }
+        var results = new (PendingPayout Payout, string? TransferId, string? Error)[pending.Count];
+        // Transfers are independent; a few at a time keep a large run from waiting on one HTTP round trip after another.
+        await Parallel.ForEachAsync(Enumerable.Range(0, pending.Count), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct },
+            async (i, token) => results[i] = await TransferAsync(pending[i], token));
+
+        var allPaid = results.All(r => r.TransferId is not null);
+        if (results.Length == 0) return allPaid;
+        await using var tx = await db.BeginAsync(ct);
+        var paid = results.Where(r => r.TransferId is not null).ToList();
+        var newlyPaid = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
+            UPDATE payouts po SET status = 'paid', transfer_id = x.transfer_id, paid_at = @now, last_error = NULL
+            FROM unnest(@ids, @transfers) AS x(id, transfer_id) WHERE po.id = x.id AND po.status = 'pending'
+            RETURNING po.id
+            """, new { ids = paid.Select(r => r.Payout.Id).ToArray(), transfers = paid.Select(r => r.TransferId!).ToArray(), now = tx.Now },
+            tx.Transaction, cancellationToken: ct))).ToHashSet();
+        await LedgerStore.PostManyAsync(tx, paid.Where(r => newlyPaid.Contains(r.Payout.Id)).Select(r => LedgerTransaction.Transfer(
+            $"payout:{r.Payout.Id}", "payout", Accounts.ProviderPayable(r.Payout.ProviderOrgId), Accounts.PayoutsClearing,
+            r.Payout.Currency, r.Payout.Amount)).ToList(), ct);
+        var failed = results.Where(r => r.Error is not null).ToList();
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE payouts po SET last_error = x.error FROM unnest(@ids, @errors) AS x(id, error) WHERE po.id = x.id
+            """, new { ids = failed.Select(r => r.Payout.Id).ToArray(), errors = failed.Select(r => r.Error!).ToArray() },
+            tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        return allPaid;
+    }
+
+    private async Task<(PendingPayout, string?, string?)> TransferAsync(PendingPayout payout, CancellationToken ct)
+    {
+        try
+        {
+            var transfer = await new TransferService(stripe).CreateAsync(new TransferCreateOptions
+            {
+                Amount = payout.Amount,
+                Currency = payout.Currency.ToLowerInvariant(),
+                Destination = payout.Destination,
+                TransferGroup = $"statement_{payout.StatementId:N}",
+                Metadata = new Dictionary<string, string> { ["payout_id"] = payout.Id.ToString(), ["statement_id"] = payout.StatementId.ToString() },
+            }, new RequestOptions { IdempotencyKey = $"payout:{payout.StatementId}:{payout.Sequence}" }, ct);
+            return (payout, transfer.Id, null);
+        }
+        catch (StripeException ex)
+        {
+            logger.LogWarning(ex, "Stripe refused payout {Payout}; it stays pending for the next run", payout.Id);
+            return (payout, null, ex.Message);
+        }
+    }
+}

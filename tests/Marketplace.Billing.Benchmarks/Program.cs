@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(Marketplace.Billing.Benchmarks.BillingRunBenchmark).Assembly).Run(args);

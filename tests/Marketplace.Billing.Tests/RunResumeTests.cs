@@ -1,0 +1,78 @@
+using System.Net;
+using System.Text.Json;
+using Marketplace.Billing.Runs;
+using Microsoft.Extensions.DependencyInjection;
+using static Marketplace.Billing.Tests.BillingFixture;
+
+namespace Marketplace.Billing.Tests;
+
+/// <summary>A billing run that dies midway leaves committed batches behind; the next run finishes the job exactly once.</summary>
+public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<AutoConfirmingStripe>
+{
+    private static DateTimeOffset DayStart(int daysAgo) => new DateTimeOffset(DateTime.UtcNow.Date, TimeSpan.Zero).AddDays(-daysAgo).AddHours(9);
+    private static string Day(int daysAgo) => DayStart(daysAgo).ToString("yyyy-MM-dd");
+
+    /// <summary>The same five leases (prices, lengths, downtime) for a fresh renter and provider, in the given day.</summary>
+    private async Task<(Guid Renter, Guid Provider)> FiveLeasesAsync(int daysAgo)
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 100_000);
+        var start = DayStart(daysAgo);
+        for (var i = 0; i < 5; i++)
+        {
+            var lease = await fx.BookAsync(Lease(renter, provider, 1_000 + 333 * i, 1 + i % 2, start.AddMinutes(7 * i), TimeSpan.FromHours(1)));
+            var down = i % 2 == 0 ? [(TimeSpan.FromMinutes(5), TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(20 * i + 10), "provider")]
+                : Array.Empty<(TimeSpan, TimeSpan, string)>();
+            await fx.RunAsync(lease, TimeSpan.FromMinutes(50 + i), downtime: down);
+        }
+        return (renter, provider);
+    }
+
+    private static string Shape(JsonElement invoice, JsonElement statement) => string.Join("|",
+        invoice.GetProperty("status").GetString(), Amount(invoice, "subtotal"), Amount(invoice, "sla_credits"), Amount(invoice, "total"),
+        string.Join(",", invoice.GetProperty("lines").EnumerateArray()
+            .Select(l => $"{l.GetProperty("seconds")}/{Amount(l, "amount")}/{Amount(l, "sla_credit")}").Order()),
+        Amount(statement, "gross"), Amount(statement, "platform_fee"), Amount(statement, "sla_credits"), Amount(statement, "net"),
+        statement.GetProperty("payout").GetProperty("status").GetString());
+
+    private Task<long> LedgerKinds(Guid renter) => fx.ScalarAsync("""
+        SELECT count(*) FROM ledger_transactions t WHERE t.kind IN ('charge', 'release', 'sla_credit')
+          AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = t.id AND e.account LIKE '%' || @renter::text || '%')
+        """, new { renter });
+
+    [Fact]
+    public async Task A_run_that_crashes_midway_resumes_to_the_same_end_state_as_an_uninterrupted_run()
+    {
+        var crashed = await FiveLeasesAsync(daysAgo: 30);
+        var clean = await FiveLeasesAsync(daysAgo: 31);
+        var hooks = fx.Factory.Services.GetRequiredService<BillingRunHooks>();
+
+        // Batches are two leases; die after the second batch.
+        hooks.AfterBatch = (batch, _) => batch == 2 ? throw new InvalidOperationException("simulated crash") : Task.CompletedTask;
+        try
+        {
+            var dead = await fx.Finance().PostAsync($"/v1/billing/periods/{Day(30)}/runs", null);
+            Assert.Equal(HttpStatusCode.InternalServerError, dead.StatusCode);
+        }
+        finally
+        {
+            hooks.AfterBatch = null;
+        }
+        Assert.Equal(4, await fx.ScalarAsync("SELECT leases_done FROM billing_runs WHERE period = @p", new { p = Day(30) }));
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM billing_runs WHERE period = @p AND state = 'running'", new { p = Day(30) }));
+        Assert.Equal(4, await fx.ScalarAsync("SELECT count(*) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE i.status = 'draft' AND i.renter_org_id = @Renter", new { crashed.Renter }));
+
+        var resumed = await fx.RunPeriodAsync(Day(30));
+        var uninterrupted = await fx.RunPeriodAsync(Day(31));
+        var again = await fx.RunPeriodAsync(Day(30));
+
+        Assert.Equal(Shape(InvoiceOf(uninterrupted, clean.Renter), StatementOf(uninterrupted, clean.Provider)),
+            Shape(InvoiceOf(resumed, crashed.Renter), StatementOf(resumed, crashed.Provider)));
+        Assert.Equal(await LedgerKinds(clean.Renter), await LedgerKinds(crashed.Renter));
+        Assert.Equal(await fx.WalletAsync(clean.Renter), await fx.WalletAsync(crashed.Renter));
+        Assert.Equal(InvoiceOf(resumed, crashed.Renter).GetRawText(), InvoiceOf(again, crashed.Renter).GetRawText());
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM invoices WHERE renter_org_id = @Renter", new { crashed.Renter }));
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM billing_runs WHERE period = @p AND state = 'completed'", new { p = Day(30) }));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+}

@@ -1,0 +1,248 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Marketplace.Contracts;
+using Marketplace.Testing;
+using static Marketplace.Billing.Tests.BillingFixture;
+
+namespace Marketplace.Billing.Tests;
+
+/// <summary>SLA credits, cancellation and preemption, extensions, caps, low balance and the invoice lifecycle, on the real servers.</summary>
+public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFixture<AutoConfirmingStripe>
+{
+    /// <summary>10:00 UTC, <paramref name="daysAgo"/> days ago: each test bills its own day, so tests never close each other's leases.</summary>
+    private static DateTimeOffset DayStart(int daysAgo) => new DateTimeOffset(DateTime.UtcNow.Date, TimeSpan.Zero).AddDays(-daysAgo).AddHours(10);
+    private static string Day(int daysAgo) => DayStart(daysAgo).ToString("yyyy-MM-dd");
+
+    [Fact]
+    public async Task Provider_downtime_earns_the_renter_a_tiered_credit_charged_to_the_provider_and_is_never_billed()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(20), TimeSpan.FromHours(1)));
+        // 40 s down by the provider in an hour: 98.89% availability → standard tier "below 99%" → 25% credit.
+        await fx.RunAsync(lease, TimeSpan.FromHours(1), downtime: (TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10) + TimeSpan.FromSeconds(40), "provider"));
+
+        var run = await fx.RunPeriodAsync(Day(20));
+
+        var invoice = InvoiceOf(run, renter);
+        var line = invoice.GetProperty("lines").EnumerateArray().Single();
+        Assert.Equal(3560, line.GetProperty("seconds").GetInt64());          // the 40 s down are not billed
+        Assert.Equal(40, line.GetProperty("downtime_seconds").GetInt64());
+        Assert.Equal(989, Amount(line, "amount"));                           // 10.00 CNY/h × 3560 s = 9.8889 → 9.89
+        Assert.Equal(247, Amount(line, "sla_credit"));                       // 25% of 9.89 = 2.4725 → 2.47
+        Assert.Equal("finalized", invoice.GetProperty("status").GetString());
+        Assert.Equal(989, Amount(invoice, "subtotal"));
+        Assert.Equal(247, Amount(invoice, "sla_credits"));
+        Assert.Equal(742, Amount(invoice, "total"));
+        var credit = invoice.GetProperty("credit_lines").EnumerateArray().Single();
+        Assert.Equal(lease.LeaseId, credit.GetProperty("lease_id").GetGuid());
+        Assert.Equal(247, Amount(credit, "amount"));
+        var statement = StatementOf(run, provider);
+        Assert.Equal((989, 74, 247, 668), (Amount(statement, "gross"), Amount(statement, "platform_fee"),
+            Amount(statement, "sla_credits"), Amount(statement, "net")));    // fee = 10% of 9.89 − 2.47 = 0.742 → 0.74
+        Assert.Equal((10_000 - 742, 0), await fx.WalletAsync(renter));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    [Fact]
+    public async Task A_provider_failure_midway_bills_what_ran_and_credits_it_in_full()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_200, 2, DayStart(21), TimeSpan.FromHours(1)));
+        await fx.RunAsync(lease, TimeSpan.FromMinutes(30), status: "failed", cause: "provider");
+
+        var run = await fx.RunPeriodAsync(Day(21));
+
+        var invoice = InvoiceOf(run, renter);
+        Assert.Equal(1_200, Amount(invoice, "subtotal"));    // 2 × 12.00 × 0.5 h
+        Assert.Equal(1_200, Amount(invoice, "sla_credits")); // 50% availability → 100%
+        Assert.Equal(0, Amount(invoice, "total"));
+        Assert.Equal(0, Amount(StatementOf(run, provider), "net"));
+        Assert.Equal((10_000, 0), await fx.WalletAsync(renter));
+    }
+
+    [Fact]
+    public async Task A_preempted_interruptible_lease_pays_until_preemption_gets_the_rest_back_and_no_credit()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 600, 1, DayStart(22), TimeSpan.FromHours(2), interruptible: true));
+        Assert.Equal((10_000 - 1_200, 1_200), await fx.WalletAsync(renter));
+        await fx.RunAsync(lease, TimeSpan.FromMinutes(15), status: "preempted", cause: "market");
+
+        var invoice = InvoiceOf(await fx.RunPeriodAsync(Day(22)), renter);
+
+        Assert.Equal(150, Amount(invoice, "total"));
+        Assert.Equal(0, Amount(invoice, "sla_credits"));
+        Assert.Equal((10_000 - 150, 0), await fx.WalletAsync(renter));
+    }
+
+    [Fact]
+    public async Task An_extension_grows_the_hold_and_one_the_wallet_cannot_cover_is_rejected_with_the_old_end()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 3_000);
+        var lease = await fx.BookAsync(Lease(renter, Guid.NewGuid(), 1_000, 1, DateTimeOffset.UtcNow.AddHours(1), TimeSpan.FromHours(1)));
+
+        await fx.Publish(new LeaseExtended(lease.LeaseId, lease.OrderId, lease.End, lease.End.AddHours(1), DateTimeOffset.UtcNow));
+        await Eventually.True(async () => (await fx.WalletAsync(renter)).Held == 2_000, what: "the grown hold");
+        await fx.Publish(new LeaseExtended(lease.LeaseId, lease.OrderId, lease.End.AddHours(1), lease.End.AddHours(3), DateTimeOffset.UtcNow));
+        await Eventually.True(() => Task.FromResult(fx.Published.OfType<ExtensionRejected>().Any(r => r.LeaseId == lease.LeaseId)), what: "the rejection");
+
+        var rejected = fx.Published.OfType<ExtensionRejected>().Single(r => r.LeaseId == lease.LeaseId);
+        Assert.Equal(lease.End.AddHours(1), rejected.RevertTo);
+        Assert.StartsWith("wallet holds 10.00 CNY available; extending the lease", rejected.Reason);
+        Assert.Equal((1_000, 2_000), await fx.WalletAsync(renter));
+        Assert.Equal(2_000, await fx.ScalarAsync("SELECT amount FROM holds WHERE lease_id = @LeaseId", new { lease.LeaseId }));
+    }
+
+    [Fact]
+    public async Task Spend_caps_refuse_a_booking_above_the_per_order_or_the_monthly_cap_with_the_reason()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 100_000);
+        var put = await fx.Renter(renter).PutAsJsonAsync("/v1/wallet/spend-cap",
+            new { amount = new { amount = 5_000, currency = "CNY" }, per_order = new { amount = 3_000, currency = "CNY" } });
+        Assert.Equal(HttpStatusCode.OK, put.StatusCode);
+        var start = DateTimeOffset.UtcNow.AddHours(1);
+
+        var tooBig = Lease(renter, Guid.NewGuid(), 4_000, 1, start, TimeSpan.FromHours(1));   // 40.00 > per-order 30.00
+        var first = Lease(renter, Guid.NewGuid(), 2_500, 1, start, TimeSpan.FromHours(1));    // 25.00
+        var second = Lease(renter, Guid.NewGuid(), 2_800, 1, start, TimeSpan.FromHours(1));   // 25.00 + 28.00 > monthly 50.00
+        await fx.Publish(tooBig);
+        await fx.BookAsync(first);
+        await fx.Publish(second);
+        await Eventually.True(() => Task.FromResult(fx.Published.OfType<HoldRejected>().Count(r => r.RenterOrgId == renter) == 2), what: "two refusals");
+
+        var reasons = fx.Published.OfType<HoldRejected>().Where(r => r.RenterOrgId == renter).ToDictionary(r => r.LeaseId, r => r.Reason);
+        Assert.Contains("above the per-order spend cap of 30.00 CNY", reasons[tooBig.LeaseId]);
+        Assert.Contains("monthly spend cap of 50.00 CNY", reasons[second.LeaseId]);
+        Assert.Equal((100_000 - 2_500, 2_500), await fx.WalletAsync(renter));
+        var wallet = await fx.Renter(renter).GetFromJsonAsync<JsonElement>("/v1/wallet");
+        var cny = wallet.GetProperty("balances").EnumerateArray().Single();
+        Assert.Equal(2_500, Amount(cny, "spent_this_month"));
+        Assert.Equal(5_000, Amount(cny, "spend_cap"));
+    }
+
+    [Fact]
+    public async Task Bad_spend_cap_and_threshold_requests_get_a_problem_and_write_nothing()
+    {
+        var renter = Guid.NewGuid();
+        var client = fx.Renter(renter);
+        var responses = new[]
+        {
+            await client.PutAsJsonAsync("/v1/wallet/spend-cap", new { }),
+            await client.PutAsJsonAsync("/v1/wallet/spend-cap", new { amount = new { amount = -1, currency = "CNY" } }),
+            await client.PutAsJsonAsync("/v1/wallet/spend-cap", new { amount = new { amount = 1, currency = "yuan" } }),
+            await client.PutAsJsonAsync("/v1/wallet/spend-cap", new { amount = new { amount = 1, currency = "CNY" }, per_order = new { amount = 1, currency = "USD" } }),
+            await client.PutAsJsonAsync("/v1/wallet/low-balance-threshold", new { amount = new { amount = -5, currency = "CNY" } }),
+        };
+        foreach (var r in responses)
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
+            Assert.Equal("application/problem+json", r.Content.Headers.ContentType?.MediaType);
+        }
+        Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM wallet_settings WHERE renter_org_id = @renter", new { renter }));
+        Assert.Equal(HttpStatusCode.Forbidden, (await fx.Factory.ClientFor(renter, "provider")
+            .PutAsJsonAsync("/v1/wallet/spend-cap", new { amount = new { amount = 1, currency = "CNY" } })).StatusCode);
+    }
+
+    [Fact]
+    public async Task Low_balance_is_published_once_when_available_falls_below_the_threshold()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 10_000);
+        (await fx.Renter(renter).PutAsJsonAsync("/v1/wallet/low-balance-threshold", new { amount = new { amount = 5_000, currency = "CNY" } }))
+            .EnsureSuccessStatusCode();
+        var start = DateTimeOffset.UtcNow.AddHours(1);
+
+        await fx.BookAsync(Lease(renter, Guid.NewGuid(), 4_000, 1, start, TimeSpan.FromHours(1)));  // 60.00 left: above
+        await fx.BookAsync(Lease(renter, Guid.NewGuid(), 2_000, 1, start, TimeSpan.FromHours(1)));  // 40.00 left: crosses
+        await fx.BookAsync(Lease(renter, Guid.NewGuid(), 1_000, 1, start, TimeSpan.FromHours(1)));  // 30.00 left: still below
+
+        await Eventually.True(() => Task.FromResult(fx.Published.OfType<LowBalance>().Any(l => l.RenterOrgId == renter)), what: "the alert");
+        await fx.BookAsync(Lease(renter, Guid.NewGuid(), 100, 1, start, TimeSpan.FromHours(1)));    // a later hold proves the earlier ones were relayed
+        await Eventually.True(() => Task.FromResult(fx.Published.OfType<HoldPlaced>().Count(h => h.RenterOrgId == renter) == 4), what: "all holds relayed");
+        var alert = fx.Published.OfType<LowBalance>().Single(l => l.RenterOrgId == renter);
+        Assert.Equal(new Money(4_000, "CNY"), alert.Available);
+        Assert.Equal(new Money(5_000, "CNY"), alert.Threshold);
+    }
+
+    [Fact]
+    public async Task A_finalized_invoice_never_changes_and_is_corrected_by_a_credit_note_only_finance_issues()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(23), TimeSpan.FromHours(1)));
+        await fx.RunAsync(lease, TimeSpan.FromHours(1));
+        var invoice = InvoiceOf(await fx.RunPeriodAsync(Day(23)), renter);
+        var id = invoice.GetProperty("id").GetGuid();
+        Assert.Equal("finalized", invoice.GetProperty("status").GetString());
+
+        // The database refuses to change a finalized invoice, whatever the code does.
+        await Assert.ThrowsAnyAsync<Exception>(() => fx.ScalarAsync("UPDATE invoices SET total = 1 WHERE id = @id", new { id }));
+
+        Task<HttpResponseMessage> Credit(HttpClient client, object body, string? key = "k1")
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/invoices/{id}/credit-notes") { Content = JsonContent.Create(body) };
+            if (key is not null) request.Headers.Add("Idempotency-Key", key);
+            return client.SendAsync(request);
+        }
+        var finance = fx.Finance();
+        var bad = new[]
+        {
+            await Credit(finance, new { amount = new { amount = 100, currency = "CNY" }, reason = "goodwill" }, key: null),
+            await Credit(finance, new { amount = new { amount = 0, currency = "CNY" }, reason = "goodwill" }),
+            await Credit(finance, new { amount = new { amount = 100, currency = "CNY" } }),
+        };
+        Assert.All(bad, r => Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode));
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, (await Credit(finance, new { amount = new { amount = 1_001, currency = "CNY" }, reason = "too much" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Credit(fx.Renter(renter), new { amount = new { amount = 100, currency = "CNY" }, reason = "please" })).StatusCode);
+        Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM credit_notes WHERE invoice_id = @id", new { id }));
+
+        var created = await Credit(finance, new { amount = new { amount = 250, currency = "CNY" }, reason = "slow storage" });
+        var replay = await Credit(finance, new { amount = new { amount = 250, currency = "CNY" }, reason = "slow storage" });
+
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, replay.StatusCode);
+        Assert.Equal((10_000 - 1_000 + 250, 0), await fx.WalletAsync(renter));
+        var read = await fx.Renter(renter).GetFromJsonAsync<JsonElement>($"/v1/invoices/{id}");
+        Assert.Equal(1_000, Amount(read, "total"));      // the invoice itself is unchanged
+        Assert.Equal(250, Amount(read.GetProperty("credit_notes").EnumerateArray().Single(), "amount"));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    [Fact]
+    public async Task Csv_exports_are_scoped_to_the_org_and_the_ledger_export_is_for_finance()
+    {
+        var (renter, other, provider) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        await fx.FundAsync(other, 10_000);
+        var mine = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(24), TimeSpan.FromHours(1)));
+        var theirs = await fx.BookAsync(Lease(other, Guid.NewGuid(), 1_000, 1, DayStart(24), TimeSpan.FromHours(1)));
+        await fx.RunAsync(mine, TimeSpan.FromHours(1));
+        await fx.RunAsync(theirs, TimeSpan.FromHours(1));
+        await fx.RunPeriodAsync(Day(24));
+
+        var csv = await fx.Renter(renter).GetStringAsync("/v1/invoices/export.csv");
+        var rows = csv.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.StartsWith("invoice_id,renter_org_id,period,status,lease_id,", rows[0]);
+        Assert.Equal(2, rows.Length);
+        Assert.Contains(mine.LeaseId.ToString(), rows[1]);
+        Assert.DoesNotContain(theirs.LeaseId.ToString(), csv);
+
+        var statements = await fx.Factory.ClientFor(provider, "provider").GetStringAsync("/v1/statements/export.csv");
+        Assert.Equal(2, statements.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Contains(",1000,100,0,900,paid,tr_", statements);
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await fx.Renter(renter).GetAsync("/v1/ledger/entries.csv")).StatusCode);
+        var ledger = await fx.Finance().GetStringAsync("/v1/ledger/entries.csv");
+        Assert.StartsWith("id,transaction_id,idempotency_key,kind,created_at,account,currency,amount", ledger);
+        Assert.Contains($"charge:{mine.LeaseId}", ledger);
+        var page = await fx.Finance().GetFromJsonAsync<JsonElement>("/v1/ledger/entries?limit=2");
+        Assert.Equal(2, page.GetProperty("data").GetArrayLength());
+        Assert.NotNull(page.GetProperty("next_cursor").GetString());
+    }
+}
