@@ -17,7 +17,7 @@ public static class ListingsExtensions
         builder.Services.AddOptions<MarketOptions>().BindConfiguration("Market").ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddOptions<ListingsOptions>().BindConfiguration(ListingsOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<NodeHealthMonitor>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<NodeHealthMonitor>());
+        builder.Services.AddHostedService<NodeHealthMonitorLoop>();
         return builder;
     }
 

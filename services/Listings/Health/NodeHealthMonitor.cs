@@ -6,17 +6,10 @@ using Microsoft.Extensions.Options;
 
 namespace Marketplace.Listings.Health;
 
-/// <summary>
-/// Marks healthy nodes whose agent went silent as unhealthy (telling Scheduling), and recomputes reliability scores.
-/// Safe on any number of instances: nodes are claimed with FOR UPDATE SKIP LOCKED and re-checked under the lock.
-/// </summary>
-public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<ListingsOptions> options, ILogger<NodeHealthMonitor> logger)
-    : BackgroundService
+/// <summary>Runs the <see cref="NodeHealthMonitor"/> every Listings:HealthSweepSeconds.</summary>
+public sealed class NodeHealthMonitorLoop(NodeHealthMonitor monitor, TimeProvider time, IOptions<ListingsOptions> options,
+    ILogger<NodeHealthMonitorLoop> logger) : BackgroundService
 {
-    public static readonly TimeSpan ReliabilityWindow = TimeSpan.FromDays(30);
-    private const int Batch = 200;
-    private DateTimeOffset _lastReliability = DateTimeOffset.MinValue;
-
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.Value.HealthSweepSeconds), time);
@@ -26,7 +19,7 @@ public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<Listing
             {
                 try
                 {
-                    await RunOnceAsync(stoppingToken);
+                    await monitor.RunOnceAsync(stoppingToken);
                 }
                 catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
                 {
@@ -38,6 +31,17 @@ public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<Listing
         {
         }
     }
+}
+
+/// <summary>
+/// Marks healthy nodes whose agent went silent as unhealthy (telling Scheduling), and recomputes reliability scores.
+/// Safe on any number of instances: nodes are claimed with FOR UPDATE SKIP LOCKED and re-checked under the lock.
+/// </summary>
+public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<ListingsOptions> options)
+{
+    public static readonly TimeSpan ReliabilityWindow = TimeSpan.FromDays(30);
+    private const int Batch = 200;
+    private DateTimeOffset _lastReliability = DateTimeOffset.MinValue;
 
     /// <summary>One sweep, plus a reliability refresh when one is due. Tests call this after moving the clock.</summary>
     public async Task RunOnceAsync(CancellationToken ct)
