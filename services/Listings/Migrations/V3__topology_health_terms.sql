@@ -103,6 +103,7 @@ ALTER TABLE offers
 ALTER TABLE offer_nodes DROP CONSTRAINT offer_nodes_pkey;
 CREATE INDEX offer_nodes_offer ON offer_nodes (offer_id);
 
--- Search by reliability (best first) and by gang shape.
+-- Search within a market (a model in a region), cheapest first; by reliability (best first); by gang shape.
+CREATE INDEX offers_active_market ON offers (accelerator_model, region, ask_currency, ask_amount, id) WHERE status = 'active';
 CREATE INDEX offers_active_reliability ON offers ((coalesce(reliability_ppm, -1)) DESC, id DESC) WHERE status = 'active';
 CREATE INDEX offers_active_shape ON offers (accelerator_model, per_node, fabric) WHERE status = 'active';
