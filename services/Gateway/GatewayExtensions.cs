@@ -53,6 +53,18 @@ public static class GatewayExtensions
             return next(context);
         });
         app.UseAuthentication();
+        app.Use(async (context, next) =>
+        {
+            // A node agent's key speaks for one machine: it may heartbeat and fetch work, nothing else (no orgs, keys, offers).
+            if (ApiKeyPrincipal.NodeId(context.User) is not null && context.Request.Path.StartsWithSegments("/v1")
+                && !context.Request.Path.StartsWithSegments("/v1/agent"))
+            {
+                await Problems.Forbidden($"This API key is scoped to one node and may call only /v1/agent/...; "
+                    + $"{context.Request.Method} {context.Request.Path} needs an ordinary key of your organisation.").ExecuteAsync(context);
+                return;
+            }
+            await next(context);
+        });
         app.UseRateLimiter(); // after authentication: buckets are per API key
         app.UseAuthorization();
 

@@ -5,6 +5,9 @@ using System.Text.Json;
 using Dapper;
 using MassTransit;
 using Marketplace.Contracts;
+using Marketplace.Listings.Health;
+using Marketplace.ServiceDefaults.Web;
+using Microsoft.Extensions.Hosting;
 using Marketplace.ServiceDefaults.Hosting;
 using Marketplace.Testing;
 using Microsoft.Extensions.DependencyInjection;
@@ -21,6 +24,7 @@ public class ListingsApp : IAsyncLifetime
 {
     public static readonly DateTimeOffset T0 = new(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
     public const int MinLeaseSeconds = 60;
+    public const int HeartbeatTimeoutSeconds = 30;
 
     public static readonly JsonSerializerOptions Json = CreateJson();
 
@@ -43,8 +47,14 @@ public class ListingsApp : IAsyncLifetime
         _factory = new ServiceFactory<Program>("listings", _db, _vhost, services =>
         {
             services.AddSingleton<TimeProvider>(Clock);
+            // Tests run the health monitor themselves, at the instants they choose.
+            services.Remove(services.Single(d => d.ServiceType == typeof(IHostedService) && d.ImplementationType == typeof(NodeHealthMonitorLoop)));
             ConfigureServices(services);
-        }, new Dictionary<string, string?> { ["Market:MinLeaseSeconds"] = MinLeaseSeconds.ToString() });
+        }, new Dictionary<string, string?>
+        {
+            ["Market:MinLeaseSeconds"] = MinLeaseSeconds.ToString(),
+            ["Listings:HeartbeatTimeoutSeconds"] = HeartbeatTimeoutSeconds.ToString(),
+        });
         _ = _factory.Server; // starts the host: migrations, bus, relay
 
         _probe = Factory.Services.GetRequiredService<IBus>().ConnectReceiveEndpoint("listings-test-probe", e =>
@@ -52,6 +62,9 @@ public class ListingsApp : IAsyncLifetime
             e.Handler<NodeRegistered>(ctx => Record(ctx.Message));
             e.Handler<OfferPublished>(ctx => Record(ctx.Message));
             e.Handler<OfferWithdrawn>(ctx => Record(ctx.Message));
+            e.Handler<NodeHealthChanged>(ctx => Record(ctx.Message));
+            e.Handler<NodeMaintenanceScheduled>(ctx => Record(ctx.Message));
+            e.Handler<NodeMaintenanceCancelled>(ctx => Record(ctx.Message));
         });
         await _probe.Ready;
     }
@@ -72,6 +85,24 @@ public class ListingsApp : IAsyncLifetime
 
     public HttpClient Provider(Guid org) => Factory.ClientFor(org, "provider");
     public HttpClient Renter(Guid org) => Factory.ClientFor(org, "renter");
+    public NodeHealthMonitor Monitor => Factory.Services.GetRequiredService<NodeHealthMonitor>();
+
+    /// <summary>A node's agent, as the gateway relays a node-scoped key of <paramref name="org"/> for <paramref name="node"/>.</summary>
+    public HttpClient Agent(Guid org, Guid node)
+    {
+        var client = Factory.ClientFor(org, "provider");
+        client.DefaultRequestHeaders.Add(Caller.NodeHeader, node.ToString());
+        return client;
+    }
+
+    /// <summary>The inventory a node was registered with, as its agent would report it.</summary>
+    public static object InventoryOf(Node node, int? count = null, string? model = null) => new
+    {
+        inventory = new { accelerator_model = model ?? node.AcceleratorModel, accelerator_count = count ?? node.AcceleratorCount, gpu_memory_gb = node.GpuMemoryGb },
+    };
+
+    public async Task<T> Latest<T>(Func<T, bool> match, string what) where T : class =>
+        await Eventually.Get(() => Task.FromResult(Received.OfType<T>().LastOrDefault(match)), _ => true, what: what);
 
     public static async Task<T> ReadAsync<T>(HttpResponseMessage response, HttpStatusCode expected)
     {
@@ -113,6 +144,11 @@ public class ListingsApp : IAsyncLifetime
                    (SELECT count(*) FROM listings.offers) AS offers,
                    (SELECT count(*) FROM listings.offers WHERE status = 'active') AS activeoffers,
                    (SELECT count(*) FROM listings.offer_nodes) AS offernodes,
+                   (SELECT count(*) FROM listings.cluster_attestations) AS attestations,
+                   (SELECT count(*) FROM listings.node_maintenance) AS maintenance,
+                   (SELECT count(*) FROM listings.node_health_periods) AS healthperiods,
+                   (SELECT coalesce(md5(string_agg(n::text, ',' ORDER BY n.id)), '') FROM listings.nodes n) AS nodeshash,
+                   (SELECT coalesce(md5(string_agg(o::text, ',' ORDER BY o.id)), '') FROM listings.offers o) AS offershash,
                    (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM listings.outbox_id_seq) AS outboxseq
             """);
     }
@@ -125,15 +161,24 @@ public class ListingsApp : IAsyncLifetime
     }
 }
 
-public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferNodes, long OutboxSeq);
+public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferNodes, long Attestations,
+    long Maintenance, long HealthPeriods, string NodesHash, string OffersHash, long OutboxSeq);
 
 // The API's shapes as a client reads them.
-public sealed record Cluster(Guid Id, Guid ProviderOrgId, string Name, string Region, string Jurisdiction, DateTimeOffset CreatedAt, Node[]? Nodes);
-public sealed record Node(Guid Id, Guid ClusterId, string Hostname, string AcceleratorModel, int AcceleratorCount, Slot[] Slots, DateTimeOffset CreatedAt);
-public sealed record Slot(Guid Id, int Index);
+public sealed record Cluster(Guid Id, Guid ProviderOrgId, string Name, string Region, string Jurisdiction, DateTimeOffset CreatedAt, Node[]? Nodes,
+    string Fabric = "", int FabricGbps = 0, int? DatacenterTier = null, Attestation[]? Compliance = null, decimal? Reliability = null);
+public sealed record Attestation(string Kind, int? Level, string EvidenceRef, DateTimeOffset ExpiresAt);
+public sealed record Node(Guid Id, Guid ClusterId, string Hostname, string AcceleratorModel, int AcceleratorCount, Slot[] Slots, DateTimeOffset CreatedAt,
+    int GpuMemoryGb = 0, string Health = "", bool Verified = false, string? StatusReason = null, DateTimeOffset? LastHeartbeatAt = null,
+    decimal? Reliability = null, Maintenance[]? Maintenance = null, int? CpuCores = null, int? RamGb = null, string? NvlinkDomain = null);
+public sealed record Slot(Guid Id, int Index, int? NvlinkIsland = null);
+public sealed record Maintenance(Guid Id, Guid NodeId, DateTimeOffset Start, DateTimeOffset End, string? Reason, DateTimeOffset? CancelledAt);
 public sealed record Offer(Guid Id, Guid ProviderOrgId, Guid ClusterId, Guid[] NodeIds, string AcceleratorModel, string Region,
     string Jurisdiction, int AcceleratorCount, DateTimeOffset WindowStart, DateTimeOffset WindowEnd, Money AskPerHour,
-    int MinLeaseSeconds, bool InterruptibleAllowed, string Status, DateTimeOffset CreatedAt);
+    int MinLeaseSeconds, bool InterruptibleAllowed, string Status, DateTimeOffset CreatedAt,
+    TimeWindow[]? Windows = null, Money? InterruptibleFloorPerHour = null, int PreemptionNoticeSeconds = 0, string SlaLevel = "",
+    int NodeCount = 0, int PerNode = 0, string Fabric = "", int FabricGbps = 0, bool Verified = false, decimal? Reliability = null,
+    DateTimeOffset? UpdatedAt = null);
 public sealed record Page<T>(T[] Data, string? NextCursor);
 public sealed record Problem(string Type, string Title, int Status, string? Detail);
 public sealed record AcceleratorInfo(string Id, string Vendor, string Name, int MemoryGb, decimal? Bf16Tflops, string Interconnect);

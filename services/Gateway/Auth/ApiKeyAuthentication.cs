@@ -19,6 +19,7 @@ internal sealed class ApiKeyAuthenticationHandler(
     public const string SchemeName = "ApiKey";
     public const string OrgIdClaim = "org_id";
     public const string KeyIdClaim = "key_id";
+    public const string NodeIdClaim = "node_id";
 
     // Properties, not a positional record: Dapper matches constructors by exact column type, and text[] reads as Array.
     private sealed class KeyRow
@@ -28,6 +29,7 @@ internal sealed class ApiKeyAuthenticationHandler(
         public byte[] SecretHash { get; init; } = [];
         public DateTime? RevokedAt { get; init; }
         public string[] Roles { get; init; } = [];
+        public Guid? NodeId { get; init; }
     }
 
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
@@ -40,7 +42,7 @@ internal sealed class ApiKeyAuthenticationHandler(
 
         await using var connection = db.CreateConnection();
         var row = await connection.QuerySingleOrDefaultAsync<KeyRow>(new CommandDefinition("""
-            SELECT k.id, k.org_id, k.secret_hash, k.revoked_at, o.roles
+            SELECT k.id, k.org_id, k.secret_hash, k.revoked_at, o.roles, k.node_id
             FROM api_keys k JOIN orgs o ON o.id = k.org_id
             WHERE k.prefix = @prefix
             """, new { prefix }, cancellationToken: Context.RequestAborted));
@@ -50,6 +52,7 @@ internal sealed class ApiKeyAuthenticationHandler(
 
         var claims = new List<Claim> { new(OrgIdClaim, row.OrgId.ToString()), new(KeyIdClaim, row.Id.ToString()) };
         claims.AddRange(row.Roles.Select(r => new Claim(ClaimTypes.Role, r)));
+        if (row.NodeId is { } node) claims.Add(new Claim(NodeIdClaim, node.ToString()));
         var principal = new ClaimsPrincipal(new ClaimsIdentity(claims, SchemeName));
         return AuthenticateResult.Success(new AuthenticationTicket(principal, SchemeName));
     }
@@ -70,6 +73,10 @@ internal static class ApiKeyPrincipal
         Guid.TryParse(user.FindFirstValue(ApiKeyAuthenticationHandler.OrgIdClaim), out var id) ? id : null;
 
     public static string? KeyId(ClaimsPrincipal user) => user.FindFirstValue(ApiKeyAuthenticationHandler.KeyIdClaim);
+
+    /// <summary>The node a node-scoped (agent) key is bound to; null for an ordinary key.</summary>
+    public static Guid? NodeId(ClaimsPrincipal user) =>
+        Guid.TryParse(user.FindFirstValue(ApiKeyAuthenticationHandler.NodeIdClaim), out var id) ? id : null;
 
     public static IEnumerable<string> Roles(ClaimsPrincipal user) => user.FindAll(ClaimTypes.Role).Select(c => c.Value);
 

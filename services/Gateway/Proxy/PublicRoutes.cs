@@ -7,8 +7,14 @@ using Yarp.ReverseProxy.Transforms;
 
 namespace Marketplace.Gateway.Proxy;
 
-/// <summary>One public route: which paths (and methods), which upstream answers, which roles may call it (none = any org).</summary>
-internal sealed record PublicRoute(string Id, string Path, string Upstream, string[] Roles, string[]? Methods = null);
+/// <summary>
+/// One public route: which paths (and methods), which upstream answers, which roles may call it (none = any org), and
+/// whether it needs a node-scoped agent key.
+/// </summary>
+internal sealed record PublicRoute(string Id, string Path, string Upstream, string[] Roles, string[]? Methods = null, bool NodeKey = false)
+{
+    public string Policy => NodeKey ? Policies.NodeAgent : Policies.ForRoles(Roles);
+}
 
 /// <summary>The public API's route table and the reverse proxy (YARP) that serves it.</summary>
 internal static class PublicRoutes
@@ -18,17 +24,22 @@ internal static class PublicRoutes
     private static readonly string[] Renter = [OrgRoles.Renter];
     private static readonly string[] Provider = [OrgRoles.Provider];
     private static readonly string[] Finance = [OrgRoles.Finance];
+    private static readonly string[] Admin = [OrgRoles.Admin];
 
     public const string StripeWebhookPath = "/v1/webhooks/stripe";
     public const string StripeWebhookUpstreamPath = "/webhooks/stripe";
 
     public static readonly PublicRoute[] All =
     [
-        new("accelerators", "/v1/accelerators/{**rest}", "listings", AnyOrg),
+        new("accelerators", "/v1/accelerators/{**rest}", "listings", AnyOrg, ["GET"]),
+        new("accelerators-admin", "/v1/accelerators/{**rest}", "listings", Admin, ["POST", "PATCH"]),
         new("clusters", "/v1/clusters/{**rest}", "listings", Provider),
-        new("agent", "/v1/agent/{**rest}", "listings", Provider),
+        // Node agents: only node-scoped keys (an ordinary provider key is refused, so a leaked agent key is the
+        // only thing that can speak for a node, and an ordinary key never poses as one). Assignments are Scheduling's.
+        new("agent-assignments", "/v1/agent/assignments/{**rest}", "scheduling", Provider, NodeKey: true),
+        new("agent", "/v1/agent/{**rest}", "listings", Provider, NodeKey: true),
         new("offers-read", "/v1/offers/{**rest}", "listings", AnyOrg, ["GET"]),
-        new("offers-write", "/v1/offers/{**rest}", "listings", Provider, ["POST", "DELETE"]),
+        new("offers-write", "/v1/offers/{**rest}", "listings", Provider, ["POST", "PATCH", "DELETE"]),
         new("orders", "/v1/orders/{**rest}", "bidding", Renter),
         new("market", "/v1/market/{**rest}", "bidding", AnyOrg),
         new("leases", "/v1/leases/{**rest}", "scheduling", [OrgRoles.Renter, OrgRoles.Provider]),
@@ -61,7 +72,7 @@ internal static class PublicRoutes
         {
             RouteId = r.Id,
             ClusterId = r.Upstream,
-            AuthorizationPolicy = Policies.ForRoles(r.Roles),
+            AuthorizationPolicy = r.Policy,
             Match = new RouteMatch { Path = r.Path, Methods = r.Methods },
         }).Append(new RouteConfig
         {
@@ -95,6 +106,7 @@ internal static class PublicRoutes
         {
             proxy.Headers.TryAddWithoutValidation(Caller.OrgHeader, org.ToString());
             proxy.Headers.TryAddWithoutValidation(Caller.RolesHeader, string.Join(',', ApiKeyPrincipal.Roles(context.User)));
+            if (ApiKeyPrincipal.NodeId(context.User) is { } node) proxy.Headers.TryAddWithoutValidation(Caller.NodeHeader, node.ToString());
         }
         proxy.Headers.TryAddWithoutValidation(Caller.GatewayTokenHeader, token);
     }

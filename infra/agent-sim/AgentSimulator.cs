@@ -1,0 +1,147 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+
+namespace Marketplace.AgentSim;
+
+/// <summary>
+/// Provider agents for a whole fleet: registers clusters and nodes through the gateway with the provider's key, makes one
+/// node-scoped key per node, then heartbeats every node with the inventory it "sees" until cancelled. Usable from the demo:
+/// <c>await sim.RegisterAsync(ct)</c>, publish offers on <see cref="Nodes"/>, then <c>_ = sim.RunAsync(ct)</c>.
+/// </summary>
+public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = null) : IDisposable
+{
+    private readonly HttpClient _http = new() { BaseAddress = options.Gateway, Timeout = TimeSpan.FromSeconds(30) };
+    private readonly List<SimulatedNode> _nodes = [];
+    private readonly List<Guid> _clusters = [];
+    private long _beats, _failures;
+
+    public IReadOnlyList<SimulatedNode> Nodes => _nodes;
+    public IReadOnlyList<Guid> ClusterIds => _clusters;
+    public Guid? ProviderOrgId { get; private set; }
+    public long HeartbeatsSent => Interlocked.Read(ref _beats);
+    public long HeartbeatsFailed => Interlocked.Read(ref _failures);
+
+    /// <summary>Registers the clusters, nodes and node keys (once; a second call returns the same nodes).</summary>
+    public async Task<IReadOnlyList<SimulatedNode>> RegisterAsync(CancellationToken ct)
+    {
+        if (_nodes.Count > 0) return _nodes;
+        var memory = new Dictionary<string, int>();
+        foreach (var a in (await SendAsync(HttpMethod.Get, "/v1/accelerators", null, options.ProviderKey, ct))["data"]!.AsArray())
+            memory[(string)a!["id"]!] = (int)a["memory_gb"]!;
+        foreach (var entry in options.Fleet.Where(e => !memory.ContainsKey(e.Model)))
+            throw new InvalidOperationException($"The catalog has no {entry.Model}; it has {string.Join(", ", memory.Keys.Order())}.");
+
+        var plan = new List<(int Cluster, FleetEntry Entry, int Index)>();
+        for (var c = 0; c < options.Clusters; c++)
+            foreach (var entry in options.Fleet)
+                for (var i = 0; i < entry.Nodes; i++) plan.Add((c, entry, i));
+        var total = plan.Count;
+        var mismatched = new HashSet<int>(Enumerable.Range(0, Math.Min(options.Mismatched, total)));
+        var dead = new HashSet<int>(Enumerable.Range(total - Math.Min(options.Dead, total), Math.Min(options.Dead, total)));
+
+        var suffix = Guid.NewGuid().ToString("N")[..6];
+        for (var c = 0; c < options.Clusters; c++)
+        {
+            var cluster = await SendAsync(HttpMethod.Post, "/v1/clusters", new
+            {
+                name = options.Clusters == 1 ? options.ClusterName : $"{options.ClusterName}-{c:D4}",
+                region = options.Region, jurisdiction = options.Jurisdiction, fabric = options.Fabric, fabric_gbps = options.FabricGbps,
+                datacenter_tier = 3,
+                compliance = options.Compliance.Select(a => new
+                {
+                    kind = a.Kind, level = a.Level, evidence_ref = $"sim://{a.Kind}/{suffix}", expires_at = DateTimeOffset.UtcNow.AddYears(1),
+                }),
+            }, options.ProviderKey, ct);
+            _clusters.Add((Guid)cluster["id"]!);
+            ProviderOrgId = (Guid)cluster["provider_org_id"]!;
+        }
+
+        var registered = new ConcurrentDictionary<int, SimulatedNode>();
+        await Parallel.ForEachAsync(Enumerable.Range(0, total), new ParallelOptions { MaxDegreeOfParallelism = options.Concurrency, CancellationToken = ct },
+            async (n, token) =>
+            {
+                var (c, entry, i) = plan[n];
+                var hostname = $"{entry.Model}-{i:D3}.c{c:D4}.{suffix}.sim";
+                var node = await SendAsync(HttpMethod.Post, $"/v1/clusters/{_clusters[c]}/nodes", new
+                {
+                    hostname, accelerator_model = entry.Model, accelerator_count = entry.AcceleratorsPerNode,
+                    cpu_cores = 128, ram_gb = 2048, disk_gb = 15000,
+                    nvlink_domain = $"rack-{i / 4:D2}",
+                }, options.ProviderKey, token);
+                var nodeId = (Guid)node["id"]!;
+                var key = await SendAsync(HttpMethod.Post, $"/v1/orgs/{ProviderOrgId}/api-keys",
+                    new { name = "agent " + hostname[..Math.Min(hostname.Length, 90)], node_id = nodeId }, options.ProviderKey, token);
+                registered[n] = new SimulatedNode(nodeId, _clusters[c], hostname, entry.Model, entry.AcceleratorsPerNode, memory[entry.Model],
+                    (string)key["key"]!, mismatched.Contains(n), dead.Contains(n));
+            });
+        _nodes.AddRange(registered.OrderBy(r => r.Key).Select(r => r.Value));
+        log?.WriteLine($"registered {_clusters.Count} cluster(s) with {_nodes.Count} nodes " +
+            $"({string.Join(", ", options.Fleet.Select(e => $"{e.Nodes}×{e.AcceleratorsPerNode} {e.Model}"))} each); " +
+            $"{mismatched.Count} will misreport, {dead.Count} will fall silent");
+        return _nodes;
+    }
+
+    /// <summary>One heartbeat from every node that is alive (a dead node sends only its first).</summary>
+    public async Task HeartbeatOnceAsync(bool first, CancellationToken ct) =>
+        await Parallel.ForEachAsync(_nodes.Where(n => first || !n.Dead), new ParallelOptions { MaxDegreeOfParallelism = options.Concurrency, CancellationToken = ct },
+            async (node, token) =>
+            {
+                try
+                {
+                    await SendAsync(HttpMethod.Post, "/v1/agent/heartbeats", new
+                    {
+                        inventory = new
+                        {
+                            accelerator_model = node.Model,
+                            accelerator_count = node.Mismatched ? node.AcceleratorCount - 1 : node.AcceleratorCount,
+                            gpu_memory_gb = node.GpuMemoryGb, cpu_cores = 128, ram_gb = 2048, disk_gb = 15000,
+                        },
+                        healthy = true,
+                    }, node.AgentKey, token);
+                    Interlocked.Increment(ref _beats);
+                }
+                catch (Exception ex) when (ex is HttpRequestException or SimulatorException or TaskCanceledException && !token.IsCancellationRequested)
+                {
+                    // An agent keeps going when the platform is briefly unreachable; the node may be marked unhealthy meanwhile.
+                    Interlocked.Increment(ref _failures);
+                    log?.WriteLine($"heartbeat of {node.Hostname} failed: {ex.Message}");
+                }
+            });
+
+    /// <summary>Registers (if not done yet), then heartbeats every interval until <paramref name="ct"/> is cancelled.</summary>
+    public async Task RunAsync(CancellationToken ct)
+    {
+        await RegisterAsync(ct);
+        var first = true;
+        using var timer = new PeriodicTimer(options.HeartbeatInterval);
+        try
+        {
+            do
+            {
+                await HeartbeatOnceAsync(first, ct);
+                if (first) log?.WriteLine($"heartbeating {_nodes.Count(n => !n.Dead)} nodes every {options.HeartbeatInterval.TotalSeconds.ToString(CultureInfo.InvariantCulture)} s");
+                first = false;
+            } while (await timer.WaitForNextTickAsync(ct));
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task<JsonNode> SendAsync(HttpMethod method, string path, object? body, string key, CancellationToken ct)
+    {
+        using var request = new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        using var response = await _http.SendAsync(request, ct);
+        var text = await response.Content.ReadAsStringAsync(ct);
+        if (!response.IsSuccessStatusCode) throw new SimulatorException($"{method} {path} → {(int)response.StatusCode}: {text}");
+        return JsonNode.Parse(text)!;
+    }
+
+    public void Dispose() => _http.Dispose();
+}
+
+public sealed class SimulatorException(string message) : Exception(message);

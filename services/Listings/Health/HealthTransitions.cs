@@ -1,0 +1,60 @@
+using Dapper;
+using Marketplace.Contracts;
+using Marketplace.Listings.Clusters;
+using Marketplace.ServiceDefaults.Data;
+
+namespace Marketplace.Listings.Health;
+
+/// <summary>A node's health as stored, locked by the transaction that may change it.</summary>
+internal sealed record NodeState
+{
+    public Guid Id { get; init; }
+    public Guid ClusterId { get; init; }
+    public Guid ProviderOrgId { get; init; }
+    public required string Health { get; init; }
+    public bool Verified { get; init; }
+    public string? StatusReason { get; init; }
+    public DateTimeOffset? LastHeartbeatAt { get; init; }
+}
+
+/// <summary>
+/// The one place a node's health or verification changes: the node row, its health periods (the ground truth of
+/// reliability), the readiness of its active offers and NodeHealthChanged to the market (Scheduling stops placing on it).
+/// </summary>
+internal static class HealthTransitions
+{
+    public const string SelectForUpdate = """
+        SELECT n.id, n.cluster_id, c.provider_org_id, n.health, n.verified, n.status_reason, n.last_heartbeat_at
+        FROM nodes n JOIN clusters c ON c.id = n.cluster_id
+        """;
+
+    /// <returns>True when health or verification changed (and NodeHealthChanged was written to the outbox).</returns>
+    public static async Task<bool> ApplyAsync(Tx tx, NodeState node, string health, bool verified, string? reason, DateTimeOffset now,
+        CancellationToken ct)
+    {
+        var healthChanged = node.Health != health;
+        var changed = healthChanged || node.Verified != verified;
+        if (!changed && node.StatusReason == reason) return false;
+
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE nodes SET health = @health, verified = @verified, status_reason = @reason WHERE id = @Id
+            """, new { node.Id, health, verified, reason }, tx.Transaction, cancellationToken: ct));
+        if (!changed) return false;
+
+        if (healthChanged)
+            // A period that began this very instant is replaced, not closed empty (keeps (node, started_at) unique).
+            await tx.Connection.ExecuteAsync(new CommandDefinition("""
+                DELETE FROM node_health_periods WHERE node_id = @Id AND ended_at IS NULL AND started_at >= @now;
+                UPDATE node_health_periods SET ended_at = @now WHERE node_id = @Id AND ended_at IS NULL;
+                INSERT INTO node_health_periods (node_id, healthy, started_at) VALUES (@Id, @healthy, @now);
+                """, new { node.Id, now, healthy = health == NodeHealth.Healthy }, tx.Transaction, cancellationToken: ct));
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE offers o SET ready = NOT EXISTS (
+                SELECT 1 FROM nodes n WHERE n.id = ANY(o.node_ids) AND NOT (n.health = 'healthy' AND n.verified))
+            WHERE o.status = 'active' AND o.id IN (SELECT offer_id FROM offer_nodes WHERE node_id = @Id)
+            """, new { node.Id }, tx.Transaction, cancellationToken: ct));
+        await tx.PublishAsync(new NodeHealthChanged(node.Id, node.ClusterId, node.ProviderOrgId, health, verified,
+            reason ?? "healthy; the observed inventory matches the declared one", now), ct);
+        return true;
+    }
+}
