@@ -5,6 +5,7 @@ using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Web;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 
 namespace Marketplace.Bidding.Market;
 
@@ -23,7 +24,8 @@ internal static class GetDepth
     /// bids are open orders that would run in it (on-demand: from now; reserved: their window overlaps), by max price.
     /// </summary>
     public static async Task<Results<Ok<DepthResponse>, ValidationProblem>> HandleAsync(string model, string? region, string? currency,
-        DateTimeOffset? windowStart, DateTimeOffset? windowEnd, Db db, CancellationToken ct)
+        [FromQuery(Name = "window_start")] DateTimeOffset? windowStart, [FromQuery(Name = "window_end")] DateTimeOffset? windowEnd,
+        Db db, CancellationToken ct)
     {
         await using var tx = await db.BeginAsync(ct);
         var start = windowStart ?? tx.Now;

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Dapper;
 using Marketplace.Bidding.Domain;
 using Marketplace.Contracts;
@@ -11,7 +12,7 @@ public sealed record LastTrade(Money PricePerHour, DateTimeOffset At);
 /// <param name="Vwap1h">Volume-weighted price of the last hour's trades (weighted by accelerator-hours).</param>
 /// <param name="InterruptibleClearingPrice">What an interruptible bid must reach now: the highest bid left in the book, at least the lowest floor.</param>
 public sealed record PricesResponse(string Model, LastTrade? LastTrade, Money? BestAsk, string? Market, string? RegionGroup, Money? BestBid,
-    Money? Vwap1h, Money? InterruptibleClearingPrice);
+    [property: JsonPropertyName("vwap_1h")] Money? Vwap1h, Money? InterruptibleClearingPrice);
 
 internal static class GetPrices
 {
