@@ -157,13 +157,69 @@ public static class Clearing
     private readonly record struct Taken(OfferState Offer, DateTimeOffset Start, IReadOnlyList<Preemption> Preemptions, long DisplacedBid);
 
     /// <summary>One offer during a clearing: its bookings and the capacity free at the clearing instant.</summary>
-    private sealed class OfferState(OfferCandidate offer, DateTimeOffset now)
+    private sealed class OfferState
     {
-        public OfferCandidate Offer { get; } = offer;
-        public List<Booking> Bookings { get; } = [.. offer.Bookings];
-        public int FreeNow { get; set; } = offer.Capacity - offer.Bookings.Where(b => b.Start <= now && b.End > now).Sum(b => b.Count);
-        public int InterruptibleBookings { get; set; } = offer.Bookings.Count(b => b.Interruptible);
+        private readonly DateTimeOffset _now;
+
+        public OfferState(OfferCandidate offer, DateTimeOffset now, int horizon)
+        {
+            _now = now;
+            Offer = offer;
+            Bookings = [.. offer.Bookings];
+            FreeNow = offer.Capacity - offer.Bookings.Where(b => b.Start <= now && b.End > now).Sum(b => b.Count);
+            InterruptibleBookings = offer.Bookings.Count(b => b.Interruptible);
+            SlotFree = new int[horizon];
+            for (var slot = 0; slot < horizon; slot++) SlotFree[slot] = ComputeSlotFree(slot);
+        }
+
+        public OfferCandidate Offer { get; }
+        public List<Booking> Bookings { get; }
+        public int FreeNow { get; private set; }
+        public int InterruptibleBookings { get; set; }
         public List<(OfferIndex Index, int Position)> Positions { get; } = [];
+
+        /// <summary>
+        /// Per hour slot from now: an upper bound of the accelerators free at the best instant of the slot (the capacity
+        /// minus the bookings covering the whole slot; -1 outside the offer's windows). An order can start in slot s only
+        /// if every slot its lease surely overlaps has room, which lets the index skip offers booked at those times.
+        /// </summary>
+        public int[] SlotFree { get; }
+
+        private int ComputeSlotFree(int slot)
+        {
+            var (start, end) = (_now.AddHours(slot), _now.AddHours(slot + 1));
+            var open = Offer.WindowStart < end && Offer.WindowEnd > start
+                       && (Offer.Windows is null || Offer.Windows.Any(w => w.Start < end && w.End > start));
+            if (!open) return -1;
+            var used = 0;
+            foreach (var b in Bookings)
+                if (b.Start <= start && b.End >= end) used += b.Count;
+            return Offer.Capacity - used;
+        }
+
+        /// <summary>Whether some start slot in [first, last] has room in the <paramref name="span"/> slots a lease from it surely overlaps.</summary>
+        public bool SlotsMayFit(int first, int last, int span, int count)
+        {
+            for (var s = first; s <= last; s++)
+            {
+                var ok = true;
+                for (var x = s; x < s + span && x < SlotFree.Length; x++)
+                    if (SlotFree[x] < count) { ok = false; break; }
+                if (ok) return true;
+            }
+            return false;
+        }
+
+        public void RecomputeSlots()
+        {
+            for (var slot = 0; slot < SlotFree.Length; slot++)
+            {
+                var value = ComputeSlotFree(slot);
+                if (value == SlotFree[slot]) continue;
+                SlotFree[slot] = value;
+                foreach (var (index, position) in Positions) index.UpdateSlot(slot, position, value);
+            }
+        }
 
         public bool Fits(DateTimeOffset start, DateTimeOffset end, int count)
         {
@@ -196,6 +252,14 @@ public static class Clearing
             Bookings.Add(booking);
             if (booking.Interruptible) InterruptibleBookings++;
             if (booking.Start <= now && booking.End > now) SetFreeNow(FreeNow - booking.Count);
+            // Only slots the booking covers whole lose capacity at every instant.
+            var first = Math.Max(0, (int)Math.Ceiling((booking.Start - now).TotalHours));
+            var last = Math.Min(SlotFree.Length, (int)Math.Floor((booking.End - now).TotalHours));
+            for (var slot = first; slot < last; slot++)
+            {
+                SlotFree[slot] -= booking.Count;
+                foreach (var (index, position) in Positions) index.UpdateSlot(slot, position, SlotFree[slot]);
+            }
         }
 
         public void SetFreeNow(int value)
@@ -254,23 +318,48 @@ public static class Clearing
             return lo;
         }
 
-        public void Update(int position, int value)
+        public void Update(int position, int value) => Set(_tree, position, value);
+
+        /// <summary>Keeps the tree of an hour slot current, if that slot was ever asked about.</summary>
+        public void UpdateSlot(int slot, int position, int value)
+        {
+            if (_slotTrees.TryGetValue(slot, out var tree)) Set(tree, position, value);
+        }
+
+        private void Set(int[] tree, int position, int value)
         {
             var i = _size + position;
-            _tree[i] = value;
-            for (i >>= 1; i >= 1; i >>= 1) _tree[i] = Math.Max(_tree[2 * i], _tree[2 * i + 1]);
+            tree[i] = value;
+            for (i >>= 1; i >= 1; i >>= 1) tree[i] = Math.Max(tree[2 * i], tree[2 * i + 1]);
         }
 
         /// <summary>The first position in [from, to) whose free-now capacity is at least <paramref name="count"/>, or -1.</summary>
-        public int FirstWithRoom(int from, int to, int count) => from >= to ? -1 : Find(1, 0, _size, from, to, count);
+        public int FirstWithRoom(int from, int to, int count) => from >= to ? -1 : Find(_tree, 1, 0, _size, from, to, count);
 
-        private int Find(int node, int lo, int hi, int from, int to, int count)
+        /// <summary>The first position in [from, to) that may have <paramref name="count"/> free in hour slot <paramref name="slot"/>, or -1.</summary>
+        public int FirstWithRoomInSlot(int slot, int from, int to, int count)
         {
-            if (hi <= from || lo >= to || _tree[node] < count) return -1;
+            if (from >= to) return -1;
+            if (!_slotTrees.TryGetValue(slot, out var tree))
+            {
+                tree = new int[2 * _size];
+                Array.Fill(tree, int.MinValue);
+                for (var i = 0; i < States.Length; i++) tree[_size + i] = States[i].SlotFree[slot];
+                for (var i = _size - 1; i >= 1; i--) tree[i] = Math.Max(tree[2 * i], tree[2 * i + 1]);
+                _slotTrees[slot] = tree;
+            }
+            return Find(tree, 1, 0, _size, from, to, count);
+        }
+
+        private readonly Dictionary<int, int[]> _slotTrees = [];
+
+        private static int Find(int[] tree, int node, int lo, int hi, int from, int to, int count)
+        {
+            if (hi <= from || lo >= to || tree[node] < count) return -1;
             if (hi - lo == 1) return lo;
             var mid = (lo + hi) >>> 1;
-            var left = Find(2 * node, lo, mid, from, to, count);
-            return left >= 0 ? left : Find(2 * node + 1, mid, hi, from, to, count);
+            var left = Find(tree, 2 * node, lo, mid, from, to, count);
+            return left >= 0 ? left : Find(tree, 2 * node + 1, mid, hi, from, to, count);
         }
     }
 
@@ -278,9 +367,17 @@ public static class Clearing
 
     private sealed class Book(IReadOnlyList<OfferCandidate> offers, DateTimeOffset now)
     {
-        private readonly OfferState[] _states = [.. offers.Select(o => new OfferState(o, now))];
+        /// <summary>Hour slots tracked from now (at most 31 days); an order starting later is checked offer by offer.</summary>
+        private readonly int _horizon = offers.Count == 0 ? 0
+            : (int)Math.Clamp(Math.Ceiling((offers.Max(o => o.WindowEnd) - now).TotalHours), 0, 31 * 24);
         private readonly Dictionary<IndexKey, OfferIndex> _indexes = [];
         private int _interruptibleBookings = offers.Sum(o => o.Bookings.Count(b => b.Interruptible));
+        // The lowest bid of any interruptible booking seen (a lower bound): a bid at or below it can outbid nobody.
+        private long _lowestInterruptibleBid = offers.SelectMany(o => o.Bookings).Where(b => b.Interruptible)
+            .Select(b => b.BidAmount).DefaultIfEmpty(long.MaxValue).Min();
+        private OfferState[]? _states;
+
+        private OfferState[] States => _states ??= [.. offers.Select(o => new OfferState(o, now, _horizon))];
 
         public Taken? TryFill(BookOrder order)
         {
@@ -306,15 +403,31 @@ public static class Clearing
             }
             else
             {
-                for (var i = 0; i < affordable; i++)
+                var firstSlot = (int)((earliest - now).Ticks / TimeSpan.TicksPerHour);
+                var lastSlot = (int)((latestStart - now).Ticks / TimeSpan.TicksPerHour);
+                var span = Math.Max(1, (int)(duration.Ticks / TimeSpan.TicksPerHour));
+                for (var from = 0; from < affordable;)
                 {
-                    var s = index.States[i];
-                    if (order.DurationSeconds < s.Offer.MinLeaseSeconds) continue;
-                    if (s.EarliestFit(earliest, latestStart, duration, order.Count) is { } start)
+                    // The cheapest offer that may have room in some start slot; beyond the horizon, every offer in turn.
+                    var best = -1;
+                    if (lastSlot >= _horizon) best = from;
+                    else
+                        for (var slot = firstSlot; slot <= lastSlot; slot++)
+                        {
+                            var i = index.FirstWithRoomInSlot(slot, from, best < 0 ? affordable : best, order.Count);
+                            if (i >= 0) best = i;
+                        }
+                    if (best < 0) break;
+                    var s = index.States[best];
+                    if (order.DurationSeconds >= s.Offer.MinLeaseSeconds
+                        && (lastSlot >= _horizon || s.SlotsMayFit(firstSlot, lastSlot, span, order.Count))
+                        && s.EarliestFit(earliest, latestStart, duration, order.Count) is { } start)
                         return Take(s, order, start, [], 0);
+                    from = best + 1;
                 }
             }
-            return _interruptibleBookings > 0 ? TryDisplace(order, index, affordable, earliest, latestStart, duration) : null;
+            if (_interruptibleBookings == 0 || (interruptible && order.LimitAmount <= _lowestInterruptibleBid)) return null;
+            return TryDisplace(order, index, affordable, earliest, latestStart, duration);
         }
 
         private Taken? TryDisplace(BookOrder order, OfferIndex index, int affordable, DateTimeOffset earliest,
@@ -356,6 +469,7 @@ public static class Clearing
                         displacedBid = Math.Max(displacedBid, v.BidAmount);
                     }
                     s.SetFreeNow(s.Offer.Capacity - s.Bookings.Where(b => b.Start <= now && b.End > now).Sum(b => b.Count));
+                    s.RecomputeSlots();
                     preemptions.Sort((a, b) => a.MatchId.CompareTo(b.MatchId));
                     return Take(s, order, start, preemptions, displacedBid);
                 }
@@ -373,20 +487,24 @@ public static class Clearing
                 BidAmount = order.LimitAmount,
                 MatchedAt = now,
             }, now);
-            if (interruptible) _interruptibleBookings++;
+            if (interruptible)
+            {
+                _interruptibleBookings++;
+                _lowestInterruptibleBid = Math.Min(_lowestInterruptibleBid, order.LimitAmount);
+            }
             return new Taken(s, start, preemptions, displacedBid);
         }
 
         private OfferIndex IndexFor(IndexKey key)
         {
             if (_indexes.TryGetValue(key, out var index)) return index;
-            var eligible = _states.Where(s => s.Offer.Model == key.Model && s.Offer.Currency == key.Currency
+            var eligible = States.Where(s => s.Offer.Model == key.Model && s.Offer.Currency == key.Currency
                                               && (key.Region is null || s.Offer.Region == key.Region)
                                               && (key.Jurisdiction is null || s.Offer.Jurisdiction == key.Jurisdiction)
                                               && (!key.Interruptible || s.Offer.InterruptibleAllowed)).ToList();
             return _indexes[key] = new OfferIndex(eligible, key.Interruptible);
         }
 
-        public IReadOnlyList<OfferCandidate> Snapshot() => [.. _states.Select(s => s.Offer with { Bookings = s.Bookings.ToArray() })];
+        public IReadOnlyList<OfferCandidate> Snapshot() => [.. States.Select(s => s.Offer with { Bookings = s.Bookings.ToArray() })];
     }
 }
