@@ -15,9 +15,17 @@ if (args.Contains("--profile"))
              })
     {
         var subset = b.OrdersOf(kinds);
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        var result = Clearing.Clear(subset, b.OfferBook, ClearingBenchmark.Now);
-        Console.WriteLine($"{name,-20} {subset.Length,7} orders: {watch.ElapsedMilliseconds,6} ms, {result.Fills.Count} filled");
+        var best = long.MaxValue;
+        ClearingResult? result = null;
+        for (var run = 0; run < 5; run++)
+        {
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            result = Clearing.Clear(subset, b.OfferBook, ClearingBenchmark.Now);
+            best = Math.Min(best, watch.ElapsedMilliseconds);
+        }
+        var sortWatch = System.Diagnostics.Stopwatch.StartNew();
+        b.SortOrders();
+        Console.WriteLine($"{name,-20} {subset.Length,7} orders: best of 5 {best,6} ms, {result!.Fills.Count} filled (a sort of all: {sortWatch.ElapsedMilliseconds} ms)");
     }
     return;
 }

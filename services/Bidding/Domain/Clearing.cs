@@ -232,9 +232,9 @@ public static class Clearing
         }
 
         /// <summary>The earliest start in [earliest, latestStart] where the offer holds the order; feasibility only improves where a booking or a window ends/starts.</summary>
-        public DateTimeOffset? EarliestFit(DateTimeOffset earliest, DateTimeOffset latestStart, TimeSpan duration, int count)
+        public DateTimeOffset? EarliestFit(DateTimeOffset earliest, DateTimeOffset latestStart, TimeSpan duration, int count, int span)
         {
-            var starts = new List<DateTimeOffset> { earliest };
+            var starts = new List<DateTimeOffset>(Bookings.Count + 2) { earliest };
             foreach (var b in Bookings)
                 if (b.End > earliest && b.End <= latestStart) starts.Add(b.End);
             if (Offer.WindowStart > earliest && Offer.WindowStart <= latestStart) starts.Add(Offer.WindowStart);
@@ -243,7 +243,12 @@ public static class Clearing
                     if (ws > earliest && ws <= latestStart) starts.Add(ws);
             starts.Sort();
             foreach (var t in starts)
+            {
+                // The hour slots are a cheap necessary check before the exact one.
+                var slot = (int)((t - _now).Ticks / TimeSpan.TicksPerHour);
+                if (slot < SlotFree.Length && !SlotsMayFit(slot, slot, span, count)) continue;
                 if (Fits(t, t + duration, count)) return t;
+            }
             return null;
         }
 
@@ -421,7 +426,7 @@ public static class Clearing
                     var s = index.States[best];
                     if (order.DurationSeconds >= s.Offer.MinLeaseSeconds
                         && (lastSlot >= _horizon || s.SlotsMayFit(firstSlot, lastSlot, span, order.Count))
-                        && s.EarliestFit(earliest, latestStart, duration, order.Count) is { } start)
+                        && s.EarliestFit(earliest, latestStart, duration, order.Count, span) is { } start)
                         return Take(s, order, start, [], 0);
                     from = best + 1;
                 }
