@@ -2,6 +2,7 @@ using Marketplace.Bidding.Market;
 using Marketplace.Bidding.Offers;
 using Marketplace.Bidding.Orders;
 using Marketplace.ServiceDefaults.Hosting;
+using Marketplace.ServiceDefaults.Messaging;
 using MassTransit;
 
 namespace Marketplace.Bidding;
@@ -20,6 +21,7 @@ public static class BiddingExtensions
             bus.AddConsumer<HoldRejectedConsumer, HoldRejectedConsumerDefinition>();
             bus.AddConsumer<LeaseEndedConsumer, LeaseEndedConsumerDefinition>();
         });
+        builder.Services.AddDueWorkHandler<ExpireOrder>();
         return builder;
     }
 
@@ -32,8 +34,15 @@ public static class BiddingExtensions
             .WithSummary("An order of your organisation, with its match and why it is not (yet) filled.");
         orders.MapDelete("/{id:guid}", CancelOrder.HandleAsync).WithName("CancelOrder")
             .WithSummary("Cancel an open order.");
-        app.MapGet("/v1/market/{model}/prices", GetPrices.HandleAsync).WithTags("Market").WithName("GetPrices")
-            .WithSummary("Last trade and best ask of a market (one accelerator model).");
+        orders.MapPatch("/{id:guid}", AmendOrder.HandleAsync).WithName("AmendOrder")
+            .WithSummary("Amend an open order's max price (an interruptible order's bid); it is tried against the book at once.");
+        var market = app.MapGroup("/v1/market/{model}").WithTags("Market");
+        market.MapGet("/prices", GetPrices.HandleAsync).WithName("GetPrices")
+            .WithSummary("Last trade, best bid and ask, hourly volume-weighted price and the interruptible clearing price of a market.");
+        market.MapGet("/depth", GetDepth.HandleAsync).WithName("GetDepth")
+            .WithSummary("Bids and asks by price level for a window (default: the next hour).");
+        market.MapGet("/history", GetHistory.HandleAsync).WithName("GetHistory")
+            .WithSummary("Trades of a market, newest first, and hourly volume-weighted prices.");
         return app;
     }
 }

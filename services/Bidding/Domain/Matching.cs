@@ -17,7 +17,18 @@ public sealed record OrderToMatch(
 }
 
 /// <summary>Capacity of an offer already promised to a match over [Start, End).</summary>
-public sealed record Booking(DateTimeOffset Start, DateTimeOffset End, int Count);
+public sealed record Booking(DateTimeOffset Start, DateTimeOffset End, int Count)
+{
+    public Guid MatchId { get; init; }
+
+    /// <summary>An interruptible match: a higher-priority order may preempt it (after the offer's notice).</summary>
+    public bool Interruptible { get; init; }
+
+    /// <summary>The interruptible order's bid per accelerator-hour: lower bids are preempted first.</summary>
+    public long BidAmount { get; init; }
+
+    public DateTimeOffset MatchedAt { get; init; }
+}
 
 /// <summary>An active offer of the market with the matches that already hold part of its capacity.</summary>
 public sealed record OfferCandidate(
@@ -32,7 +43,30 @@ public sealed record OfferCandidate(
     string Currency,
     int MinLeaseSeconds,
     DateTimeOffset PublishedAt,
-    IReadOnlyList<Booking> Bookings);
+    IReadOnlyList<Booking> Bookings)
+{
+    public bool InterruptibleAllowed { get; init; }
+
+    /// <summary>Interruptible use never trades below this; 0 means the ask is the floor.</summary>
+    public long InterruptibleFloorAmount { get; init; }
+
+    public long Floor => InterruptibleFloorAmount > 0 ? InterruptibleFloorAmount : AskAmount;
+
+    public int PreemptionNoticeSeconds { get; init; }
+
+    /// <summary>Availability windows inside [WindowStart, WindowEnd); null means that one window.</summary>
+    public IReadOnlyList<(DateTimeOffset Start, DateTimeOffset End)>? Windows { get; init; }
+
+    /// <summary>True when one availability window holds the whole of [start, end).</summary>
+    public bool Covers(DateTimeOffset start, DateTimeOffset end)
+    {
+        if (start < WindowStart || end > WindowEnd) return false;
+        if (Windows is null) return true;
+        foreach (var (s, e) in Windows)
+            if (s <= start && e >= end) return true;
+        return false;
+    }
+}
 
 /// <summary>The chosen offer and the trade price, or why nothing matched (a sentence the renter can act on).</summary>
 public sealed record MatchDecision(OfferCandidate? Offer, long PriceAmount, string? Reason)
@@ -47,7 +81,7 @@ public sealed record MatchDecision(OfferCandidate? Offer, long PriceAmount, stri
 /// </summary>
 public static class Matching
 {
-    public static MatchDecision Choose(OrderToMatch order, IEnumerable<OfferCandidate> offers)
+    public static MatchDecision Choose(OrderToMatch order, IEnumerable<OfferCandidate> offers, string askWord = "ask")
     {
         var where = Where(order);
         var ofModel = offers.Where(o => o.Model == order.Model).ToList();
@@ -59,7 +93,8 @@ public static class Matching
         if (inPlace.Count == 0)
         {
             var elsewhere = string.Join(", ", ofModel.Select(o => $"{o.Region}/{o.Jurisdiction}").Distinct().Order(StringComparer.Ordinal).Take(5));
-            return NoMatch($"no {order.Model} offer{where}; offers exist in {elsewhere}");
+            return NoMatch($"no {order.Model} offer{where}; your region/jurisdiction constraint excludes all {ofModel.Count} offers, "
+                           + $"which are in {elsewhere}");
         }
 
         var inCurrency = inPlace.Where(o => o.Currency == order.Currency).ToList();
@@ -69,7 +104,7 @@ public static class Matching
             return NoMatch($"no {order.Model} offer{where} is priced in {order.Currency}; offers are priced in {currencies}");
         }
 
-        var inWindow = inCurrency.Where(o => o.WindowStart <= order.Start && o.WindowEnd >= order.End).ToList();
+        var inWindow = inCurrency.Where(o => o.Covers(order.Start, order.End)).ToList();
         if (inWindow.Count == 0)
         {
             var latestEnd = inCurrency.Max(o => o.WindowEnd);
@@ -88,7 +123,13 @@ public static class Matching
         var withCapacity = leaseOk.Where(o => RemainingCapacity(o, order.Start, order.End) >= order.Count).ToList();
         if (withCapacity.Count == 0)
         {
-            var most = leaseOk.Max(o => RemainingCapacity(o, order.Start, order.End));
+            var free = leaseOk.Select(o => RemainingCapacity(o, order.Start, order.End)).ToList();
+            var most = free.Max();
+            var total = free.Sum();
+            if (total >= order.Count)
+                return NoMatch($"no {order.Model} offer{where} has {order.Count} accelerators free from {Iso(order.Start)} to {Iso(order.End)}; "
+                               + $"the most free in one offer is {most}: {total} are free across {free.Count(f => f > 0)} offers, "
+                               + "but a gang must come from one offer");
             return NoMatch($"no {order.Model} offer{where} has {order.Count} accelerators free from {Iso(order.Start)} to {Iso(order.End)}; "
                            + $"the most free in one offer is {most}");
         }
@@ -98,7 +139,7 @@ public static class Matching
         {
             var bestAsk = withCapacity.Min(o => o.AskAmount);
             return NoMatch($"no {order.Model} offer{where} at or below {Price(order.MaxPriceAmount, order.Currency)}; "
-                           + $"best ask {Price(bestAsk, order.Currency)}, your max {Price(order.MaxPriceAmount, order.Currency)} "
+                           + $"best {askWord} {Price(bestAsk, order.Currency)}, your max {Price(order.MaxPriceAmount, order.Currency)} "
                            + $"({Price(bestAsk - order.MaxPriceAmount, order.Currency)} short)");
         }
 

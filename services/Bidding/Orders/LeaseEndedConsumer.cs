@@ -25,6 +25,12 @@ internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
             UPDATE matches SET end_at = @At, release_reason = @reason
             WHERE order_id = @OrderId AND state = 'active' AND end_at > @At;
             """, new { m.OrderId, m.At, reason, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        // The capacity that came back may fill standing orders of the offer's market.
+        var market = await tx.Connection.QuerySingleOrDefaultAsync<(string Model, string Group)?>(new CommandDefinition("""
+            SELECT o.accelerator_model, o.region_group FROM matches x JOIN offers o USING (offer_id)
+            WHERE x.order_id = @OrderId ORDER BY x.created_at DESC LIMIT 1
+            """, new { m.OrderId }, tx.Transaction, cancellationToken: ct));
+        if (market is { } mk) await OrderBook.ClearStandingAsync(tx, mk.Model, mk.Group, ct);
         await tx.CommitAsync(ct);
     }
 }

@@ -1,3 +1,4 @@
+using Marketplace.Bidding.Domain;
 using Marketplace.Contracts;
 
 namespace Marketplace.Bidding.Orders;
@@ -22,11 +23,29 @@ internal sealed class OrderRow
     public string? Jurisdiction { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
     public Guid? LeaseId { get; init; }
+    public string? RegionGroup { get; init; }
+    public DateTimeOffset? EarliestStart { get; init; }
+    public DateTimeOffset? LatestEnd { get; init; }
+    public DateTimeOffset? ExpiresAt { get; init; }
+    public DateTimeOffset PriorityAt { get; init; }
+    public string[] Alternatives { get; init; } = [];
 
     public const string Columns = """
         id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, status_reason, accelerator_model,
-        accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction, created_at, lease_id
+        accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction, created_at, lease_id,
+        region_group, earliest_start, latest_end, expires_at, priority_at, alternatives
         """;
+
+    /// <summary>The order as the engine sees it at <paramref name="now"/>: on-demand and interruptible orders start now.</summary>
+    public BookOrder ToBookOrder(DateTimeOffset now)
+    {
+        var kind = Type switch { "reserved" => OrderKind.Reserved, "interruptible" => OrderKind.Interruptible, _ => OrderKind.OnDemand };
+        var (earliest, latestEnd) = kind == OrderKind.Reserved
+            ? (EarliestStart!.Value, LatestEnd!.Value)
+            : (now, now.AddSeconds(DurationSeconds));
+        return new BookOrder(Id, kind, AcceleratorModel, AcceleratorCount, MaxPriceAmount, MaxPriceCurrency, Region, Jurisdiction,
+            earliest, latestEnd, DurationSeconds, PriorityAt);
+    }
 }
 
 /// <summary>The match shown on an order: the active one, if any.</summary>
@@ -39,9 +58,13 @@ internal sealed class MatchRow
     public string PriceCurrency { get; init; } = "";
     public DateTimeOffset StartAt { get; init; }
     public DateTimeOffset EndAt { get; init; }
+    public bool Interruptible { get; init; }
+    public DateTimeOffset? PreemptedAt { get; init; }
 }
 
-public sealed record OrderMatchResponse(Guid OfferId, Money PricePerHour, DateTimeOffset Start, DateTimeOffset End);
+/// <param name="PreemptedAt">Set when an interruptible match was preempted: its capacity is taken back at End.</param>
+public sealed record OrderMatchResponse(Guid OfferId, Money PricePerHour, DateTimeOffset Start, DateTimeOffset End, bool Interruptible,
+    DateTimeOffset? PreemptedAt);
 
 public sealed record OrderResponse(
     Guid Id,
@@ -58,11 +81,16 @@ public sealed record OrderResponse(
     string? Jurisdiction,
     DateTimeOffset CreatedAt,
     OrderMatchResponse? Match,
-    Guid? LeaseId)
+    Guid? LeaseId,
+    DateTimeOffset? EarliestStart,
+    DateTimeOffset? LatestEnd,
+    DateTimeOffset? ExpiresAt,
+    IReadOnlyList<string> Alternatives)
 {
     internal static OrderResponse From(OrderRow o, MatchRow? m) => new(
         o.Id, o.RenterOrgId, o.Type, o.TimeInForce, o.Status, o.StatusReason, o.AcceleratorModel, o.AcceleratorCount,
         o.DurationSeconds, new Money(o.MaxPriceAmount, o.MaxPriceCurrency), o.Region, o.Jurisdiction, o.CreatedAt,
-        m is null ? null : new OrderMatchResponse(m.OfferId, new Money(m.PriceAmount, m.PriceCurrency), m.StartAt, m.EndAt),
-        o.LeaseId);
+        m is null ? null : new OrderMatchResponse(m.OfferId, new Money(m.PriceAmount, m.PriceCurrency), m.StartAt, m.EndAt,
+            m.Interruptible, m.PreemptedAt),
+        o.LeaseId, o.EarliestStart, o.LatestEnd, o.ExpiresAt, o.Alternatives);
 }

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Dapper;
+using Marketplace.Bidding.Domain;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Web;
 using MassTransit;
@@ -21,7 +22,11 @@ public sealed record PlaceOrderRequest(
     MoneyInput? MaxPricePerHour,
     string? Region,
     string? Jurisdiction,
-    string? TimeInForce);
+    string? TimeInForce,
+    DateTimeOffset? EarliestStart = null,
+    DateTimeOffset? LatestEnd = null,
+    MoneyInput? BidPerHour = null,
+    DateTimeOffset? ExpiresAt = null);
 
 internal static class PlaceOrder
 {
@@ -33,14 +38,20 @@ internal static class PlaceOrder
         Caller caller,
         Db db,
         IOptions<MarketOptions> market,
+        TimeProvider time,
         CancellationToken ct)
     {
         if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only renters place orders.");
-        var v = Validate(idempotencyKey, request, market.Value);
+        var v = Validate(idempotencyKey, request, market.Value, time.GetUtcNow());
         if (v.Failed) return v.Problem;
 
+        var type = request.Type!.Trim();
         var normalized = request with
         {
+            // An interruptible order's bid may come as bid_per_hour or as max_price_per_hour: it is stored as the max price.
+            MaxPricePerHour = request.MaxPricePerHour ?? request.BidPerHour,
+            BidPerHour = null,
+            LatestEnd = type == "reserved" ? request.LatestEnd ?? request.EarliestStart!.Value.AddSeconds(request.DurationSeconds!.Value) : null,
             Type = request.Type!.Trim(),
             AcceleratorModel = request.AcceleratorModel!.Trim(),
             Region = NullIfBlank(request.Region),
@@ -56,9 +67,10 @@ internal static class PlaceOrder
         var inserted = await tx.Connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO orders (id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, accelerator_model,
                                 accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction,
-                                created_at, updated_at)
+                                created_at, updated_at, priority_at, region_group, earliest_start, latest_end, expires_at)
             VALUES (@orderId, @org, @idempotencyKey, @hash, @Type, @TimeInForce, 'open', @AcceleratorModel,
-                    @count, @duration, @amount, @currency, @Region, @Jurisdiction, @now, @now)
+                    @count, @duration, @amount, @currency, @Region, @Jurisdiction, @now, @now, @now, @group, @EarliestStart,
+                    @LatestEnd, @ExpiresAt)
             ON CONFLICT (renter_org_id, idempotency_key) DO NOTHING
             """, new
             {
@@ -66,6 +78,8 @@ internal static class PlaceOrder
                 count = normalized.AcceleratorCount!.Value, duration = (int)normalized.DurationSeconds!.Value,
                 amount = normalized.MaxPricePerHour!.Amount!.Value, currency = normalized.MaxPricePerHour.Currency,
                 normalized.Region, normalized.Jurisdiction, now,
+                group = normalized.Region is null ? null : Markets.RegionGroup(normalized.Region),
+                normalized.EarliestStart, normalized.LatestEnd, normalized.ExpiresAt,
             }, tx.Transaction, cancellationToken: ct));
 
         if (inserted == 0)
@@ -82,15 +96,21 @@ internal static class PlaceOrder
 
         var order = await tx.Connection.QuerySingleAsync<OrderRow>(new CommandDefinition(
             $"SELECT {OrderRow.Columns} FROM orders WHERE id = @orderId", new { orderId }, tx.Transaction, cancellationToken: ct));
-        await OrderBook.LockMarketAsync(tx, order.AcceleratorModel, ct);
-        var candidates = await OrderBook.LoadCandidatesAsync(tx, order.AcceleratorModel, now, ct);
-        await OrderBook.MatchAsync(tx, order, candidates, cancelWhenUnmatched: order.TimeInForce == "ioc", ct);
+        // A standing order leaves the book when its time runs out: at expires_at (gtt), or at a reserved window's latest start.
+        DateTimeOffset? due = order.ExpiresAt;
+        if (order.LatestEnd is { } latestEnd && (due is null || latestEnd.AddSeconds(-order.DurationSeconds) < due))
+            due = latestEnd.AddSeconds(-order.DurationSeconds);
+        if (due is { } at && order.TimeInForce != "ioc")
+            await tx.ScheduleAsync(ExpireOrder.Kind, orderId.ToString(), at, ct);
+        await OrderBook.ClearOneAsync(tx, order, placedNow: true, ct);
         var response = (await OrderBook.ReadAsync(tx, orderId, caller.OrgId, ct))!;
         await tx.CommitAsync(ct);
         return TypedResults.Created($"/v1/orders/{orderId}", response);
     }
 
-    private static Validation Validate(string? idempotencyKey, PlaceOrderRequest r, MarketOptions market)
+    private const int MaxAdvanceDays = 90;
+
+    private static Validation Validate(string? idempotencyKey, PlaceOrderRequest r, MarketOptions market, DateTimeOffset now)
     {
         var v = new Validation();
         if (string.IsNullOrWhiteSpace(idempotencyKey))
@@ -98,18 +118,17 @@ internal static class PlaceOrder
         else if (idempotencyKey.Length > 255)
             v.Add("Idempotency-Key", "must be at most 255 characters.");
 
-        switch (r.Type?.Trim())
+        var type = r.Type?.Trim();
+        switch (type)
         {
             case null or "":
-                v.Add("type", "is required; use \"on_demand\".");
+                v.Add("type", "is required: \"on_demand\", \"reserved\" or \"interruptible\".");
                 break;
-            case "on_demand":
-                break;
-            case "reserved" or "interruptible":
-                v.Add("type", $"\"{r.Type}\" orders are not supported yet; use \"on_demand\".");
+            case "on_demand" or "reserved" or "interruptible":
                 break;
             default:
-                v.Add("type", $"\"{r.Type}\" is not an order type; use \"on_demand\".");
+                v.Add("type", $"\"{r.Type}\" is not an order type; use \"on_demand\" (start now), \"reserved\" (a future window) "
+                              + "or \"interruptible\" (a bid for spare capacity that may be preempted).");
                 break;
         }
         v.Require(!string.IsNullOrWhiteSpace(r.AcceleratorModel), "accelerator_model", "is required, for example \"h100-sxm\" (see GET /v1/accelerators).");
@@ -122,18 +141,49 @@ internal static class PlaceOrder
             v.Require(d >= market.MinLeaseSeconds, "duration_seconds", $"must be at least {market.MinLeaseSeconds} (the minimum lease).");
             v.Require(d <= MaxDurationSeconds, "duration_seconds", $"must be at most {MaxDurationSeconds} (30 days).");
         }
-        if (r.MaxPricePerHour is not { } max)
-            v.Add("max_price_per_hour", "is required: {\"amount\": <minor units per accelerator-hour>, \"currency\": \"CNY\"}.");
+        var priceField = type == "interruptible" && r.MaxPricePerHour is null ? "bid_per_hour" : "max_price_per_hour";
+        if (type != "interruptible" && r.BidPerHour is not null)
+            v.Add("bid_per_hour", "is only for interruptible orders; use max_price_per_hour.");
+        else if (r.BidPerHour is not null && r.MaxPricePerHour is not null)
+            v.Add("bid_per_hour", "give either bid_per_hour or max_price_per_hour (the same thing for an interruptible order), not both.");
+        else if ((r.MaxPricePerHour ?? r.BidPerHour) is not { } max)
+            v.Add(priceField, "is required: {\"amount\": <minor units per accelerator-hour>, \"currency\": \"CNY\"}.");
         else
         {
-            v.Require(max.Amount is > 0, "max_price_per_hour.amount", "must be a positive amount in minor units (235 = 2.35).");
-            v.Require(max.Currency is { Length: 3 } c && c.All(char.IsAsciiLetterUpper), "max_price_per_hour.currency",
+            v.Require(max.Amount is > 0, priceField + ".amount", "must be a positive amount in minor units (235 = 2.35).");
+            v.Require(max.Currency is { Length: 3 } c && c.All(char.IsAsciiLetterUpper), priceField + ".currency",
                 "must be a 3-letter ISO 4217 code in capitals, for example \"CNY\".");
+        }
+        if (type == "reserved")
+        {
+            if (r.EarliestStart is not { } earliest)
+                v.Add("earliest_start", "is required for a reserved order: the earliest time the lease may start (ISO-8601 UTC).");
+            else
+            {
+                v.Require(earliest >= now, "earliest_start", $"must not be in the past (now is {now.UtcDateTime:yyyy-MM-dd'T'HH:mm:ss'Z'}); "
+                                                             + "use an on_demand order to start now.");
+                v.Require(earliest <= now.AddDays(MaxAdvanceDays), "earliest_start", $"must be within {MaxAdvanceDays} days.");
+                if (r.LatestEnd is { } latest && r.DurationSeconds is { } duration)
+                    v.Require(latest >= earliest.AddSeconds(duration), "latest_end",
+                        "must be at least duration_seconds after earliest_start (equal: a fixed window; later: a flexible one).");
+            }
+        }
+        else
+        {
+            v.Require(r.EarliestStart is null, "earliest_start", "is only for reserved orders; on_demand and interruptible orders start now.");
+            v.Require(r.LatestEnd is null, "latest_end", "is only for reserved orders; on_demand and interruptible orders start now.");
         }
         v.Require(r.Region is null || r.Region.Length <= 64, "region", "must be at most 64 characters.");
         v.Require(r.Jurisdiction is null || r.Jurisdiction.Length <= 64, "jurisdiction", "must be at most 64 characters.");
-        v.Require(NullIfBlank(r.TimeInForce) is null or "gtc" or "ioc", "time_in_force",
-            "must be \"gtc\" (wait in the book until filled or cancelled) or \"ioc\" (match now or cancel).");
+        var tif = NullIfBlank(r.TimeInForce);
+        v.Require(tif is null or "gtc" or "ioc" or "gtt", "time_in_force",
+            "must be \"gtc\" (wait in the book until filled or cancelled), \"ioc\" (match now or cancel) or \"gtt\" (wait until expires_at).");
+        if (tif == "gtt")
+        {
+            if (r.ExpiresAt is not { } expires) v.Add("expires_at", "is required with time_in_force \"gtt\": when the order leaves the book.");
+            else v.Require(expires > now, "expires_at", "must be in the future.");
+        }
+        else v.Require(r.ExpiresAt is null, "expires_at", "is only for time_in_force \"gtt\".");
         return v;
     }
 

@@ -22,6 +22,8 @@ public sealed class BiddingFixture : IAsyncLifetime
     public TestVirtualHost VirtualHost { get; private set; } = null!;
     public ServiceFactory<Program> Factory { get; private set; } = null!;
     public ConcurrentQueue<OrderMatched> Relayed { get; } = new();
+    public ConcurrentQueue<PreemptionRequested> Preemptions { get; } = new();
+    public ConcurrentQueue<PriceTicked> Ticks { get; } = new();
 
     public IBus Bus => Factory.Services.GetRequiredService<IBus>();
 
@@ -36,11 +38,24 @@ public sealed class BiddingFixture : IAsyncLifetime
         var health = Factory.CreateClient();
         // Ready = database reachable and the bus connected with its queues bound, so published messages are not lost.
         await Eventually.True(async () => (await health.GetAsync("/health/ready")).IsSuccessStatusCode, what: "bidding ready");
-        _probe = Bus.ConnectReceiveEndpoint("bidding-tests-order-matched", e => e.Handler<OrderMatched>(ctx =>
+        _probe = Bus.ConnectReceiveEndpoint("bidding-tests-order-matched", e =>
         {
-            Relayed.Enqueue(ctx.Message);
-            return Task.CompletedTask;
-        }));
+            e.Handler<OrderMatched>(ctx =>
+            {
+                Relayed.Enqueue(ctx.Message);
+                return Task.CompletedTask;
+            });
+            e.Handler<PreemptionRequested>(ctx =>
+            {
+                Preemptions.Enqueue(ctx.Message);
+                return Task.CompletedTask;
+            });
+            e.Handler<PriceTicked>(ctx =>
+            {
+                Ticks.Enqueue(ctx.Message);
+                return Task.CompletedTask;
+            });
+        });
         await _probe.Ready;
     }
 
@@ -58,14 +73,21 @@ public sealed class BiddingFixture : IAsyncLifetime
 
     /// <summary>Publishes an offer as Listings would and waits until Bidding has its copy.</summary>
     public async Task<OfferPublished> PublishOfferAsync(string model, long ask = 235, int count = 8, string currency = "CNY",
-        string region = "cn-east", string jurisdiction = "CN", int minLeaseSeconds = 60)
+        string region = "cn-east", string jurisdiction = "CN", int minLeaseSeconds = 60, DateTimeOffset? windowStart = null,
+        DateTimeOffset? windowEnd = null, bool interruptible = false, long? floor = null, int noticeSeconds = 0, Guid? offerId = null)
     {
         var now = DateTimeOffset.UtcNow;
-        var offer = new OfferPublished(Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), [Guid.NewGuid()], model, region, jurisdiction,
-            count, now.AddHours(-1), now.AddDays(1), new Money(ask, currency), minLeaseSeconds, false, now);
+        var offer = new OfferPublished(offerId ?? Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), [Guid.NewGuid()], model, region, jurisdiction,
+            count, windowStart ?? now.AddHours(-1), windowEnd ?? now.AddDays(1), new Money(ask, currency), minLeaseSeconds, interruptible, now)
+        {
+            InterruptibleFloorPerHour = floor is { } f ? new Money(f, currency) : null,
+            PreemptionNoticeSeconds = noticeSeconds,
+            SlaLevel = "gold",
+        };
         await Bus.Publish(offer);
-        await Eventually.True(async () => await ScalarAsync<long>("SELECT count(*) FROM bidding.offers WHERE offer_id = @id", new { id = offer.OfferId }) == 1,
-            what: $"offer {offer.OfferId} copied");
+        await Eventually.True(async () => await ScalarAsync<long>(
+            "SELECT count(*) FROM bidding.offers WHERE offer_id = @id AND ask_amount = @ask AND accelerator_count = @count",
+            new { id = offer.OfferId, ask, count }) == 1, what: $"offer {offer.OfferId} copied");
         return offer;
     }
 
@@ -76,9 +98,13 @@ public sealed class BiddingFixture : IAsyncLifetime
     }
 
     public static object OrderBody(string model, int count = 1, long max = 300, string currency = "CNY", string? region = null,
-        string timeInForce = "gtc", long duration = 3600, string type = "on_demand") => new
+        string timeInForce = "gtc", long duration = 3600, string type = "on_demand", DateTimeOffset? earliestStart = null,
+        DateTimeOffset? latestEnd = null, DateTimeOffset? expiresAt = null) => new
     {
         type,
+        earliest_start = earliestStart,
+        latest_end = latestEnd,
+        expires_at = expiresAt,
         accelerator_model = model,
         accelerator_count = count,
         duration_seconds = duration,

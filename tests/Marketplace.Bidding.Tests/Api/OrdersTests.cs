@@ -190,7 +190,7 @@ public sealed class OrdersTests(BiddingFixture fx) : IClassFixture<BiddingFixtur
 
     public static TheoryData<string, object> BadOrders => new()
     {
-        { "type", OrderBody("m", type: "reserved") },
+        { "earliest_start", OrderBody("m", type: "reserved") },
         { "type", OrderBody("m", type: "spot") },
         { "accelerator_model", OrderBody(" ") },
         { "accelerator_count", OrderBody("m", count: 0) },

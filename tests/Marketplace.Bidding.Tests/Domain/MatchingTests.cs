@@ -38,7 +38,8 @@ public sealed class MatchingTests
     {
         var decision = Matching.Choose(Order(count: 6), [Offer(capacity: 4), Offer(capacity: 4)]);
         Assert.False(decision.Matched);
-        Assert.Equal("no h100-sxm offer has 6 accelerators free from 2026-12-01T10:00:00Z to 2026-12-01T11:00:00Z; the most free in one offer is 4",
+        Assert.Equal("no h100-sxm offer has 6 accelerators free from 2026-12-01T10:00:00Z to 2026-12-01T11:00:00Z; the most free in one offer is 4: "
+            + "8 are free across 2 offers, but a gang must come from one offer",
             decision.Reason);
     }
 
@@ -76,7 +77,8 @@ public sealed class MatchingTests
     public void No_offer_in_the_region_names_where_offers_exist()
     {
         var decision = Matching.Choose(Order(region: "us-west"), [Offer(region: "cn-east"), Offer(region: "cn-north")]);
-        Assert.Equal("no h100-sxm offer in us-west; offers exist in cn-east/CN, cn-north/CN", decision.Reason);
+        Assert.Equal("no h100-sxm offer in us-west; your region/jurisdiction constraint excludes all 2 offers, which are in cn-east/CN, cn-north/CN",
+            decision.Reason);
     }
 
     [Fact]

@@ -1,0 +1,22 @@
+namespace Marketplace.Bidding.Domain;
+
+/// <summary>
+/// A market is one accelerator model in one region group. Regions of a group are close enough to be one pool of supply
+/// and one price (cn-east, cn-north, cn-south → "cn"); an order may still pin its exact region.
+/// </summary>
+public static class Markets
+{
+    /// <summary>
+    /// The region group is the region's prefix before the first '-' ("cn-east" → "cn", "eu-west-1" → "eu",
+    /// "us-east" → "us"); a region without '-' is its own group.
+    /// </summary>
+    public static string RegionGroup(string region)
+    {
+        var trimmed = region.Trim().ToLowerInvariant();
+        var dash = trimmed.IndexOf('-', StringComparison.Ordinal);
+        return dash > 0 ? trimmed[..dash] : trimmed;
+    }
+
+    /// <summary>The market's name in events and locks: "h100-sxm/cn".</summary>
+    public static string Key(string model, string regionGroup) => model + "/" + regionGroup;
+}
