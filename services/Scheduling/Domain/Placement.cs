@@ -3,54 +3,157 @@ namespace Marketplace.Scheduling.Domain;
 /// <summary>One accelerator slot of a candidate node and whether it is already booked in the wanted window.</summary>
 public sealed record SlotState(Guid SlotId, Guid NodeId, int Index, bool Busy);
 
-/// <summary>The outcome of placement: the chosen slots, or why none could be chosen.</summary>
-public sealed record PlacementResult(IReadOnlyList<SlotState> Slots, int FreeCount)
+/// <summary>
+/// A node that could take part of a placement, as seen for one time window: its topology (cluster, NVLink domain,
+/// scale-out fabric), whether it may be used at all in the window, and its slots with their occupancy.
+/// </summary>
+public sealed record CandidateNode(
+    Guid NodeId,
+    Guid ClusterId,
+    string? NvlinkDomain,
+    string? Fabric,
+    IReadOnlyList<SlotState> Slots,
+    bool Healthy = true,
+    bool Verified = true,
+    bool InMaintenance = false)
 {
-    public bool Placed => Slots.Count > 0;
+    /// <summary>Nodes with the same key share an NVLink/NVSwitch domain; a node without one is its own domain.</summary>
+    public string DomainKey => NvlinkDomain is null ? "node:" + NodeId.ToString("N") : $"{ClusterId:N}/{NvlinkDomain}";
+
+    /// <summary>Multi-node gangs stay inside one cluster fabric; an unknown fabric means "this cluster only".</summary>
+    public string FabricKey => $"{ClusterId:N}/{Fabric ?? "-"}";
+}
+
+/// <summary>What to place: <paramref name="Count"/> accelerators, optionally only on verified nodes and never on <paramref name="AvoidNodes"/>.</summary>
+public sealed record PlacementRequest(int Count, bool RequireVerified = false, IReadOnlySet<Guid>? AvoidNodes = null);
+
+/// <summary>Why nothing was placed.</summary>
+public enum PlacementFailure
+{
+    None,
+
+    /// <summary>Fewer free slots than asked on the usable nodes (see <see cref="PlacementResult.FreeCount"/>).</summary>
+    NotEnoughFree,
+
+    /// <summary>Enough free slots in total, but no single cluster fabric holds the gang.</summary>
+    Fragmented,
+}
+
+/// <summary>The outcome of placement: the chosen slots, or why none could be chosen.</summary>
+public sealed record PlacementResult(IReadOnlyList<SlotState> Slots, int FreeCount, int ExcludedNodes, PlacementFailure Failure)
+{
+    public bool Placed => Failure == PlacementFailure.None;
+
+    /// <summary>The most free slots any single cluster fabric has (what a renter could get instead).</summary>
+    public int LargestFabricFree { get; init; }
 }
 
 /// <summary>
-/// Chooses concrete slots for a gang of <c>count</c> accelerators. Packs into as few nodes as possible:
-/// a gang that fits one node goes to the node with the fewest free slots that still fits (best fit, so large
-/// free nodes stay whole for large gangs); a gang larger than any node takes whole nodes, largest first, and
-/// the remainder best-fit. Within a node the lowest indices are taken. The result depends only on the set of
-/// slots, never on their order (ties break by node id), so every instance places the same way.
+/// Chooses concrete slots for <c>count</c> accelerators on a provider's topology. Pure: same input, same answer on
+/// every instance (ties break by node id, never by input order).
+/// <list type="bullet">
+/// <item>Unhealthy, in-maintenance, avoided and (when asked) unverified nodes are never used.</item>
+/// <item>An order that fits one node goes to the node with the fewest free slots that still fits (best fit): small
+/// orders fill partly used nodes and whole nodes stay whole for gangs.</item>
+/// <item>A gang larger than every node takes whole nodes inside one NVLink domain when one domain can hold it
+/// (the tightest such domain), otherwise inside one cluster fabric (the tightest such fabric, whole domains first);
+/// it never spans two fabrics. Inside the chosen group, nodes are taken whole, largest first, and the remainder goes
+/// best-fit, which also keeps the number of nodes minimal.</item>
+/// </list>
 /// </summary>
 public static class Placement
 {
+    /// <summary>Places on plain slots of one cluster and fabric, every node its own NVLink domain and usable.</summary>
     public static PlacementResult Place(IEnumerable<SlotState> slots, int count)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
-        var nodes = slots
-            .Where(s => !s.Busy)
-            .DistinctBy(s => s.SlotId)
-            .GroupBy(s => s.NodeId)
-            .Select(g => new FreeNode(g.Key, g.OrderBy(s => s.Index).ThenBy(s => s.SlotId).ToList()))
-            .ToList();
-        var free = nodes.Sum(n => n.Free.Count);
-        if (free < count) return new PlacementResult([], free);
+        var cluster = Guid.Empty;
+        var nodes = slots.DistinctBy(s => s.SlotId).GroupBy(s => s.NodeId)
+            .Select(g => new CandidateNode(g.Key, cluster, null, null, g.ToList()));
+        return Place(nodes.ToList(), new PlacementRequest(count));
+    }
 
+    public static PlacementResult Place(IReadOnlyList<CandidateNode> candidates, PlacementRequest request)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.Count);
+        var usable = new List<FreeNode>(candidates.Count);
+        var excluded = 0;
+        foreach (var c in candidates)
+        {
+            if (!c.Healthy || c.InMaintenance || (request.RequireVerified && !c.Verified)
+                || (request.AvoidNodes?.Contains(c.NodeId) ?? false))
+            {
+                excluded++;
+                continue;
+            }
+            var free = c.Slots.Where(s => !s.Busy).ToList();
+            if (free.Count == 0) continue;
+            free.Sort(static (a, b) => a.Index != b.Index ? a.Index.CompareTo(b.Index) : a.SlotId.CompareTo(b.SlotId));
+            usable.Add(new FreeNode(c, free, free.Count == c.Slots.Count));
+        }
+        // Duplicate node entries would double count: keep the first of each id in a deterministic order.
+        usable = usable.OrderBy(n => n.Node.NodeId).DistinctBy(n => n.Node.NodeId).ToList();
+
+        var count = request.Count;
+        var totalFree = usable.Sum(n => n.Free.Count);
+        var largestFabric = usable.Count == 0 ? 0 : usable.GroupBy(n => n.Node.FabricKey).Max(g => g.Sum(n => n.Free.Count));
+        if (totalFree < count)
+            return new PlacementResult([], totalFree, excluded, PlacementFailure.NotEnoughFree) { LargestFabricFree = largestFabric };
+
+        // One node is always the best topology: best fit across every usable node.
+        FreeNode? single = null;
+        foreach (var n in usable)
+            if (n.Free.Count >= count && (single is null || n.Free.Count < single.Free.Count))
+                single = n; // usable is ordered by node id, so the first of equal fits wins
+        if (single is not null)
+            return new PlacementResult(single.Free.Take(count).ToList(), totalFree, excluded, PlacementFailure.None) { LargestFabricFree = largestFabric };
+
+        // A multi-node gang: the tightest NVLink domain that holds it, else the tightest cluster fabric.
+        var group = Tightest(usable.GroupBy(n => n.Node.DomainKey), count)
+            ?? Tightest(usable.GroupBy(n => n.Node.FabricKey), count);
+        if (group is null)
+            return new PlacementResult([], totalFree, excluded, PlacementFailure.Fragmented) { LargestFabricFree = largestFabric };
+        return new PlacementResult(Fill(group, count), totalFree, excluded, PlacementFailure.None) { LargestFabricFree = largestFabric };
+    }
+
+    private static List<FreeNode>? Tightest(IEnumerable<IGrouping<string, FreeNode>> groups, int count) =>
+        groups.Select(g => (Key: g.Key, Nodes: g.ToList(), Free: g.Sum(n => n.Free.Count)))
+            .Where(g => g.Free >= count)
+            .OrderBy(g => g.Free).ThenBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => g.Nodes)
+            .FirstOrDefault();
+
+    /// <summary>Whole nodes, largest first (entirely free ones, then those of the fullest NVLink domain), then the rest best-fit.</summary>
+    private static List<SlotState> Fill(List<FreeNode> nodes, int count)
+    {
+        var domainFree = nodes.GroupBy(n => n.Node.DomainKey).ToDictionary(g => g.Key, g => g.Sum(n => n.Free.Count), StringComparer.Ordinal);
+        var order = nodes
+            .OrderByDescending(n => n.Free.Count)
+            .ThenByDescending(n => n.Whole)
+            .ThenByDescending(n => domainFree[n.Node.DomainKey])
+            .ThenBy(n => n.Node.DomainKey, StringComparer.Ordinal)
+            .ThenBy(n => n.Node.NodeId)
+            .ToList();
         var chosen = new List<SlotState>(count);
         var remaining = count;
         while (remaining > 0)
         {
-            var bestFit = nodes
-                .Where(n => n.Free.Count >= remaining)
-                .OrderBy(n => n.Free.Count).ThenBy(n => n.NodeId)
-                .FirstOrDefault();
-            if (bestFit is not null)
+            FreeNode? fit = null;
+            foreach (var n in order)
+                if (n.Free.Count >= remaining && (fit is null || n.Free.Count < fit.Free.Count
+                    || (n.Free.Count == fit.Free.Count && n.Node.NodeId.CompareTo(fit.Node.NodeId) < 0)))
+                    fit = n;
+            if (fit is not null)
             {
-                chosen.AddRange(bestFit.Free.Take(remaining));
+                chosen.AddRange(fit.Free.Take(remaining));
                 break;
             }
-            // No node holds the rest: take the largest node whole, which keeps the number of nodes minimal.
-            var largest = nodes.OrderByDescending(n => n.Free.Count).ThenBy(n => n.NodeId).First();
+            var largest = order[0];
             chosen.AddRange(largest.Free);
             remaining -= largest.Free.Count;
-            nodes.Remove(largest);
+            order.RemoveAt(0);
         }
-        return new PlacementResult(chosen, free);
+        return chosen;
     }
 
-    private sealed record FreeNode(Guid NodeId, List<SlotState> Free);
+    private sealed record FreeNode(CandidateNode Node, List<SlotState> Free, bool Whole);
 }
