@@ -18,7 +18,7 @@ public sealed record CandidateNode(
     bool InMaintenance = false)
 {
     /// <summary>Nodes with the same key share an NVLink/NVSwitch domain; a node without one is its own domain.</summary>
-    public string DomainKey => NvlinkDomain is null ? "node:" + NodeId.ToString("N") : $"{ClusterId:N}/{NvlinkDomain}";
+    public string DomainKey => NvlinkDomain is null ? "node:" + NodeId.ToString("N") : $"{FabricKey}/{NvlinkDomain}";
 
     /// <summary>Multi-node gangs stay inside one cluster fabric; an unknown fabric means "this cluster only".</summary>
     public string FabricKey => $"{ClusterId:N}/{Fabric ?? "-"}";

@@ -18,8 +18,9 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
 
     public async Task Consume(ConsumeContext<OrderMatched> context)
     {
-        // A concurrent placement may take our slots between our read and our insert; the exclusion constraint
-        // rejects the loser. Retries with fresh data places elsewhere if the nodes still have room.
+        // A concurrent placement may take our slots between our read and our insert; the exclusion constraint rejects
+        // the loser (or PostgreSQL breaks a deadlock between two gangs inserting into each other's slots). A retry on
+        // fresh data places elsewhere if the nodes still have room.
         for (var attempt = 1; attempt <= 3; attempt++)
         {
             try
@@ -27,7 +28,7 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
                 await PlaceAsync(context, context.CancellationToken);
                 return;
             }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ExclusionViolation)
+            catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.ExclusionViolation or PostgresErrorCodes.DeadlockDetected)
             {
                 logger.LogInformation("Placement of match {MatchId} lost a race for its slots (attempt {Attempt})",
                     context.Message.MatchId, attempt);
