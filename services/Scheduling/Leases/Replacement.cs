@@ -65,14 +65,22 @@ internal static class Replacement
         var candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, candidateIds, from, lease.EndAt, ct);
         var placement = Placement.Place(candidates, new PlacementRequest(old.Count, AvoidNodes: new HashSet<Guid> { nodeId }));
 
-        var downFrom = running ? Clamp(failedAt, lease.StartedAt ?? lease.StartAt, now) : now;
-        if (running)
+        // One interruption at a time: a second failure while the lease is already down extends the same downtime.
+        var alreadyDown = running && await tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition(
+            "SELECT EXISTS (SELECT 1 FROM lease_downtime WHERE lease_id = @Id AND end_at IS NULL)",
+            new { lease.Id }, tx.Transaction, cancellationToken: ct));
+        if (running && !alreadyDown)
+        {
+            var downFrom = Clamp(failedAt, lease.StartedAt ?? lease.StartAt, now);
+            await tx.Connection.ExecuteAsync(new CommandDefinition("""
+                INSERT INTO lease_downtime (lease_id, node_id, start_at, reason, cause) VALUES (@Id, @nodeId, @downFrom, @reason, 'provider')
+                """, new { lease.Id, nodeId, downFrom, reason }, tx.Transaction, cancellationToken: ct));
             await tx.PublishAsync(new LeaseInterrupted(lease.Id, lease.OrderId, reason, "provider", downFrom), ct);
+        }
 
         if (!placement.Placed)
         {
-            if (running)
-                await InsertDowntimeAsync(tx, lease.Id, nodeId, downFrom, null, reason, ct); // closed by EndAsync
+            // EndAsync closes the downtime at the end.
             await LeaseLifecycle.EndAsync(tx, lease, "failed", "provider",
                 $"{reason}; no spare {lease.AcceleratorModel} capacity in its cluster fabric could replace its {old.Count} slot(s)"
                 + $" from {OrderMatchedConsumer.Format(from)}", ct);
@@ -90,22 +98,16 @@ internal static class Replacement
         var agentsMustStart = options.RequireAgentAck && lease.Status is "active" or "provisioning";
         if (agentsMustStart)
             await Assignments.MoveAsync(tx, lease, nodeId, placement.Slots, options, ct);
-        if (running)
+        // Without agents the spare capacity counts as running at once; with them, the acknowledgement resumes the lease.
+        if (running && !agentsMustStart)
         {
-            // Without agents the spare capacity counts as running at once; with them, the acknowledgement resumes the lease.
-            await InsertDowntimeAsync(tx, lease.Id, nodeId, downFrom, agentsMustStart ? null : now, reason, ct);
-            if (!agentsMustStart)
-                await tx.PublishAsync(new LeaseResumed(lease.Id, lease.OrderId, now), ct);
+            await tx.Connection.ExecuteAsync(new CommandDefinition(
+                "UPDATE lease_downtime SET end_at = @now WHERE lease_id = @Id AND end_at IS NULL",
+                new { lease.Id, now }, tx.Transaction, cancellationToken: ct));
+            await tx.PublishAsync(new LeaseResumed(lease.Id, lease.OrderId, now), ct);
         }
         return true;
     }
-
-    private static Task InsertDowntimeAsync(
-        Tx tx, Guid leaseId, Guid nodeId, DateTimeOffset start, DateTimeOffset? end, string reason, CancellationToken ct) =>
-        tx.Connection.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO lease_downtime (lease_id, node_id, start_at, end_at, reason, cause)
-            VALUES (@leaseId, @nodeId, @start, @end, @reason, 'provider')
-            """, new { leaseId, nodeId, start, end, reason }, tx.Transaction, cancellationToken: ct));
 
     private static DateTimeOffset Max(DateTimeOffset a, DateTimeOffset b) => a > b ? a : b;
 
