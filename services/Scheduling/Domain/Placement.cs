@@ -72,11 +72,18 @@ public static class Placement
         return Place(nodes.ToList(), new PlacementRequest(count));
     }
 
+    /// <summary>Places on <paramref name="candidates"/>, distinct nodes (one entry per node id).</summary>
     public static PlacementResult Place(IReadOnlyList<CandidateNode> candidates, PlacementRequest request)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.Count);
-        var usable = new List<FreeNode>(candidates.Count);
+        var count = request.Count;
+        // One pass over the fleet without allocating per node: usable nodes, their free counts, the best single fit.
+        // Free slot lists are built only for the nodes a multi-node gang may use.
+        var usable = new List<(CandidateNode Node, int Free)>();
         var excluded = 0;
+        var totalFree = 0;
+        CandidateNode? single = null;
+        var singleFree = int.MaxValue;
         foreach (var c in candidates)
         {
             if (!c.Healthy || c.InMaintenance || (request.RequireVerified && !c.Verified)
@@ -85,38 +92,51 @@ public static class Placement
                 excluded++;
                 continue;
             }
-            var free = c.Slots.Where(s => !s.Busy).ToList();
-            if (free.Count == 0) continue;
-            free.Sort(static (a, b) => a.Index != b.Index ? a.Index.CompareTo(b.Index) : a.SlotId.CompareTo(b.SlotId));
-            usable.Add(new FreeNode(c, free, free.Count == c.Slots.Count));
+            var free = 0;
+            foreach (var slot in c.Slots)
+                if (!slot.Busy) free++;
+            if (free == 0) continue;
+            usable.Add((c, free));
+            totalFree += free;
+            if (free >= count && (free < singleFree || (free == singleFree && c.NodeId.CompareTo(single!.NodeId) < 0)))
+            {
+                single = c;
+                singleFree = free;
+            }
         }
-        // Duplicate node entries would double count: keep the first of each id in a deterministic order.
-        usable = usable.OrderBy(n => n.Node.NodeId).DistinctBy(n => n.Node.NodeId).ToList();
 
-        var count = request.Count;
-        var totalFree = usable.Sum(n => n.Free.Count);
-        var largestFabric = usable.Count == 0 ? 0 : usable.GroupBy(n => n.Node.FabricKey).Max(g => g.Sum(n => n.Free.Count));
         if (totalFree < count)
-            return new PlacementResult([], totalFree, excluded, PlacementFailure.NotEnoughFree) { LargestFabricFree = largestFabric };
-
+            return Failed(usable, totalFree, excluded, PlacementFailure.NotEnoughFree);
         // One node is always the best topology: best fit across every usable node.
-        FreeNode? single = null;
-        foreach (var n in usable)
-            if (n.Free.Count >= count && (single is null || n.Free.Count < single.Free.Count))
-                single = n; // usable is ordered by node id, so the first of equal fits wins
         if (single is not null)
-            return new PlacementResult(single.Free.Take(count).ToList(), totalFree, excluded, PlacementFailure.None) { LargestFabricFree = largestFabric };
+            return new PlacementResult(FreeSlots(single).Take(count).ToList(), totalFree, excluded, PlacementFailure.None);
 
         // A multi-node gang: the tightest NVLink domain that holds it, else the tightest cluster fabric.
-        var group = Tightest(usable.GroupBy(n => n.Node.DomainKey), count)
-            ?? Tightest(usable.GroupBy(n => n.Node.FabricKey), count);
+        var group = Tightest(usable, n => n.DomainKey, count) ?? Tightest(usable, n => n.FabricKey, count);
         if (group is null)
-            return new PlacementResult([], totalFree, excluded, PlacementFailure.Fragmented) { LargestFabricFree = largestFabric };
-        return new PlacementResult(Fill(group, count), totalFree, excluded, PlacementFailure.None) { LargestFabricFree = largestFabric };
+            return Failed(usable, totalFree, excluded, PlacementFailure.Fragmented);
+        var nodes = group.Select(n => new FreeNode(n.Node, FreeSlots(n.Node), n.Free == n.Node.Slots.Count)).ToList();
+        return new PlacementResult(Fill(nodes, count), totalFree, excluded, PlacementFailure.None);
     }
 
-    private static List<FreeNode>? Tightest(IEnumerable<IGrouping<string, FreeNode>> groups, int count) =>
-        groups.Select(g => (Key: g.Key, Nodes: g.ToList(), Free: g.Sum(n => n.Free.Count)))
+    private static PlacementResult Failed(List<(CandidateNode Node, int Free)> usable, int totalFree, int excluded, PlacementFailure failure) =>
+        new([], totalFree, excluded, failure)
+        {
+            LargestFabricFree = usable.Count == 0 ? 0 : usable.GroupBy(n => n.Node.FabricKey).Max(g => g.Sum(n => n.Free)),
+        };
+
+    /// <summary>A node's free slots, lowest index first (slot id breaks ties, so input order never matters).</summary>
+    private static List<SlotState> FreeSlots(CandidateNode node)
+    {
+        var free = node.Slots.Where(s => !s.Busy).ToList();
+        free.Sort(static (a, b) => a.Index != b.Index ? a.Index.CompareTo(b.Index) : a.SlotId.CompareTo(b.SlotId));
+        return free;
+    }
+
+    private static List<(CandidateNode Node, int Free)>? Tightest(
+        List<(CandidateNode Node, int Free)> usable, Func<CandidateNode, string> key, int count) =>
+        usable.GroupBy(n => key(n.Node), StringComparer.Ordinal)
+            .Select(g => (Key: g.Key, Nodes: g.ToList(), Free: g.Sum(n => n.Free)))
             .Where(g => g.Free >= count)
             .OrderBy(g => g.Free).ThenBy(g => g.Key, StringComparer.Ordinal)
             .Select(g => g.Nodes)
