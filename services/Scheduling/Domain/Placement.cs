@@ -79,7 +79,7 @@ public static class Placement
         var count = request.Count;
         // One pass over the fleet without allocating per node: usable nodes, their free counts, the best single fit.
         // Free slot lists are built only for the nodes a multi-node gang may use.
-        var usable = new List<(CandidateNode Node, int Free)>();
+        var usable = new List<(CandidateNode Node, int Free)>(candidates.Count);
         var excluded = 0;
         var totalFree = 0;
         CandidateNode? single = null;
@@ -112,7 +112,7 @@ public static class Placement
             return new PlacementResult(FreeSlots(single).Take(count).ToList(), totalFree, excluded, PlacementFailure.None);
 
         // A multi-node gang: the tightest NVLink domain that holds it, else the tightest cluster fabric.
-        var group = Tightest(usable, n => n.DomainKey, count) ?? Tightest(usable, n => n.FabricKey, count);
+        var group = Tightest(usable, GroupKey.DomainOf, count) ?? Tightest(usable, GroupKey.FabricOf, count);
         if (group is null)
             return Failed(usable, totalFree, excluded, PlacementFailure.Fragmented);
         var nodes = group.Select(n => new FreeNode(n.Node, FreeSlots(n.Node), n.Free == n.Node.Slots.Count)).ToList();
@@ -134,23 +134,52 @@ public static class Placement
     }
 
     private static List<(CandidateNode Node, int Free)>? Tightest(
-        List<(CandidateNode Node, int Free)> usable, Func<CandidateNode, string> key, int count) =>
-        usable.GroupBy(n => key(n.Node), StringComparer.Ordinal)
-            .Select(g => (Key: g.Key, Nodes: g.ToList(), Free: g.Sum(n => n.Free)))
-            .Where(g => g.Free >= count)
-            .OrderBy(g => g.Free).ThenBy(g => g.Key, StringComparer.Ordinal)
-            .Select(g => g.Nodes)
-            .FirstOrDefault();
+        List<(CandidateNode Node, int Free)> usable, Func<CandidateNode, GroupKey> key, int count)
+    {
+        var groups = new Dictionary<GroupKey, (int Free, List<(CandidateNode, int)> Nodes)>();
+        foreach (var n in usable)
+        {
+            var k = key(n.Node);
+            var g = groups.TryGetValue(k, out var existing) ? existing : (0, []);
+            g.Nodes.Add(n);
+            groups[k] = (g.Free + n.Free, g.Nodes);
+        }
+        (GroupKey Key, int Free, List<(CandidateNode, int)> Nodes)? best = null;
+        foreach (var (k, g) in groups)
+            if (g.Free >= count && (best is null || g.Free < best.Value.Free || (g.Free == best.Value.Free && k.CompareTo(best.Value.Key) < 0)))
+                best = (k, g.Free, g.Nodes);
+        return best?.Nodes;
+    }
+
+    /// <summary>
+    /// An NVLink domain or a cluster fabric as a value (no string per node per decision); the same groups as
+    /// <see cref="CandidateNode.DomainKey"/> and <see cref="CandidateNode.FabricKey"/>, ordered ordinally for ties.
+    /// </summary>
+    private readonly record struct GroupKey(Guid Cluster, string? Fabric, string? Domain, Guid Node) : IComparable<GroupKey>
+    {
+        public static GroupKey DomainOf(CandidateNode n) =>
+            n.NvlinkDomain is null ? new(n.ClusterId, n.Fabric, null, n.NodeId) : new(n.ClusterId, n.Fabric, n.NvlinkDomain, Guid.Empty);
+
+        public static GroupKey FabricOf(CandidateNode n) => new(n.ClusterId, n.Fabric, null, Guid.Empty);
+
+        public int CompareTo(GroupKey other)
+        {
+            var c = Cluster.CompareTo(other.Cluster);
+            if (c == 0) c = string.CompareOrdinal(Fabric, other.Fabric);
+            if (c == 0) c = string.CompareOrdinal(Domain, other.Domain);
+            return c != 0 ? c : Node.CompareTo(other.Node);
+        }
+    }
 
     /// <summary>Whole nodes, largest first (entirely free ones, then those of the fullest NVLink domain), then the rest best-fit.</summary>
     private static List<SlotState> Fill(List<FreeNode> nodes, int count)
     {
-        var domainFree = nodes.GroupBy(n => n.Node.DomainKey).ToDictionary(g => g.Key, g => g.Sum(n => n.Free.Count), StringComparer.Ordinal);
+        var domainFree = nodes.GroupBy(n => GroupKey.DomainOf(n.Node)).ToDictionary(g => g.Key, g => g.Sum(n => n.Free.Count));
         var order = nodes
             .OrderByDescending(n => n.Free.Count)
             .ThenByDescending(n => n.Whole)
-            .ThenByDescending(n => domainFree[n.Node.DomainKey])
-            .ThenBy(n => n.Node.DomainKey, StringComparer.Ordinal)
+            .ThenByDescending(n => domainFree[GroupKey.DomainOf(n.Node)])
+            .ThenBy(n => GroupKey.DomainOf(n.Node))
             .ThenBy(n => n.Node.NodeId)
             .ToList();
         var chosen = new List<SlotState>(count);
