@@ -67,7 +67,7 @@ internal static class Assignments
     public static async Task StopAllAsync(Tx tx, Guid leaseId, CancellationToken ct)
     {
         var rows = (await tx.Connection.QueryAsync<(Guid NodeId, Guid[] SlotIds)>(new CommandDefinition("""
-            SELECT node_id, slot_ids FROM assignments WHERE lease_id = @leaseId AND action = 'start' AND status = 'running';
+            SELECT node_id, slot_ids FROM assignments WHERE lease_id = @leaseId AND action = 'start' AND status = 'running'
             """, new { leaseId }, tx.Transaction, cancellationToken: ct))).AsList();
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE assignments SET status = 'superseded' WHERE lease_id = @leaseId AND status = 'pending'

@@ -93,8 +93,9 @@ public static class Placement
                 continue;
             }
             var free = 0;
-            foreach (var slot in c.Slots)
-                if (!slot.Busy) free++;
+            var slots = c.Slots;
+            for (var i = 0; i < slots.Count; i++) // an indexer, not foreach: no enumerator per node on a 100k-GPU fleet
+                if (!slots[i].Busy) free++;
             if (free == 0) continue;
             usable.Add((c, free));
             totalFree += free;
