@@ -1,4 +1,5 @@
 using MassTransit;
+using Marketplace.Scheduling.Agents;
 using Marketplace.Scheduling.Leases;
 using Marketplace.Scheduling.Nodes;
 using Marketplace.ServiceDefaults.Hosting;
@@ -13,17 +14,27 @@ public static class SchedulingExtensions
         builder.AddServiceDefaults("scheduling", bus =>
         {
             bus.AddConsumer<NodeRegisteredConsumer, NodeRegisteredConsumerDefinition>();
+            bus.AddConsumer<NodeHealthChangedConsumer, NodeHealthChangedConsumerDefinition>();
+            bus.AddConsumer<NodeMaintenanceScheduledConsumer, NodeMaintenanceScheduledConsumerDefinition>();
+            bus.AddConsumer<NodeMaintenanceCancelledConsumer, NodeMaintenanceCancelledConsumerDefinition>();
             bus.AddConsumer<OrderMatchedConsumer, OrderMatchedConsumerDefinition>();
             bus.AddConsumer<HoldRejectedConsumer, HoldRejectedConsumerDefinition>();
+            bus.AddConsumer<PreemptionRequestedConsumer, PreemptionRequestedConsumerDefinition>();
+            bus.AddConsumer<ExtensionRejectedConsumer, ExtensionRejectedConsumerDefinition>();
         });
+        builder.Services.AddOptions<SchedulingOptions>().BindConfiguration(SchedulingOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddDueWorkHandler<ActivateLease>();
         builder.Services.AddDueWorkHandler<CompleteLease>();
+        builder.Services.AddDueWorkHandler<PreemptLease>();
+        builder.Services.AddDueWorkHandler<ProvisioningTimeout>();
+        builder.Services.AddDueWorkHandler<MaintenanceStart>();
         return builder;
     }
 
     public static WebApplication MapSchedulingApi(this WebApplication app)
     {
         app.MapLeaseApi();
+        app.MapAgentApi();
         return app;
     }
 }

@@ -72,6 +72,23 @@ public sealed class LeaseApiTests(SchedulingFixture f) : IClassFixture<Schedulin
     }
 
     [Fact]
+    public async Task A_provider_lists_only_the_leases_on_its_own_nodes_and_a_renter_only_its_own()
+    {
+        var provider = Guid.NewGuid();
+        var renter = Guid.NewGuid();
+        var mine = (await LeaseAsync(renter, provider)).Lease.LeaseId;
+        var otherProvider = (await LeaseAsync(renter)).Lease.LeaseId;   // same renter, another provider's node
+        var otherRenter = (await LeaseAsync(provider: provider)).Lease.LeaseId; // same provider, another renter
+
+        var asProvider = await JsonAsync(await f.Factory.ClientFor(provider, "provider").GetAsync("/v1/leases"));
+        var asRenter = await JsonAsync(await f.Factory.ClientFor(renter, "renter").GetAsync("/v1/leases"));
+
+        Assert.Equal(new[] { mine, otherRenter }.Order(), asProvider.GetProperty("data").EnumerateArray().Select(l => l.GetProperty("id").GetGuid()).Order());
+        Assert.Equal(new[] { mine, otherProvider }.Order(), asRenter.GetProperty("data").EnumerateArray().Select(l => l.GetProperty("id").GetGuid()).Order());
+        await AssertProblemAsync(await f.Factory.ClientFor(provider, "provider").GetAsync($"/v1/leases/{otherProvider}"), HttpStatusCode.NotFound, "not-found");
+    }
+
+    [Fact]
     public async Task The_list_pages_through_the_renters_leases_with_a_cursor()
     {
         var renter = Guid.NewGuid();

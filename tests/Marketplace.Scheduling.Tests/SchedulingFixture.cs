@@ -14,13 +14,23 @@ namespace Marketplace.Scheduling.Tests;
 /// The Scheduling service in-process on a fresh database and virtual host, with a clock the tests move, a recorder of
 /// the events it publishes (a queue bound like any other subscriber's) and a count of the messages it consumed.
 /// </summary>
-public sealed class SchedulingFixture : IAsyncLifetime
+public class SchedulingFixture : IAsyncLifetime
 {
     public const string Model = "h100-sxm";
 
     private TestDatabase? _db;
     private TestVirtualHost? _vhost;
     private ServiceFactory<Program>? _factory;
+    private ServiceFactory<Program>? _second;
+
+    /// <summary>Configuration the service starts with (a derived fixture turns on agent acknowledgements).</summary>
+    protected virtual IDictionary<string, string?>? Settings => null;
+
+    /// <summary>A derived fixture runs a second instance of the service on the same database and virtual host.</summary>
+    protected virtual bool TwoInstances => false;
+
+    /// <summary>The second instance, when <see cref="TwoInstances"/>: it competes for the same queues and due work.</summary>
+    public ServiceFactory<Program> Second => _second ?? throw new InvalidOperationException("this fixture runs one instance");
 
     public FakeTimeProvider Clock { get; } = new(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
     public ServiceFactory<Program> Factory => _factory!;
@@ -34,8 +44,13 @@ public sealed class SchedulingFixture : IAsyncLifetime
     {
         _db = await TestDatabase.CreateAsync();
         _vhost = await TestVirtualHost.CreateAsync();
-        _factory = new ServiceFactory<Program>("scheduling", _db, _vhost, services => services.AddSingleton<TimeProvider>(Clock));
+        _factory = new ServiceFactory<Program>("scheduling", _db, _vhost, services => services.AddSingleton<TimeProvider>(Clock), Settings);
         _ = Factory.Server; // starts the host: migrations, bus, relay
+        if (TwoInstances)
+        {
+            _second = new ServiceFactory<Program>("scheduling", _db, _vhost, services => services.AddSingleton<TimeProvider>(Clock), Settings);
+            _ = _second.Server;
+        }
         Bus.ConnectConsumeObserver(Consumed);
         var handle = Bus.ConnectReceiveEndpoint("scheduling-tests-recorder", e =>
         {
@@ -43,6 +58,10 @@ public sealed class SchedulingFixture : IAsyncLifetime
             e.Handler<PlacementFailed>(Record);
             e.Handler<LeaseStarted>(Record);
             e.Handler<LeaseEnded>(Record);
+            e.Handler<LeaseInterrupted>(Record);
+            e.Handler<LeaseResumed>(Record);
+            e.Handler<PreemptionNoticeGiven>(Record);
+            e.Handler<LeaseExtended>(Record);
         });
         await handle.Ready;
     }
@@ -57,16 +76,23 @@ public sealed class SchedulingFixture : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
+        if (_second is not null) await _second.DisposeAsync();
         if (_factory is not null) await _factory.DisposeAsync();
         if (_vhost is not null) await _vhost.DisposeAsync();
         if (_db is not null) await _db.DisposeAsync();
     }
 
     /// <summary>Registers a node through the bus, as Listings would, and waits until Scheduling has its copy.</summary>
-    public async Task<NodeRegistered> RegisterNodeAsync(Guid provider, int slots, string model = Model)
+    public async Task<NodeRegistered> RegisterNodeAsync(Guid provider, int slots, string model = Model,
+        Guid? cluster = null, string? nvlinkDomain = null, string? fabric = null)
     {
-        var node = new NodeRegistered(Guid.NewGuid(), Guid.NewGuid(), provider, "cn-east", "CN", model,
-            Enumerable.Range(0, slots).Select(i => new GpuSlotInfo(Guid.NewGuid(), i)).ToList(), Clock.GetUtcNow());
+        var node = new NodeRegistered(Guid.NewGuid(), cluster ?? Guid.NewGuid(), provider, "cn-east", "CN", model,
+            Enumerable.Range(0, slots).Select(i => new GpuSlotInfo(Guid.NewGuid(), i)).ToList(), Clock.GetUtcNow())
+        {
+            NvlinkDomain = nvlinkDomain,
+            Fabric = fabric,
+            FabricGbps = fabric is null ? 0 : 400,
+        };
         await Bus.Publish(node);
         await Eventually.True(async () => await ScalarAsync<long>(
             "SELECT count(*) FROM scheduling.gpu_slots WHERE node_id = @NodeId", new { node.NodeId }) == slots, what: "the node copy");
@@ -97,6 +123,18 @@ public sealed class SchedulingFixture : IAsyncLifetime
     {
         await using var c = Database.OpenAdmin();
         return await c.ExecuteScalarAsync<T>(sql, args) ?? throw new InvalidOperationException("no value: " + sql);
+    }
+
+    /// <summary>The first recorded event of type <typeparamref name="T"/> that matches, waiting for it to arrive.</summary>
+    public Task<T> EventAsync<T>(Func<T, bool> match, string? what = null) =>
+        Eventually.Get(() => Task.FromResult(Events.OfType<T>().FirstOrDefault(match)), _ => true, what: what ?? typeof(T).Name);
+
+    /// <summary>Publishes a message as another service would and waits until Scheduling consumed it.</summary>
+    public async Task PublishAndWaitAsync<T>(T message) where T : class
+    {
+        var id = NewId.NextGuid();
+        await Bus.Publish(message, c => c.MessageId = id);
+        await Eventually.True(() => Task.FromResult(Consumed.Of(id) > 0), what: $"{typeof(T).Name} to be consumed");
     }
 
     public async Task<string> StatusAsync(Guid leaseId) =>

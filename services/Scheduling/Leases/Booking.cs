@@ -7,40 +7,79 @@ namespace Marketplace.Scheduling.Leases;
 /// <summary>A lease as it is inserted when a match is placed.</summary>
 internal sealed record NewLease(
     Guid Id, Guid OrderId, Guid MatchId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
-    DateTimeOffset StartAt, DateTimeOffset EndAt, long PriceAmount, string PriceCurrency, DateTimeOffset CreatedAt);
+    DateTimeOffset StartAt, DateTimeOffset EndAt, long PriceAmount, string PriceCurrency, DateTimeOffset CreatedAt)
+{
+    public bool Interruptible { get; init; }
+    public int PreemptionNoticeSeconds { get; init; }
+    public string SlaLevel { get; init; } = "standard";
+}
 
 /// <summary>
-/// Reading candidate slots and writing a lease with its bookings. The exclusion constraint on bookings is the final
+/// Reading candidate nodes and writing a lease with its bookings. The exclusion constraint on bookings is the final
 /// arbiter between concurrent placements: the loser gets SQLSTATE 23P01 (<see cref="PostgresErrorCodes.ExclusionViolation"/>).
 /// </summary>
 internal static class Booking
 {
-    public const string LeaseStatusScheduled = "scheduled";
-
-    /// <summary>Every slot of the candidate nodes with whether it is booked in [start, end).</summary>
-    public static async Task<IReadOnlyList<SlotState>> SlotsAsync(
-        NpgsqlConnection connection, NpgsqlTransaction transaction, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, CancellationToken ct) =>
-        (await connection.QueryAsync<SlotState>(new CommandDefinition("""
-            SELECT s.id AS slot_id, s.node_id, s.index,
+    /// <summary>Every slot of the given nodes with whether it is booked in [start, end), grouped per node with its topology and health.</summary>
+    public static async Task<IReadOnlyList<CandidateNode>> CandidatesAsync(
+        NpgsqlConnection connection, NpgsqlTransaction? transaction, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, CancellationToken ct)
+    {
+        var rows = await connection.QueryAsync<CandidateRow>(new CommandDefinition("""
+            SELECT n.id AS node_id, n.cluster_id, n.nvlink_domain, n.fabric, n.health = 'healthy' AS healthy, n.verified,
+                   EXISTS (SELECT 1 FROM node_maintenance m
+                           WHERE m.node_id = n.id AND m.cancelled_at IS NULL AND m.during && tstzrange(@start, @end, '[)')) AS in_maintenance,
+                   s.id AS slot_id, s.index,
                    EXISTS (SELECT 1 FROM bookings b
                            WHERE b.slot_id = s.id AND b.during && tstzrange(@start, @end, '[)')) AS busy
-            FROM gpu_slots s
-            WHERE s.node_id = ANY(@nodeIds)
-            ORDER BY s.node_id, s.index
-            """, new { nodeIds, start, end }, transaction, cancellationToken: ct))).AsList();
+            FROM nodes n JOIN gpu_slots s ON s.node_id = n.id
+            WHERE n.id = ANY(@nodeIds)
+            ORDER BY n.id, s.index
+            """, new { nodeIds, start, end }, transaction, cancellationToken: ct));
+        return rows.GroupBy(r => r.NodeId).Select(g =>
+        {
+            var n = g.First();
+            return new CandidateNode(n.NodeId, n.ClusterId, n.NvlinkDomain, n.Fabric,
+                g.Select(r => new SlotState(r.SlotId, r.NodeId, r.Index, r.Busy)).ToList(), n.Healthy, n.Verified, n.InMaintenance);
+        }).ToList();
+    }
 
     public static async Task InsertAsync(
         NpgsqlConnection connection, NpgsqlTransaction transaction, NewLease lease, IEnumerable<Guid> slotIds, CancellationToken ct)
     {
         await connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO leases (id, order_id, match_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
-                                start_at, end_at, price_amount, price_currency, status, created_at)
+                                start_at, end_at, price_amount, price_currency, status, created_at,
+                                interruptible, preemption_notice_seconds, sla_level)
             VALUES (@Id, @OrderId, @MatchId, @RenterOrgId, @ProviderOrgId, @AcceleratorModel, @AcceleratorCount,
-                    @StartAt, @EndAt, @PriceAmount, @PriceCurrency, 'scheduled', @CreatedAt)
+                    @StartAt, @EndAt, @PriceAmount, @PriceCurrency, 'scheduled', @CreatedAt,
+                    @Interruptible, @PreemptionNoticeSeconds, @SlaLevel)
             """, lease, transaction, cancellationToken: ct));
-        await connection.ExecuteAsync(new CommandDefinition("""
+        await BookAsync(connection, transaction, lease.Id, slotIds, lease.StartAt, lease.EndAt, ct);
+    }
+
+    /// <summary>
+    /// Books slots for a lease over [start, end); a slot already booked in that time raises 23P01. Rows go in slot order
+    /// so two concurrent gangs wait on each other in one order, which keeps deadlocks rare.
+    /// </summary>
+    public static Task BookAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, Guid leaseId, IEnumerable<Guid> slotIds,
+        DateTimeOffset start, DateTimeOffset end, CancellationToken ct) =>
+        connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO bookings (lease_id, slot_id, during)
-            SELECT @Id, slot_id, tstzrange(@StartAt, @EndAt, '[)') FROM unnest(@slotIds) AS s(slot_id)
-            """, new { lease.Id, lease.StartAt, lease.EndAt, slotIds = slotIds.ToArray() }, transaction, cancellationToken: ct));
+            SELECT @leaseId, slot_id, tstzrange(@start, @end, '[)') FROM unnest(@slotIds) AS s(slot_id) ORDER BY slot_id
+            """, new { leaseId, start, end, slotIds = slotIds.ToArray() }, transaction, cancellationToken: ct));
+
+    private sealed class CandidateRow
+    {
+        public Guid NodeId { get; init; }
+        public Guid ClusterId { get; init; }
+        public string? NvlinkDomain { get; init; }
+        public string? Fabric { get; init; }
+        public bool Healthy { get; init; }
+        public bool Verified { get; init; }
+        public bool InMaintenance { get; init; }
+        public Guid SlotId { get; init; }
+        public int Index { get; init; }
+        public bool Busy { get; init; }
     }
 }

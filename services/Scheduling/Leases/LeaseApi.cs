@@ -28,7 +28,18 @@ public sealed record LeaseResponse(
     DateTimeOffset? EndedAt,
     Money PricePerHour,
     IReadOnlyList<LeaseSlot> Slots,
-    DateTimeOffset CreatedAt);
+    DateTimeOffset CreatedAt,
+    bool Interruptible,
+    string SlaLevel,
+    DateTimeOffset? PreemptAt,
+    string? SshPublicKey,
+    string? ContainerImage,
+    IReadOnlyList<Downtime> Downtime);
+
+/// <summary>An interval in which the lease could not be used; end is null while it lasts.</summary>
+public sealed record Downtime(DateTimeOffset Start, DateTimeOffset? End, string Reason, string Cause);
+
+public sealed record PatchLeaseRequest(string? SshPublicKey, string? ContainerImage);
 
 public sealed record LeasePage(IReadOnlyList<LeaseResponse> Data, string? NextCursor);
 
@@ -38,7 +49,7 @@ public sealed record LeasePage(IReadOnlyList<LeaseResponse> Data, string? NextCu
 /// </summary>
 internal static class LeaseApi
 {
-    private static readonly string[] Statuses = ["scheduled", "active", "completed", "cancelled", "failed", "preempted"];
+    private static readonly string[] Statuses = ["scheduled", "provisioning", "active", "completed", "cancelled", "failed", "preempted"];
 
     public static void MapLeaseApi(this IEndpointRouteBuilder app)
     {
@@ -46,6 +57,8 @@ internal static class LeaseApi
         leases.MapGet("/", ListAsync).WithName("ListLeases");
         leases.MapGet("/{id}", GetAsync).WithName("GetLease");
         leases.MapPost("/{id}/cancel", CancelAsync).WithName("CancelLease");
+        leases.MapPost("/{id}/extend", ExtendLease.ExtendAsync).WithName("ExtendLease");
+        leases.MapPatch("/{id}", PatchAsync).WithName("UpdateLease");
     }
 
     internal static async Task<Results<Ok<LeasePage>, ValidationProblem, ProblemHttpResult>> ListAsync(
@@ -79,9 +92,11 @@ internal static class LeaseApi
                 fetch = take + 1,
             }, cancellationToken: ct))).AsList();
         var page = rows.Take(take).ToList();
-        var slots = await SlotsAsync(connection, null, page.Select(r => r.Id).ToArray(), ct);
+        var ids = page.Select(r => r.Id).ToArray();
+        var slots = await SlotsAsync(connection, null, ids, ct);
+        var downtime = await DowntimeAsync(connection, null, ids, ct);
         var next = rows.Count > take ? Cursor.Encode(page[^1].CreatedAt, page[^1].Id) : null;
-        return TypedResults.Ok(new LeasePage(page.Select(r => r.ToResponse(slots)).ToList(), next));
+        return TypedResults.Ok(new LeasePage(page.Select(r => r.ToResponse(slots, downtime)).ToList(), next));
     }
 
     internal static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> GetAsync(
@@ -105,7 +120,7 @@ internal static class LeaseApi
         if (LeaseLifecycle.Terminal.Contains(lease.Status))
             return Problems.Conflict("lease-ended", $"Lease {leaseId} is already {lease.Status}; only a scheduled or active lease can be cancelled.");
 
-        var reason = lease.Status == "scheduled"
+        var reason = lease.Status is "scheduled" or "provisioning"
             ? "cancelled by the renter before it started"
             : $"cancelled by the renter; ended at {OrderMatchedConsumer.Format(tx.Now)}";
         await LeaseLifecycle.EndAsync(tx, lease, "cancelled", "renter", reason, ct);
@@ -119,7 +134,40 @@ internal static class LeaseApi
     private static ValidationProblem InvalidId(string id) =>
         Problems.Invalid(new Dictionary<string, string[]> { ["id"] = [$"'{id}' is not a lease id; lease ids are UUIDs."] });
 
-    private static async Task<LeaseResponse?> LoadVisibleAsync(
+    /// <summary>
+    /// PATCH /v1/leases/{id} {ssh_public_key?, container_image?}: what the node agents start the lease with. Only before the
+    /// start (the agents receive it in their start instruction).
+    /// </summary>
+    internal static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> PatchAsync(
+        Caller caller, Db db, string id, PatchLeaseRequest? body, CancellationToken ct)
+    {
+        if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only the renter of a lease can change it.");
+        var v = new Validation();
+        v.Require(Guid.TryParse(id, out var leaseId), "id", $"'{id}' is not a lease id; lease ids are UUIDs.");
+        v.Require(body is { SshPublicKey: not null } or { ContainerImage: not null }, "body", "give ssh_public_key or container_image.");
+        v.Require(body?.SshPublicKey is null || (body.SshPublicKey.Length <= 16_384
+            && (body.SshPublicKey.StartsWith("ssh-", StringComparison.Ordinal) || body.SshPublicKey.StartsWith("ecdsa-", StringComparison.Ordinal))
+            && body.SshPublicKey.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= 2),
+            "ssh_public_key", "must be an OpenSSH public key line such as 'ssh-ed25519 AAAA... user@host'.");
+        v.Require(body?.ContainerImage is null || (body.ContainerImage.Length is > 0 and <= 512 && !body.ContainerImage.Any(char.IsWhiteSpace)),
+            "container_image", "must be an image reference such as 'nvcr.io/nvidia/pytorch:24.05-py3' (no spaces, at most 512 characters).");
+        if (v.Failed) return v.Problem;
+
+        await using var tx = await db.BeginAsync(ct);
+        var lease = await LeaseLifecycle.LockAsync(tx, leaseId, ct);
+        if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
+        if (lease.Status != "scheduled")
+            return Problems.Conflict("lease-started", $"Lease {leaseId} is {lease.Status}; its SSH key and image can only change before it starts.");
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE leases SET ssh_public_key = coalesce(@SshPublicKey, ssh_public_key), container_image = coalesce(@ContainerImage, container_image)
+            WHERE id = @leaseId
+            """, new { body!.SshPublicKey, body.ContainerImage, leaseId }, tx.Transaction, cancellationToken: ct));
+        var response = await LoadVisibleAsync(tx.Connection, tx.Transaction, caller, leaseId, ct);
+        await tx.CommitAsync(ct);
+        return TypedResults.Ok(response!);
+    }
+
+    internal static async Task<LeaseResponse?> LoadVisibleAsync(
         NpgsqlConnection connection, NpgsqlTransaction? transaction, Caller caller, Guid id, CancellationToken ct)
     {
         var row = await connection.QuerySingleOrDefaultAsync<LeaseRow>(new CommandDefinition($"""
@@ -128,7 +176,7 @@ internal static class LeaseApi
             """, new { id, org = caller.OrgId, asRenter = caller.Has(OrgRoles.Renter), asProvider = caller.Has(OrgRoles.Provider) },
             transaction, cancellationToken: ct));
         if (row is null) return null;
-        return row.ToResponse(await SlotsAsync(connection, transaction, [id], ct));
+        return row.ToResponse(await SlotsAsync(connection, transaction, [id], ct), await DowntimeAsync(connection, transaction, [id], ct));
     }
 
     private static async Task<ILookup<Guid, LeaseSlot>> SlotsAsync(
@@ -136,10 +184,26 @@ internal static class LeaseApi
         (await connection.QueryAsync<(Guid LeaseId, Guid SlotId, Guid NodeId, int Index)>(new CommandDefinition("""
             SELECT b.lease_id, b.slot_id, s.node_id, s.index
             FROM bookings b JOIN gpu_slots s ON s.id = b.slot_id
-            WHERE b.lease_id = ANY(@leaseIds)
+            WHERE b.lease_id = ANY(@leaseIds) AND NOT b.released
             ORDER BY s.node_id, s.index
             """, new { leaseIds }, transaction, cancellationToken: ct)))
         .ToLookup(r => r.LeaseId, r => new LeaseSlot(r.SlotId, r.NodeId, r.Index));
+
+    private static async Task<ILookup<Guid, Downtime>> DowntimeAsync(
+        NpgsqlConnection connection, NpgsqlTransaction? transaction, Guid[] leaseIds, CancellationToken ct) =>
+        (await connection.QueryAsync<DowntimeRow>(new CommandDefinition("""
+            SELECT lease_id, start_at, end_at, reason, cause FROM lease_downtime WHERE lease_id = ANY(@leaseIds) ORDER BY start_at, id
+            """, new { leaseIds }, transaction, cancellationToken: ct)))
+        .ToLookup(r => r.LeaseId, r => new Downtime(r.StartAt, r.EndAt, r.Reason, r.Cause));
+
+    private sealed class DowntimeRow
+    {
+        public Guid LeaseId { get; init; }
+        public DateTimeOffset StartAt { get; init; }
+        public DateTimeOffset? EndAt { get; init; }
+        public string Reason { get; init; } = "";
+        public string Cause { get; init; } = "";
+    }
 
     /// <summary>Keyset cursor over (created_at, id), opaque to clients.</summary>
     private static class Cursor
@@ -167,7 +231,8 @@ internal sealed class LeaseRow
 {
     public const string Columns = """
         id, order_id, renter_org_id, provider_org_id, status, status_reason, cause, accelerator_model, accelerator_count,
-        start_at, end_at, started_at, ended_at, price_amount, price_currency, created_at
+        start_at, end_at, started_at, ended_at, price_amount, price_currency, created_at,
+        interruptible, sla_level, preempt_at, ssh_public_key, container_image
         """;
 
     public Guid Id { get; init; }
@@ -186,11 +251,17 @@ internal sealed class LeaseRow
     public long PriceAmount { get; init; }
     public string PriceCurrency { get; init; } = "";
     public DateTime CreatedAt { get; init; }
+    public bool Interruptible { get; init; }
+    public string SlaLevel { get; init; } = "standard";
+    public DateTime? PreemptAt { get; init; }
+    public string? SshPublicKey { get; init; }
+    public string? ContainerImage { get; init; }
 
-    public LeaseResponse ToResponse(ILookup<Guid, LeaseSlot> slots) => new(
+    public LeaseResponse ToResponse(ILookup<Guid, LeaseSlot> slots, ILookup<Guid, Downtime> downtime) => new(
         Id, OrderId, RenterOrgId, ProviderOrgId, Status, StatusReason, Cause, AcceleratorModel, AcceleratorCount,
         Utc(StartAt), Utc(EndAt), StartedAt is { } s ? Utc(s) : null, EndedAt is { } e ? Utc(e) : null,
-        new Money(PriceAmount, PriceCurrency), slots[Id].ToList(), Utc(CreatedAt));
+        new Money(PriceAmount, PriceCurrency), slots[Id].ToList(), Utc(CreatedAt),
+        Interruptible, SlaLevel, PreemptAt is { } p ? Utc(p) : null, SshPublicKey, ContainerImage, downtime[Id].ToList());
 
     private static DateTimeOffset Utc(DateTime t) => new(DateTime.SpecifyKind(t, DateTimeKind.Utc));
 }

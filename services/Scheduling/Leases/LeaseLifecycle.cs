@@ -1,74 +1,136 @@
+using System.Text.Json;
 using Dapper;
 using MassTransit;
 using Marketplace.Contracts;
+using Marketplace.Scheduling.Agents;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Messaging;
+using Microsoft.Extensions.Options;
 
 namespace Marketplace.Scheduling.Leases;
 
 /// <summary>A lease locked for a transition; one lease's transitions are serialised by this row lock.</summary>
-internal sealed record LockedLease(Guid Id, Guid OrderId, Guid RenterOrgId, string Status);
+internal sealed class LockedLease
+{
+    public const string Columns = """
+        id, order_id, renter_org_id, provider_org_id, status, accelerator_model, start_at, end_at, started_at, preempt_at,
+        preemption_notice_seconds, ssh_public_key, container_image
+        """;
 
-/// <summary>The transitions every path shares (due work, the renter's cancel, a rejected hold).</summary>
+    public Guid Id { get; init; }
+    public Guid OrderId { get; init; }
+    public Guid RenterOrgId { get; init; }
+    public Guid ProviderOrgId { get; init; }
+    public string Status { get; init; } = "";
+    public string AcceleratorModel { get; init; } = "";
+    public DateTimeOffset StartAt { get; init; }
+    public DateTimeOffset EndAt { get; init; }
+    public DateTimeOffset? StartedAt { get; init; }
+    public DateTimeOffset? PreemptAt { get; init; }
+    public int PreemptionNoticeSeconds { get; init; }
+    public string? SshPublicKey { get; init; }
+    public string? ContainerImage { get; init; }
+
+    public bool IsTerminal => LeaseLifecycle.Terminal.Contains(Status);
+}
+
+/// <summary>The transitions every path shares (due work, the renter's cancel, a rejected hold, node failures).</summary>
 internal static class LeaseLifecycle
 {
+    public const string Activate = "lease.activate";
+    public const string Complete = "lease.complete";
+    public const string Preempt = "lease.preempt";
+    public const string ProvisioningTimeout = "lease.provisioning-timeout";
+
     public static readonly string[] Terminal = ["completed", "cancelled", "failed", "preempted"];
 
     public static Task<LockedLease?> LockAsync(Tx tx, Guid leaseId, CancellationToken ct) =>
         tx.Connection.QuerySingleOrDefaultAsync<LockedLease>(new CommandDefinition(
-            "SELECT id, order_id, renter_org_id, status FROM leases WHERE id = @leaseId FOR UPDATE",
+            $"SELECT {LockedLease.Columns} FROM leases WHERE id = @leaseId FOR UPDATE",
             new { leaseId }, tx.Transaction, cancellationToken: ct));
 
     /// <summary>
-    /// Ends a scheduled or active lease now: its bookings shrink to end now (to nothing before the start), so the slots
-    /// are free again; its pending start/end work is cancelled; LeaseEnded goes to the outbox.
+    /// Ends a lease that has not ended: its bookings shrink to end now (to nothing before the start), so the slots are
+    /// free again; open downtime closes; pending due work is cancelled; agents get stop instructions; LeaseEnded goes out.
     /// </summary>
     public static async Task EndAsync(Tx tx, LockedLease lease, string status, string cause, string reason, CancellationToken ct)
     {
         var now = tx.Now;
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE leases SET status = @status, cause = @cause, status_reason = @reason, ended_at = @now WHERE id = @Id
-            """, new { lease.Id, status, cause, reason, now }, tx.Transaction, cancellationToken: ct));
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE leases SET status = @status, cause = @cause, status_reason = @reason, ended_at = @now WHERE id = @Id;
             UPDATE bookings
             SET during = tstzrange(lower(during), greatest(lower(during), least(upper(during), @now)), '[)')
-            WHERE lease_id = @Id
-            """, new { lease.Id, now }, tx.Transaction, cancellationToken: ct));
-        await tx.CancelScheduledAsync(OrderMatchedConsumer.Activate, lease.Id.ToString(), ct);
-        await tx.CancelScheduledAsync(OrderMatchedConsumer.Complete, lease.Id.ToString(), ct);
+            WHERE lease_id = @Id;
+            UPDATE lease_downtime SET end_at = greatest(start_at, @now) WHERE lease_id = @Id AND end_at IS NULL;
+            """, new { lease.Id, status, cause, reason, now }, tx.Transaction, cancellationToken: ct));
+        await Assignments.StopAllAsync(tx, lease.Id, ct);
+        foreach (var kind in new[] { Activate, Complete, Preempt, ProvisioningTimeout })
+            await tx.CancelScheduledAsync(kind, lease.Id.ToString(), ct);
         await tx.PublishAsync(new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now), ct);
+    }
+
+    /// <summary>The lease runs from now: active, started_at, LeaseStarted with the exact time.</summary>
+    public static async Task StartAsync(Tx tx, LockedLease lease, CancellationToken ct)
+    {
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE leases SET status = 'active', started_at = @now WHERE id = @Id",
+            new { lease.Id, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        await tx.CancelScheduledAsync(ProvisioningTimeout, lease.Id.ToString(), ct);
+        await tx.PublishAsync(new LeaseStarted(lease.Id, lease.OrderId, tx.Now), ct);
     }
 }
 
-/// <summary>lease.activate: the lease's start has come.</summary>
-internal sealed class ActivateLease : IDueWorkHandler
+/// <summary>
+/// lease.activate: the lease's start has come. Capacity that went bad since booking (unhealthy, in maintenance) is
+/// replaced first; then the lease is active, or provisioning until the node agents acknowledge (Scheduling:RequireAgentAck).
+/// </summary>
+internal sealed class ActivateLease(IOptions<SchedulingOptions> options) : IDueWorkHandler
 {
-    public string Kind => OrderMatchedConsumer.Activate;
+    public string Kind => LeaseLifecycle.Activate;
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
         var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is not { Status: "scheduled" }) return; // cancelled meanwhile, or already activated
-        await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE leases SET status = 'active', started_at = @now WHERE id = @Id",
-            new { lease.Id, now = tx.Now }, tx.Transaction, cancellationToken: ct));
-        await tx.PublishAsync(new LeaseStarted(lease.Id, lease.OrderId, tx.Now), ct);
+        if (!await Replacement.ReplaceUnusableNodesAsync(tx, lease, options.Value, ct)) return;
+        if (options.Value.RequireAgentAck)
+            await Assignments.ProvisionAsync(tx, lease, options.Value, ct);
+        else
+            await LeaseLifecycle.StartAsync(tx, lease, ct);
     }
 }
 
 /// <summary>lease.complete: the lease's end has come.</summary>
 internal sealed class CompleteLease : IDueWorkHandler
 {
-    public string Kind => OrderMatchedConsumer.Complete;
+    public string Kind => LeaseLifecycle.Complete;
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
         var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
-        if (lease is null || LeaseLifecycle.Terminal.Contains(lease.Status)) return;
+        if (lease is null || lease.IsTerminal) return;
         // Its start is still being retried: fail this attempt so the runner comes back after the activation.
         if (lease.Status == "scheduled")
             throw new InvalidOperationException($"lease {lease.Id} reached its end before it was activated; retrying after activation");
-        await LeaseLifecycle.EndAsync(tx, lease, "completed", "renter", "the lease reached its end", ct);
+        if (lease.Status == "provisioning")
+            await LeaseLifecycle.EndAsync(tx, lease, "failed", "provider", "the provider's node agents did not start the lease before its end", ct);
+        else
+            await LeaseLifecycle.EndAsync(tx, lease, "completed", "renter", "the lease reached its end", ct);
+    }
+}
+
+/// <summary>lease.preempt: the notice given to an interruptible lease has run out.</summary>
+internal sealed class PreemptLease : IDueWorkHandler
+{
+    public string Kind => LeaseLifecycle.Preempt;
+
+    public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
+    {
+        var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
+        if (lease is null || lease.IsTerminal) return;
+        var reason = JsonDocument.Parse(item.Payload).RootElement.TryGetProperty("reason", out var r) ? r.GetString() : null;
+        await LeaseLifecycle.EndAsync(tx, lease, "preempted", "market",
+            $"preempted after notice: {reason ?? "the capacity was taken by a higher-priority order"}", ct);
     }
 }
 
@@ -81,7 +143,7 @@ internal sealed class HoldRejectedConsumer(Db db) : IConsumer<HoldRejected>
         await using var tx = await db.BeginAsync(ct);
         if (!await tx.FirstDeliveryAsync(context, "hold-rejected")) return;
         var lease = await LeaseLifecycle.LockAsync(tx, context.Message.LeaseId, ct);
-        if (lease is not null && !LeaseLifecycle.Terminal.Contains(lease.Status))
+        if (lease is not null && !lease.IsTerminal)
             await LeaseLifecycle.EndAsync(tx, lease, "cancelled", "renter", context.Message.Reason, ct);
         await tx.CommitAsync(ct);
     }

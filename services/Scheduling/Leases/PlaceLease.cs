@@ -15,21 +15,20 @@ namespace Marketplace.Scheduling.Leases;
 internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> logger) : IConsumer<OrderMatched>
 {
     public const string ConsumerName = "order-matched";
-    public const string Activate = "lease.activate";
-    public const string Complete = "lease.complete";
 
     public async Task Consume(ConsumeContext<OrderMatched> context)
     {
-        // A concurrent placement may take our slots between our read and our insert; the exclusion constraint
-        // rejects the loser. One retry with fresh data places elsewhere if the nodes still have room.
-        for (var attempt = 1; attempt <= 2; attempt++)
+        // A concurrent placement may take our slots between our read and our insert; the exclusion constraint rejects
+        // the loser (or PostgreSQL breaks a deadlock between two gangs inserting into each other's slots). A retry on
+        // fresh data places elsewhere if the nodes still have room.
+        for (var attempt = 1; attempt <= 3; attempt++)
         {
             try
             {
                 await PlaceAsync(context, context.CancellationToken);
                 return;
             }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ExclusionViolation)
+            catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.ExclusionViolation or PostgresErrorCodes.DeadlockDetected)
             {
                 logger.LogInformation("Placement of match {MatchId} lost a race for its slots (attempt {Attempt})",
                     context.Message.MatchId, attempt);
@@ -63,27 +62,35 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             reason = "the match asks for no accelerators or an empty time window";
         var eligible = nodes.Where(n => n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel)
             .Select(n => n.Id).ToArray();
-        var slots = eligible.Length == 0
+        var candidates = eligible.Length == 0
             ? []
-            : await Booking.SlotsAsync(tx.Connection, tx.Transaction, eligible, start, end, ct);
-        var placement = reason is null ? Placement.Place(slots, m.AcceleratorCount) : null;
+            : await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct);
+        var placement = reason is null ? Placement.Place(candidates, new PlacementRequest(m.AcceleratorCount)) : null;
         if (placement is not { Placed: true })
         {
-            reason ??= $"only {placement?.FreeCount ?? 0} of {m.AcceleratorCount} {m.AcceleratorModel} slots are free "
-                + $"on the offered nodes between {Format(start)} and {Format(end)}";
+            reason ??= Explain(placement!, m.AcceleratorModel, m.AcceleratorCount, start, end);
             await tx.PublishAsync(new PlacementFailed(m.MatchId, m.OrderId, reason, tx.Now), ct);
             await tx.CommitAsync(ct);
             return;
         }
 
         var lease = new NewLease(NewId.NextSequentialGuid(), m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
-            m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour.Amount, m.PricePerHour.Currency, tx.Now);
+            m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour.Amount, m.PricePerHour.Currency, tx.Now)
+        {
+            Interruptible = m.Interruptible,
+            PreemptionNoticeSeconds = Math.Max(0, m.PreemptionNoticeSeconds),
+            SlaLevel = string.IsNullOrWhiteSpace(m.SlaLevel) ? "standard" : m.SlaLevel,
+        };
         var slotIds = placement.Slots.Select(s => s.SlotId).ToArray();
         await Booking.InsertAsync(tx.Connection, tx.Transaction, lease, slotIds, ct);
-        await tx.ScheduleAsync(Activate, lease.Id.ToString(), start, ct);
-        await tx.ScheduleAsync(Complete, lease.Id.ToString(), end, ct);
+        await tx.ScheduleAsync(LeaseLifecycle.Activate, lease.Id.ToString(), start, ct);
+        await tx.ScheduleAsync(LeaseLifecycle.Complete, lease.Id.ToString(), end, ct);
         await tx.PublishAsync(new LeaseScheduled(lease.Id, m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
-            m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour, slotIds, tx.Now), ct);
+            m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour, slotIds, tx.Now)
+        {
+            Interruptible = lease.Interruptible,
+            SlaLevel = lease.SlaLevel,
+        }, ct);
         await tx.CommitAsync(ct);
     }
 
@@ -93,6 +100,18 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         if (!await tx.FirstDeliveryAsync(context, ConsumerName)) return;
         await tx.PublishAsync(new PlacementFailed(context.Message.MatchId, context.Message.OrderId, reason, tx.Now), ct);
         await tx.CommitAsync(ct);
+    }
+
+    /// <summary>Why a placement failed, in words the renter can act on.</summary>
+    internal static string Explain(PlacementResult placement, string model, int count, DateTimeOffset start, DateTimeOffset end)
+    {
+        var excluded = placement.ExcludedNodes == 0
+            ? ""
+            : $"; {placement.ExcludedNodes} offered node(s) are unhealthy, unverified or in maintenance then";
+        return placement.Failure == PlacementFailure.Fragmented
+            ? $"{placement.FreeCount} {model} slots are free on the offered nodes between {Format(start)} and {Format(end)}, "
+              + $"but no single cluster fabric holds {count} of them (at most {placement.LargestFabricFree}); a gang never spans two fabrics{excluded}"
+            : $"only {placement.FreeCount} of {count} {model} slots are free on the offered nodes between {Format(start)} and {Format(end)}{excluded}";
     }
 
     internal static string Format(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);

@@ -16,13 +16,22 @@ internal sealed class NodeRegisteredConsumer(Db db) : IConsumer<NodeRegistered>
         if (!await tx.FirstDeliveryAsync(context, "node-registered")) return;
 
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO nodes (id, cluster_id, provider_org_id, region, jurisdiction, accelerator_model, registered_at)
-            VALUES (@NodeId, @ClusterId, @ProviderOrgId, @Region, @Jurisdiction, @AcceleratorModel, @At)
+            INSERT INTO nodes (id, cluster_id, provider_org_id, region, jurisdiction, accelerator_model, registered_at,
+                               nvlink_domain, fabric, fabric_gbps)
+            VALUES (@NodeId, @ClusterId, @ProviderOrgId, @Region, @Jurisdiction, @AcceleratorModel, @At,
+                    @NvlinkDomain, @Fabric, @FabricGbps)
             ON CONFLICT (id) DO UPDATE SET
               cluster_id = excluded.cluster_id, provider_org_id = excluded.provider_org_id, region = excluded.region,
               jurisdiction = excluded.jurisdiction, accelerator_model = excluded.accelerator_model,
-              registered_at = excluded.registered_at
-            """, new { m.NodeId, m.ClusterId, m.ProviderOrgId, m.Region, m.Jurisdiction, m.AcceleratorModel, At = m.At.ToUniversalTime() },
+              registered_at = excluded.registered_at, nvlink_domain = excluded.nvlink_domain, fabric = excluded.fabric,
+              fabric_gbps = excluded.fabric_gbps
+            """, new
+            {
+                m.NodeId, m.ClusterId, m.ProviderOrgId, m.Region, m.Jurisdiction, m.AcceleratorModel, At = m.At.ToUniversalTime(),
+                NvlinkDomain = string.IsNullOrWhiteSpace(m.NvlinkDomain) ? null : m.NvlinkDomain,
+                Fabric = string.IsNullOrWhiteSpace(m.Fabric) ? null : m.Fabric,
+                m.FabricGbps,
+            },
             tx.Transaction, cancellationToken: ct));
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO gpu_slots (id, node_id, index)
