@@ -22,6 +22,8 @@ common_env=(
   "Gateway__InternalToken=$MP_GATEWAY_TOKEN"
   # Demo timing: leases of one minute instead of production's one hour.
   "Market__MinLeaseSeconds=${MP_MIN_LEASE_SECONDS:-60}"
+  # Demo timing: a node that falls silent is noticed after 6 s instead of 30 s.
+  "Listings__HeartbeatTimeoutSeconds=6" "Listings__HealthSweepSeconds=1"
   "RabbitMq__Port=$MP_RABBIT_PORT" "RabbitMq__VirtualHost=$MP_RABBIT_VHOST"
   "RabbitMq__Username=$MP_RABBIT_USER" "RabbitMq__Password=$MP_RABBIT_PASSWORD"
   "Stripe__ApiBase=$(url $MP_PORT_stripe_fake)" "Stripe__ApiKey=sk_test_local_stand_in" "Stripe__WebhookSecret=whsec_local_stand_in"

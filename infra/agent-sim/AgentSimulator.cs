@@ -17,6 +17,8 @@ public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = nu
     private readonly List<SimulatedNode> _nodes = [];
     private readonly List<Guid> _clusters = [];
     private long _beats, _failures;
+    private readonly ConcurrentDictionary<Guid, bool> _failed = new();
+    private readonly ConcurrentDictionary<Guid, bool> _silent = new();
 
     public IReadOnlyList<SimulatedNode> Nodes => _nodes;
     public IReadOnlyList<Guid> ClusterIds => _clusters;
@@ -86,7 +88,7 @@ public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = nu
 
     /// <summary>One heartbeat from every node that is alive (a dead node sends only its first).</summary>
     public async Task HeartbeatOnceAsync(bool first, CancellationToken ct) =>
-        await Parallel.ForEachAsync(_nodes.Where(n => first || !n.Dead), new ParallelOptions { MaxDegreeOfParallelism = options.Concurrency, CancellationToken = ct },
+        await Parallel.ForEachAsync(_nodes.Where(n => (first || !n.Dead) && !_silent.ContainsKey(n.NodeId)), new ParallelOptions { MaxDegreeOfParallelism = options.Concurrency, CancellationToken = ct },
             async (node, token) =>
             {
                 try
@@ -99,7 +101,7 @@ public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = nu
                             accelerator_count = node.Mismatched ? node.AcceleratorCount - 1 : node.AcceleratorCount,
                             gpu_memory_gb = node.GpuMemoryGb, cpu_cores = 128, ram_gb = 2048, disk_gb = 15000,
                         },
-                        healthy = true,
+                        healthy = !_failed.ContainsKey(node.NodeId),
                     }, node.AgentKey, token);
                     Interlocked.Increment(ref _beats);
                 }
@@ -110,6 +112,28 @@ public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = nu
                     log?.WriteLine($"heartbeat of {node.Hostname} failed: {ex.Message}");
                 }
             });
+
+    /// <summary>The node's agent goes silent (power or network lost): it sends no more heartbeats.</summary>
+    public void SilenceNode(Guid nodeId) => _silent[nodeId] = true;
+
+    /// <summary>
+    /// The node's hardware fails: from now on its agent reports it unhealthy, starting with a heartbeat sent at once.
+    /// </summary>
+    public async Task FailNodeAsync(Guid nodeId, CancellationToken ct)
+    {
+        var node = _nodes.Single(n => n.NodeId == nodeId);
+        _failed[nodeId] = true;
+        await SendAsync(HttpMethod.Post, "/v1/agent/heartbeats", new
+        {
+            inventory = new
+            {
+                accelerator_model = node.Model, accelerator_count = node.AcceleratorCount,
+                gpu_memory_gb = node.GpuMemoryGb, cpu_cores = 128, ram_gb = 2048, disk_gb = 15000,
+            },
+            healthy = false,
+            message = "GPU fell off the bus (Xid 79)",
+        }, node.AgentKey, ct);
+    }
 
     /// <summary>Registers (if not done yet), then heartbeats every interval until <paramref name="ct"/> is cancelled.</summary>
     public async Task RunAsync(CancellationToken ct)

@@ -1,5 +1,8 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Marketplace.AgentSim;
+using Marketplace.FinanceCli;
+using Spectre.Console;
 
 namespace Marketplace.Demo;
 
@@ -7,7 +10,13 @@ namespace Marketplace.Demo;
 public sealed record DemoResult(
     string ProviderOrgId, string RenterOrgId, string ClusterId, string OfferId, string OrderId, string LeaseId,
     string LeaseStatus, JsonNode Invoice, JsonNode Statement, JsonNode TrialBalance, JsonNode UnfilledOrder,
-    long WalletAvailableAfter, string? TraceId);
+    long WalletAvailableAfter, string? TraceId)
+{
+    public JsonNode? Lease { get; init; }
+    public long SlaCredits { get; init; }
+    public JsonNode? Prices { get; init; }
+    public JsonNode? Fleet { get; init; }
+}
 
 /// <summary>
 /// The thin path through the whole market, through the gateway only: organisations and keys, a provider's cluster,
@@ -17,6 +26,7 @@ public sealed record DemoResult(
 public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output)
 {
     public const string Model = "h100-sxm";
+    public const string AscendModel = "ascend-910b";
     public const string Currency = "CNY";
 
     public async Task<DemoResult> RunAsync(int leaseSeconds, CancellationToken ct)
@@ -25,46 +35,58 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         using var admin = new Api(gateway, adminKey);
 
         Step("Organisations and API keys (keys are shown once)");
-        var (provider, providerOrg) = await CreateOrgAsync(admin, $"Lotus Compute {run}", "provider", ct);
-        var (renter, renterOrg) = await CreateOrgAsync(admin, $"Orbit AI {run}", "renter", ct);
-        var (finance, _) = await CreateOrgAsync(admin, $"Marketplace Finance {run}", "finance", ct);
+        var (provider, providerOrg, providerKey) = await CreateOrgAsync(admin, $"Lotus Compute {run}", "provider", ct);
+        var (renter, renterOrg, _) = await CreateOrgAsync(admin, $"Orbit AI {run}", "renter", ct);
+        var (finance, _, financeKey) = await CreateOrgAsync(admin, $"Marketplace Finance {run}", "finance", ct);
         using var _p = provider; using var _r = renter; using var _f = finance;
 
-        Step("Provider lists capacity");
+        Step("Provider registers a mixed fleet through its node agents");
         var catalog = await provider.GetAsync("/v1/accelerators", ct);
-        Say($"catalog: {catalog["data"]!.AsArray().Count} accelerator models, e.g. {string.Join(", ", catalog["data"]!.AsArray().Take(4).Select(a => a!["id"]))}");
-        var cluster = await provider.PostAsync("/v1/clusters", new { name = "shanghai-a", region = "cn-east", jurisdiction = "CN" }, null, ct);
-        var clusterId = (string)cluster["id"]!;
-        var nodes = new List<string>();
-        foreach (var host in new[] { "sh-a-gpu-01", "sh-a-gpu-02" })
+        Say($"catalog: {catalog["data"]!.AsArray().Count} accelerator models, e.g. {string.Join(", ", catalog["data"]!.AsArray().Take(5).Select(a => a!["id"]))}");
+        using var agents = new AgentSimulator(new AgentSimOptions
         {
-            var node = await provider.PostAsync($"/v1/clusters/{clusterId}/nodes",
-                new { hostname = host, accelerator_model = Model, accelerator_count = 8 }, null, ct);
-            nodes.Add((string)node["id"]!);
-        }
-        Say($"cluster {clusterId} (cn-east, CN) with {nodes.Count} nodes of 8 × {Model}");
+            Gateway = gateway, ProviderKey = providerKey, ClusterName = "shanghai-a", Region = "cn-east", Jurisdiction = "CN",
+            Fabric = "infiniband", FabricGbps = 400, Compliance = [("data-residency", null), ("mlps", 3)],
+            Fleet = [new FleetEntry(Model, 2), new FleetEntry(AscendModel, 2)], HeartbeatInterval = TimeSpan.FromSeconds(2),
+        });
+        var fleet = await agents.RegisterAsync(ct);
+        using var agentsStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var heartbeats = agents.RunAsync(agentsStop.Token);
+        var clusterId = agents.ClusterIds[0].ToString();
+        var cluster = await provider.WaitForAsync($"/v1/clusters/{clusterId}",
+            c => c["nodes"]!.AsArray().All(n => (string?)n!["health"] == "healthy"), TimeSpan.FromSeconds(30), "every node's first heartbeat", ct);
+        foreach (var node in cluster["nodes"]!.AsArray())
+            Say($"node {node!["hostname"]}: {node["accelerator_count"]} × {node["accelerator_model"]}, {node["health"]}, verified = {node["verified"]}");
+        Say($"cluster {clusterId}: cn-east (CN), InfiniBand 400 Gb/s, data residency + MLPS level 3; agents heartbeat every 2 s");
+
         var now = DateTimeOffset.UtcNow;
+        var h100Nodes = fleet.Where(n => n.Model == Model).Select(n => n.NodeId).ToList();
         var offer = await provider.PostAsync("/v1/offers", new
         {
-            cluster_id = clusterId,
-            node_ids = nodes,
-            window_start = now.AddMinutes(-1),
-            window_end = now.AddHours(6),
-            ask_per_hour = new { amount = 1500, currency = Currency },
-            min_lease_seconds = leaseSeconds,
-            interruptible_allowed = false,
+            cluster_id = clusterId, node_ids = h100Nodes, window_start = now.AddMinutes(-1), window_end = now.AddHours(6),
+            ask_per_hour = new { amount = 1500, currency = Currency }, min_lease_seconds = leaseSeconds,
+            interruptible_allowed = false, sla_level = "standard",
         }, null, ct);
         var offerId = (string)offer["id"]!;
-        Say($"offer {offerId}: {offer["accelerator_count"]} × {Model} for 6 h at {Price(offer["ask_per_hour"]!)}/GPU-hour");
+        Say($"offer {offerId}: {offer["accelerator_count"]} × {Model} for 6 h at {Price(offer["ask_per_hour"]!)}/GPU-hour, SLA standard");
+        var ascendOffer = await provider.PostAsync("/v1/offers", new
+        {
+            cluster_id = clusterId, node_ids = fleet.Where(n => n.Model == AscendModel).Select(n => n.NodeId), window_start = now.AddMinutes(-1),
+            window_end = now.AddHours(6), ask_per_hour = new { amount = 900, currency = Currency }, min_lease_seconds = leaseSeconds,
+            interruptible_allowed = true, interruptible_floor_per_hour = new { amount = 500, currency = Currency }, preemption_notice_seconds = 20,
+        }, null, ct);
+        Say($"offer {ascendOffer["id"]}: {ascendOffer["accelerator_count"]} × {AscendModel} at {Price(ascendOffer["ask_per_hour"]!)}/GPU-hour, interruptible from 5.00 CNY with 20 s notice");
 
-        Step("Renter funds its wallet through Stripe");
+        Step("Renter searches and funds its wallet through Stripe");
+        var found = await renter.GetAsync($"/v1/offers?accelerator_model={Model}&per_node=8&fabric=infiniband&jurisdiction=CN&compliance=data-residency&currency={Currency}&max_price=1600&sort=price", ct);
+        Say($"search {Model}, 8 per node, InfiniBand, CN, data residency, ≤ 16.00 CNY/h: {found["data"]!.AsArray().Count} offer(s), best {Price(found["data"]![0]!["ask_per_hour"]!)}");
         var topUp = await renter.PostAsync("/v1/wallet/top-ups", new { amount = new { amount = 500_000, currency = Currency } }, Guid.NewGuid().ToString(), ct);
         Say($"top-up {topUp["id"]}: PaymentIntent {topUp["payment_intent_id"]} {topUp["status"]}");
         var wallet = await renter.WaitForAsync("/v1/wallet", w => Available(w) >= 500_000, TimeSpan.FromSeconds(30), "the payment_intent.succeeded webhook to credit the wallet", ct);
         Say($"wallet: {Minor(Available(wallet))} available after the signed webhook");
 
-        Step("Renter orders");
-        // First an order whose max price is below every ask: it stays in the book and says why.
+        Step("Renter orders: on demand, reserved and interruptible");
+        // First an order whose max price is below every ask: it stays in the book and says why, and what would work.
         var low = await renter.PostAsync("/v1/orders", new
         {
             type = "on_demand", accelerator_model = Model, accelerator_count = 8, duration_seconds = leaseSeconds,
@@ -72,6 +94,8 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         }, Guid.NewGuid().ToString(), ct);
         var unfilled = await renter.GetAsync($"/v1/orders/{low["id"]}", ct);
         Say($"order {low["id"]} at max {Price(low["max_price_per_hour"]!)}: {unfilled["status"]} — {unfilled["status_reason"]}");
+        foreach (var alternative in unfilled["alternatives"]?.AsArray().Take(2) ?? [])
+            Say($"   alternative: {alternative}");
         await renter.DeleteAsync($"/v1/orders/{low["id"]}", ct);
 
         var idempotencyKey = Guid.NewGuid().ToString();
@@ -83,61 +107,98 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var order = await renter.PostAsync("/v1/orders", orderRequest, idempotencyKey, ct);
         var retried = await renter.PostAsync("/v1/orders", orderRequest, idempotencyKey, ct);
         var orderId = (string)order["id"]!;
-        Say($"order {orderId}: 8 × {Model} for {leaseSeconds} s at max {Price(order["max_price_per_hour"]!)} " +
+        Say($"on-demand order {orderId}: 8 × {Model} for {leaseSeconds} s at max {Price(order["max_price_per_hour"]!)} " +
             $"(retried with the same Idempotency-Key → same order: {(string)retried["id"]! == orderId})");
-        var filled = await renter.WaitForAsync($"/v1/orders/{orderId}", o => (string?)o["status"] is "filled" or "cancelled",
-            TimeSpan.FromSeconds(30), "the order to be matched and placed", ct);
-        if ((string?)filled["status"] != "filled") throw new InvalidOperationException($"order not filled: {filled.ToJsonString()}");
-        Say($"matched at {Price(filled["match"]!["price_per_hour"]!)} with offer {filled["match"]!["offer_id"]}");
+        var reserved = await renter.PostAsync("/v1/orders", new
+        {
+            type = "reserved", accelerator_model = AscendModel, accelerator_count = 8, duration_seconds = leaseSeconds,
+            earliest_start = DateTimeOffset.UtcNow.AddSeconds(15), latest_end = DateTimeOffset.UtcNow.AddMinutes(10),
+            max_price_per_hour = new { amount = 1000, currency = Currency },
+        }, Guid.NewGuid().ToString(), ct);
+        var interruptible = await renter.PostAsync("/v1/orders", new
+        {
+            type = "interruptible", accelerator_model = AscendModel, accelerator_count = 8, duration_seconds = leaseSeconds,
+            bid_per_hour = new { amount = 700, currency = Currency },
+        }, Guid.NewGuid().ToString(), ct);
 
-        Step("Scheduling places and runs the lease");
+        var filled = await WaitFilledAsync(renter, orderId, ct);
+        Say($"on demand: matched at {Price(filled["match"]!["price_per_hour"]!)} with offer {filled["match"]!["offer_id"]}");
+        var reservedFilled = await WaitFilledAsync(renter, (string)reserved["id"]!, ct);
+        Say($"reserved:  8 × {AscendModel} from {reservedFilled["match"]!["start"]} at {Price(reservedFilled["match"]!["price_per_hour"]!)}");
+        var interruptibleFilled = await WaitFilledAsync(renter, (string)interruptible["id"]!, ct);
+        Say($"interruptible: bid {Price(interruptible["max_price_per_hour"] ?? interruptible["bid_per_hour"]!)}, trades at {Price(interruptibleFilled["match"]!["price_per_hour"]!)} (never below the provider's floor)");
+        var prices = await renter.GetAsync($"/v1/market/{Model}/prices?currency={Currency}", ct);
+        Say($"price index {Model}: last trade {Price(prices["last_trade"]?["price_per_hour"])}, best ask {Price(prices["best_ask"])}, " +
+            $"best bid {Price(prices["best_bid"])}, 1 h VWAP {Price(prices["vwap_1h"])}");
+
+        Step("Scheduling places and runs the leases");
         var leaseId = (string)filled["lease_id"]!;
-        var lease = await renter.GetAsync($"/v1/leases/{leaseId}", ct);
-        var slots = lease["slots"]!.AsArray();
-        Say($"lease {leaseId}: {lease["status"]}, {slots.Count} GPU slots on node(s) {string.Join(", ", slots.Select(s => (string)s!["node_id"]!).Distinct())}");
-        var held = await renter.GetAsync("/v1/wallet", ct);
-        Say($"wallet: {Minor(Available(held))} available, {Minor(Held(held))} held for the lease's maximum cost");
-        lease = await renter.WaitForAsync($"/v1/leases/{leaseId}", l => (string?)l["status"] is "active" or "completed" or "cancelled" or "failed",
+        var lease = await renter.WaitForAsync($"/v1/leases/{leaseId}", l => (string?)l["status"] is "active" or "completed" or "cancelled" or "failed",
             TimeSpan.FromSeconds(30), "the lease to start", ct);
-        Say($"lease {lease["status"]} since {lease["started_at"]}");
+        var firstNode = (string)lease["slots"]![0]!["node_id"]!;
+        Say($"lease {leaseId}: {lease["status"]} since {lease["started_at"]}, {lease["slots"]!.AsArray().Count} GPU slots on node {firstNode}");
+        var held = await renter.GetAsync("/v1/wallet", ct);
+        Say($"wallet: {Minor(Available(held))} available, {Minor(Held(held))} held for the leases' maximum cost");
         var providerView = await provider.GetAsync($"/v1/leases/{leaseId}", ct);
         Say($"the provider sees the same lease on its nodes: {providerView["status"]}");
-        lease = await renter.WaitForAsync($"/v1/leases/{leaseId}", l => (string?)l["status"] is "completed" or "cancelled" or "failed",
-            TimeSpan.FromSeconds(leaseSeconds + 60), "the lease to reach its end", ct);
-        Say($"lease {lease["status"]} at {lease["ended_at"]} ({lease["status_reason"]})");
 
-        Step("Finance closes the billing period");
+        Step("A node fails mid-lease: the lease moves to a spare node and the downtime is recorded");
+        await Task.Delay(TimeSpan.FromSeconds(5), ct);
+        agents.SilenceNode(Guid.Parse(firstNode));
+        Say($"node {firstNode}: power lost, its agent falls silent; Listings notices when the heartbeat timeout passes");
+        lease = await renter.WaitForAsync($"/v1/leases/{leaseId}", l => l["downtime"]?.AsArray().Count > 0 && (string?)l["status"] != "scheduled",
+            TimeSpan.FromSeconds(30), "the lease to be moved off the failed node", ct);
+        var downtime = lease["downtime"]![0]!;
+        Say($"lease {leaseId}: {lease["status"]} on node {lease["slots"]![0]!["node_id"]} — downtime {downtime["start"]} → {downtime["end"]} ({downtime["reason"]}, cause {downtime["cause"]})");
+
+        var leaseIds = new[] { leaseId, (string)reservedFilled["lease_id"]!, (string)interruptibleFilled["lease_id"]! };
+        foreach (var id in leaseIds)
+        {
+            var ended = await renter.WaitForAsync($"/v1/leases/{id}", l => (string?)l["status"] is "completed" or "cancelled" or "failed" or "preempted",
+                TimeSpan.FromSeconds(leaseSeconds + 90), $"lease {id} to reach its end", ct);
+            Say($"lease {id} ({ended["accelerator_count"]} × {ended["accelerator_model"]}): {ended["status"]} at {ended["ended_at"]} ({ended["status_reason"]})");
+            if (id == leaseId) lease = ended;
+        }
+        await agentsStop.CancelAsync();
+        await heartbeats;
+
+        Step("Finance closes the billing period with the finance CLI");
         var period = DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
         // Billing meters from the lease events, which reach it within milliseconds of the lease's end;
         // finance normally runs a period after it closed, the demo runs it right away.
         await Task.Delay(TimeSpan.FromSeconds(2), ct);
-        var billingRun = await finance.PostAsync($"/v1/billing/periods/{period}/runs", new { }, null, ct);
+        using var financeClient = new FinanceClient(gateway.ToString(), financeKey);
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output), Interactive = InteractionSupport.No, Ansi = AnsiSupport.No });
+        var summary = await new FinanceConsole(financeClient, console).RunAsync(period, ct);
         var again = await finance.PostAsync($"/v1/billing/periods/{period}/runs", new { }, null, ct);
-        var invoice = (await renter.GetAsync("/v1/invoices", ct))["data"]!.AsArray().First(i => Total(i!) > 0)!;
-        foreach (var line in invoice["lines"]!.AsArray())
-            Say($"invoice {invoice["id"]}: lease {line!["lease_id"]}, {line["accelerator_count"]} × {line["accelerator_model"]} " +
-                $"for {line["seconds"]} s at {Price(line["unit_price"]!)}/GPU-hour → {Price(line["amount"]!)}");
-        Say($"invoice total {Price(invoice["total"]!)}");
+        var invoice = (await renter.GetAsync("/v1/invoices", ct))["data"]!.AsArray().First()!;
         var statement = (await provider.GetAsync("/v1/statements", ct))["data"]!.AsArray().First()!;
-        Say($"provider statement: gross {Price(statement["gross"]!)} − platform fee {Price(statement["platform_fee"]!)} − SLA credits {Price(statement["sla_credits"]!)} = net {Price(statement["net"]!)}");
-        Say($"payout {statement["payout"]?["id"]}: {statement["payout"]?["status"]} (Stripe transfer {statement["payout"]?["transfer_id"]})");
-        Say($"running the period again changed nothing: {SameIds(billingRun, again)}");
+        Say($"SLA credits paid automatically for the downtime: {Minor(summary.SlaCredits)}");
+        Say($"running the period again changed nothing: {SameIds(summary.Run, again)}");
         var trial = await finance.GetAsync("/v1/ledger/trial-balance", ct);
         Say($"ledger: {trial["accounts"]!.AsArray().Count} accounts, balanced = {trial["balanced"]}");
         var walletAfter = await renter.GetAsync("/v1/wallet", ct);
         Say($"renter wallet after the run: {Minor(Available(walletAfter))} available, {Minor(Held(walletAfter))} held");
 
         return new DemoResult(providerOrg, renterOrg, clusterId, offerId, orderId, leaseId, (string)lease["status"]!,
-            invoice, statement, trial, unfilled, Available(walletAfter), null);
+            invoice, statement, trial, unfilled, Available(walletAfter), null)
+        { Lease = lease, SlaCredits = summary.SlaCredits, Prices = prices, Fleet = cluster };
     }
 
-    private async Task<(Api Api, string OrgId)> CreateOrgAsync(Api admin, string name, string role, CancellationToken ct)
+    private static async Task<JsonNode> WaitFilledAsync(Api renter, string orderId, CancellationToken ct)
+    {
+        var order = await renter.WaitForAsync($"/v1/orders/{orderId}", o => (string?)o["status"] is "filled" or "cancelled",
+            TimeSpan.FromSeconds(30), $"order {orderId} to be matched and placed", ct);
+        return (string?)order["status"] == "filled" ? order : throw new InvalidOperationException($"order not filled: {order.ToJsonString()}");
+    }
+
+    private async Task<(Api Api, string OrgId, string Key)> CreateOrgAsync(Api admin, string name, string role, CancellationToken ct)
     {
         var org = await admin.PostAsync("/v1/orgs", new { name, roles = new[] { role } }, null, ct);
         var key = await admin.PostAsync($"/v1/orgs/{org["id"]}/api-keys", new { name = "demo" }, null, ct);
         var secret = (string)key["key"]!;
         Say($"{role,-8} {name} ({org["id"]}), key {secret[..Math.Min(12, secret.Length)]}…");
-        return (new Api(gateway, secret), (string)org["id"]!);
+        return (new Api(gateway, secret), (string)org["id"]!, secret);
     }
 
     private static bool SameIds(JsonNode a, JsonNode b) =>
@@ -150,7 +211,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
     private static long Total(JsonNode invoice) => (long)invoice["total"]!["amount"]!;
 
     private static string Minor(long amount) => (amount / 100m).ToString("0.00", CultureInfo.InvariantCulture) + " " + Currency;
-    private static string Price(JsonNode money) =>
+    private static string Price(JsonNode? money) => money is null ? "—" :
         ((long)money["amount"]! / 100m).ToString("0.00", CultureInfo.InvariantCulture) + " " + (string)money["currency"]!;
 
     private void Step(string title) => output.WriteLine($"\n== {title}");

@@ -14,6 +14,9 @@ public sealed class StackFixture : IAsyncLifetime
         Stack = await MarketplaceStack.StartAsync(new Dictionary<string, string>
         {
             ["Market__MinLeaseSeconds"] = LeaseSeconds.ToString(),
+            // The demo's silent node is noticed within seconds (production: 30 s).
+            ["Listings__HeartbeatTimeoutSeconds"] = "6",
+            ["Listings__HealthSweepSeconds"] = "1",
         });
 
     public async Task DisposeAsync() => await Stack.DisposeAsync();

@@ -19,14 +19,29 @@ public sealed class ThinPathTests(StackFixture fixture)
         Assert.Equal("open", (string?)result.UnfilledOrder["status"]);
         Assert.Contains("15.00", (string?)result.UnfilledOrder["status_reason"] ?? "");
 
-        // 8 GPUs × 60 s at 15.00 CNY/GPU-hour = 2.00 CNY (the lease ran its whole length, give or take the poll).
+        // Every node of the mixed fleet heartbeated and matched its declared inventory.
+        var nodes = result.Fleet!["nodes"]!.AsArray();
+        Assert.Contains(nodes, n => (string?)n!["accelerator_model"] == "h100-sxm");
+        Assert.Contains(nodes, n => (string?)n!["accelerator_model"] == "ascend-910b");
+        Assert.All(nodes, n => Assert.Equal(true, (bool?)n!["verified"]));
+
+        // The node failure was recorded as downtime, the lease finished on another node, and the renter was credited.
+        var downtime = result.Lease!["downtime"]!.AsArray();
+        Assert.NotEmpty(downtime);
+        Assert.Equal("provider", (string?)downtime[0]!["cause"]);
+        Assert.True(result.SlaCredits > 0, "an SLA credit for the downtime");
+
+        // Invoice, statement and wallet agree to the minor unit, and the ledger balances.
         var total = (long)result.Invoice["total"]!["amount"]!;
-        Assert.InRange(total, 190, 210);
+        var lines = result.Invoice["lines"]!.AsArray();
+        Assert.Equal(3, lines.Count);
+        Assert.All(lines, l => Assert.True((long)l!["amount"]!["amount"]! > 0));
         var gross = (long)result.Statement["gross"]!["amount"]!;
         var fee = (long)result.Statement["platform_fee"]!["amount"]!;
+        var credits = (long)result.Statement["sla_credits"]!["amount"]!;
         var net = (long)result.Statement["net"]!["amount"]!;
-        Assert.Equal(total, gross);
-        Assert.Equal(gross - fee, net);
+        Assert.Equal(gross - fee - credits, net);
+        Assert.Equal(credits, result.SlaCredits);
         Assert.Equal(true, (bool?)result.TrialBalance["balanced"]);
         Assert.Equal(500_000 - total, result.WalletAvailableAfter);
 

@@ -29,8 +29,12 @@ internal static class HealthTransitions
         """;
 
     /// <returns>True when health or verification changed (and NodeHealthChanged was written to the outbox).</returns>
+    /// <param name="outageSince">
+    /// For a node that fell silent: its last heartbeat, when it was last known alive. The event carries it, so the
+    /// downtime of the leases on the node (and their SLA credits) starts there rather than when the silence was noticed.
+    /// </param>
     public static async Task<bool> ApplyAsync(Tx tx, NodeState node, string health, bool verified, string? reason, DateTimeOffset now,
-        CancellationToken ct)
+        CancellationToken ct, DateTimeOffset? outageSince = null)
     {
         var healthChanged = node.Health != health;
         var changed = healthChanged || node.Verified != verified;
@@ -54,7 +58,7 @@ internal static class HealthTransitions
             WHERE o.status = 'active' AND o.id IN (SELECT offer_id FROM offer_nodes WHERE node_id = @Id)
             """, new { node.Id }, tx.Transaction, cancellationToken: ct));
         await tx.PublishAsync(new NodeHealthChanged(node.Id, node.ClusterId, node.ProviderOrgId, health, verified,
-            reason ?? "healthy; the observed inventory matches the declared one", now), ct);
+            reason ?? "healthy; the observed inventory matches the declared one", outageSince ?? now), ct);
         return true;
     }
 }

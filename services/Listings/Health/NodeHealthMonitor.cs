@@ -72,7 +72,7 @@ public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<Listing
             {
                 var since = node.LastHeartbeatAt!.Value.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
                 await HealthTransitions.ApplyAsync(tx, node, NodeHealth.Unhealthy, node.Verified,
-                    $"no heartbeat since {since} (the timeout is {timeout} s)", now, ct);
+                    $"no heartbeat since {since} (the timeout is {timeout} s)", now, ct, outageSince: node.LastHeartbeatAt);
             }
             await tx.CommitAsync(ct);
             total += silent.Count;
