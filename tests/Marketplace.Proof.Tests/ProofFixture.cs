@@ -13,8 +13,8 @@ public sealed class ProofFixture : IAsyncLifetime
 {
     public const int LeaseSeconds = 60;
     /// <summary>Low enough that a flood of one key is answered 429 quickly; the fuzzer spreads over several keys and retries.</summary>
-    public const int PermitsPerSecond = 200;
-    public const int Burst = 400;
+    public const int PermitsPerSecond = 25;
+    public const int Burst = 50;
 
     public MarketplaceStack Stack { get; private set; } = null!;
     public HttpClient Admin { get; private set; } = null!;
@@ -66,7 +66,7 @@ public sealed class ProofCollection : ICollectionFixture<ProofFixture>
 /// <summary>One provider, renter and finance org with their objects.</summary>
 public sealed record World(
     HttpClient Provider, HttpClient Renter, HttpClient Finance,
-    string ProviderOrgId, string RenterOrgId, string FinanceOrgId, string RenterKeyId,
+    string ProviderOrgId, string RenterOrgId, string FinanceOrgId, string RenterKeyId, string RenterKey,
     string ClusterId, string NodeId, string OfferId, string OpenOrderId, string FilledOrderId, string LeaseId)
 {
     public const string Model = "mi300x";
@@ -112,7 +112,7 @@ public sealed record World(
         await Eventually.Get(() => Api.GetJsonAsync(renter, $"/v1/leases/{leaseId}"), l => (string?)l["status"] == "active",
             TimeSpan.FromSeconds(30), $"lease {tag} to start");
 
-        return new World(provider, renter, finance, providerOrg, renterOrg, financeOrg, (string)renterKey["id"]!,
+        return new World(provider, renter, finance, providerOrg, renterOrg, financeOrg, (string)renterKey["id"]!, (string)renterKey["key"]!,
             (string)cluster["id"]!, (string)node["id"]!, (string)offer["id"]!, (string)open["id"]!, (string)filled["id"]!, leaseId);
     }
 
