@@ -83,13 +83,14 @@ public sealed class Fuzzer(JsonObject document, Func<Operation, Parameter, strin
         if (depth > 3) yield break;
         var properties = schema["properties"] as JsonObject ?? [];
         var names = properties.Select(p => p.Key).Union(value is JsonObject o ? o.Select(p => p.Key) : []).Distinct();
+        var obj = value as JsonObject;
         foreach (var name in names)
         {
-            var child = properties[name] is JsonObject c ? Operation.Resolve(document, c) : new JsonObject { ["type"] = GuessType(value?[name]) };
+            var child = properties[name] is JsonObject c ? Operation.Resolve(document, c) : new JsonObject { ["type"] = GuessType(obj?[name]) };
             var path = prefix.Append(name).ToArray();
             yield return (path, child);
-            if (Operation.TypeOf(child) == "object" || value?[name] is JsonObject)
-                foreach (var f in Fields(child, value?[name], path, depth + 1)) yield return f;
+            if (Operation.TypeOf(child) == "object" || obj?[name] is JsonObject)
+                foreach (var f in Fields(child, obj?[name], path, depth + 1)) yield return f;
         }
     }
 
