@@ -51,7 +51,7 @@ internal static class Memory
         foreach (var beam in all.Where(p => Comm(p).StartsWith("beam.smp", StringComparison.Ordinal)))
         {
             var node = CmdLine(beam).Split([" -sname ", " -name "], StringSplitOptions.None).ElementAtOrDefault(1)?.Split(' ')[0] ?? "?";
-            samples.Add(Of($"rabbitmq {node}", beam));
+            samples.Add(Of(node == "?" ? "rabbitmq (beam.smp)" : $"rabbitmq {node}", beam));
         }
         return samples;
     }
