@@ -25,7 +25,7 @@ public sealed class Fuzzer(JsonObject document, Func<Operation, Parameter, strin
     /// Inputs that break today's code, documented in docs/reliability.md ("Known issues"); left out unless
     /// MP_FUZZ_KNOWN_ISSUES=1, so CI stays green while the fix is pending, and put back by setting it.
     /// </summary>
-    public static readonly string[] KnownIssueValues = ["\u0000"];
+    public static readonly string[] KnownIssueValues = [@"\u0000"];
 
     private static bool IsKnownIssue(string? body) => body is not null && KnownIssueValues.Any(body.Contains);
 
