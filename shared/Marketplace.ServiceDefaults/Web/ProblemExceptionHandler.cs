@@ -22,6 +22,9 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems, ILo
                 (413, "request-too-large", "The request body is too large", bad.Message),
             BadHttpRequestException bad =>
                 (bad.StatusCode, "malformed-request", "The request is not valid", bad.Message),
+            // PostgreSQL text cannot hold NUL (U+0000); the statement failed, so its transaction wrote nothing.
+            Npgsql.PostgresException { SqlState: "22021" or "22P05" } =>
+                (400, "invalid-text", "The request is not valid", "Text fields must not contain the NUL character (\\u0000); remove it and send the request again."),
             _ => (500, "internal", "Something went wrong on our side",
                 "The request failed unexpectedly. Nothing was charged; retry it with the same Idempotency-Key, and quote the trace id if it persists."),
         };
