@@ -46,7 +46,14 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         await using var tx = await db.BeginAsync(ct);
         if (!await tx.FirstDeliveryAsync(context, ConsumerName)) return;
 
-        var nodeIds = m.NodeIds.Distinct().ToArray();
+        var nodeIds = m.NodeIds.Distinct().Order().ToArray();
+        // Placements on the same nodes take turns: each locks the offered nodes, always in the same order, before it reads
+        // their free slots. Without it, concurrent placements read the same free slots and then lose to the exclusion
+        // constraint or deadlock on each other's inserts. Placements on other nodes still run in parallel.
+        foreach (var nodeId in nodeIds)
+            await tx.Connection.ExecuteAsync(new CommandDefinition(
+                "SELECT pg_advisory_xact_lock(hashtext('scheduling.node'), hashtext(@nodeId::text))",
+                new { nodeId }, tx.Transaction, cancellationToken: ct));
         var nodes = (await tx.Connection.QueryAsync<KnownNode>(new CommandDefinition(
             "SELECT id, provider_org_id, accelerator_model FROM nodes WHERE id = ANY(@nodeIds)",
             new { nodeIds }, tx.Transaction, cancellationToken: ct))).AsList();
