@@ -116,6 +116,12 @@ public sealed class FuzzTests(ProofFixture fixture, ITestOutputHelper output)
                 }
                 return new Result(c, (int)response.StatusCode, text, Api.IsProblem(response));
             }
+            catch (HttpRequestException ex) when (c.Body is { Length: > 1024 * 1024 })
+            {
+                // Kestrel refuses a body over the 1 MiB limit with a 413 problem and closes the connection; a client still
+                // writing the body sees the close instead of the answer. The server refused it either way.
+                return new Result(c, 413, "connection closed by the server while the oversized body was sent: " + ex.Message, true);
+            }
             catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
             {
                 // No answer at all counts like a 5xx: the caller cannot tell what happened.

@@ -32,7 +32,7 @@ public sealed class BookingConcurrencyTests(SchedulingFixture f) : IClassFixture
                 await transaction.CommitAsync();
                 return "won";
             }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ExclusionViolation)
+            catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.ExclusionViolation or PostgresErrorCodes.DeadlockDetected)
             {
                 return "conflict";
             }

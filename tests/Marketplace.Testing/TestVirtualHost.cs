@@ -35,8 +35,10 @@ public sealed class TestVirtualHost : IAsyncDisposable
     public async Task<IReadOnlyDictionary<string, long>> QueueDepthsAsync()
     {
         var queues = await Http.GetFromJsonAsync<JsonElement[]>($"queues/{Name}") ?? [];
-        return queues.ToDictionary(q => q.GetProperty("name").GetString()!,
-            q => q.TryGetProperty("messages", out var m) && m.ValueKind == JsonValueKind.Number ? m.GetInt64() : 0L);
+        // The management API can list a queue twice while it is being declared: keep the larger count.
+        return queues
+            .GroupBy(q => q.GetProperty("name").GetString()!)
+            .ToDictionary(g => g.Key, g => g.Max(q => q.TryGetProperty("messages", out var m) && m.ValueKind == JsonValueKind.Number ? m.GetInt64() : 0L));
     }
 
     /// <summary>Closes every client connection to this vhost (the broker side of a network blip).</summary>
