@@ -169,6 +169,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         await Task.Delay(TimeSpan.FromSeconds(2), ct);
         using var financeClient = new FinanceClient(gateway.ToString(), financeKey);
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output), Interactive = InteractionSupport.No, Ansi = AnsiSupport.No });
+        console.Profile.Width = 140; // ids and account names fit on one line even when the output is not a terminal
         var summary = await new FinanceConsole(financeClient, console).RunAsync(period, ct);
         var again = await finance.PostAsync($"/v1/billing/periods/{period}/runs", new { }, null, ct);
         var invoice = (await renter.GetAsync("/v1/invoices", ct))["data"]!.AsArray().First()!;
