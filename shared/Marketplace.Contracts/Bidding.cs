@@ -21,6 +21,12 @@ public sealed record OrderMatched(
     public bool Interruptible { get; init; }
     public int PreemptionNoticeSeconds { get; init; }
     public string SlaLevel { get; init; } = "standard";
+
+    /// <summary>The offer's slots when it is part of its nodes (from <see cref="OfferPublished.SlotIds"/>); null means whole nodes.</summary>
+    public IReadOnlyList<Guid>? SlotIds { get; init; }
+
+    /// <summary>The renter asked for verified capacity only: Scheduling must not place on unverified nodes.</summary>
+    public bool VerifiedOnly { get; init; }
 }
 
 /// <summary>

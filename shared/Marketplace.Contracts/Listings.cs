@@ -64,6 +64,12 @@ public sealed record OfferPublished(
 
     /// <summary>The availability windows inside [WindowStart, WindowEnd); null means that one window.</summary>
     public IReadOnlyList<TimeWindow>? Windows { get; init; }
+
+    /// <summary>
+    /// The offered accelerator slots when the offer is part of its nodes (AcceleratorCount of them, on NodeIds);
+    /// null means every slot of every node in NodeIds (whole nodes).
+    /// </summary>
+    public IReadOnlyList<Guid>? SlotIds { get; init; }
 }
 
 public sealed record OfferWithdrawn(Guid OfferId, Guid ProviderOrgId, DateTimeOffset At);
