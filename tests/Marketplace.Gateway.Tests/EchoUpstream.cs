@@ -52,5 +52,10 @@ public sealed class EchoUpstream : IAsyncDisposable
         return new EchoUpstream(app);
     }
 
-    public async ValueTask DisposeAsync() => await _app.DisposeAsync();
+    private int _disposed;
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) await _app.DisposeAsync();
+    }
 }

@@ -8,12 +8,16 @@ namespace Marketplace.Gateway.OpenApi;
 
 /// <summary>
 /// The whole public API in one document: the gateway's own routes plus every upstream's <c>/v1</c> paths and schemas,
-/// fetched live, so the description never drifts from what the services serve. An upstream that is down is left
-/// out and named in <c>info.description</c>.
+/// fetched live, so the description never drifts from what the services serve. An upstream that does not answer in
+/// time is served from the last copy fetched from it (named in <c>info.description</c>); one never fetched is left out
+/// and named there too.
 /// </summary>
 internal static class PublicOpenApi
 {
     public const string HttpClientName = "openapi-upstreams";
+
+    /// <summary>The last document each upstream served, for when it does not answer (restarting, slow under load).</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, (JsonObject Doc, DateTimeOffset At)> LastGood = new();
 
     public static void MapPublicOpenApi(this IEndpointRouteBuilder app) =>
         // A literal route wins over MapOpenApi's /openapi/{documentName}.json, which still serves the gateway-only document.
@@ -21,7 +25,7 @@ internal static class PublicOpenApi
 
     private static async Task<IResult> GetAsync(
         [FromKeyedServices("v1")] IOpenApiDocumentProvider own, IHttpClientFactory http, IOptions<GatewayOptions> options,
-        ILoggerFactory loggers, CancellationToken ct)
+        ILoggerFactory loggers, TimeProvider time, CancellationToken ct)
     {
         var ownJson = await (await own.GetOpenApiDocumentAsync(ct)).SerializeAsJsonAsync(OpenApiSpecVersion.OpenApi3_1, ct);
         var document = JsonNode.Parse(ownJson)!.AsObject();
@@ -32,19 +36,24 @@ internal static class PublicOpenApi
         {
             try
             {
-                var url = new Uri(new Uri(options.Value.Upstreams[name]), "/openapi/v1.json");
-                return (name, doc: JsonNode.Parse(await client.GetStringAsync(url, ct)) as JsonObject);
+                var baseUrl = options.Value.Upstreams[name];
+                var url = new Uri(new Uri(baseUrl), "/openapi/v1.json");
+                var doc = JsonNode.Parse(await client.GetStringAsync(url, ct)) as JsonObject;
+                if (doc is not null) LastGood[baseUrl] = (doc, time.GetUtcNow());
+                return (name, doc, cachedAt: (DateTimeOffset?)null);
             }
             catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException && !ct.IsCancellationRequested)
             {
                 logger.LogWarning(ex, "The OpenAPI document of {Upstream} could not be fetched", name);
-                return (name, doc: (JsonObject?)null);
+                return LastGood.TryGetValue(options.Value.Upstreams[name], out var last)
+                    ? (name, doc: last.Doc, cachedAt: last.At)
+                    : (name, doc: (JsonObject?)null, cachedAt: (DateTimeOffset?)null);
             }
         }));
 
         var paths = Child(document, "paths");
         var schemas = Child(Child(document, "components"), "schemas");
-        foreach (var (_, upstream) in fetched)
+        foreach (var (_, upstream, _) in fetched)
         {
             if (upstream is null) continue;
             foreach (var (path, item) in upstream["paths"] as JsonObject ?? [])
@@ -70,12 +79,14 @@ internal static class PublicOpenApi
         document["security"] = new JsonArray(new JsonObject { ["api_key"] = new JsonArray() });
 
         var down = fetched.Where(f => f.doc is null).Select(f => f.name).ToArray();
+        var stale = fetched.Where(f => f.cachedAt is not null).Select(f => $"{f.name} (as fetched at {f.cachedAt:u})").ToArray();
         var info = Child(document, "info");
         info["title"] = "Marketplace API";
         info["version"] = "v1";
         info["description"] = "Rent accelerator hours: catalog, offers, orders, leases, wallet and billing. "
             + "Authenticate every /v1 call with 'Authorization: Bearer <API key>'."
-            + (down.Length == 0 ? "" : $" Not included (service not reachable when this document was made): {string.Join(", ", down)}.");
+            + (down.Length == 0 ? "" : $" Not included (service not reachable when this document was made): {string.Join(", ", down)}.")
+            + (stale.Length == 0 ? "" : $" From the last copy (service not reachable just now): {string.Join(", ", stale)}.");
         return Results.Text(document.ToJsonString(), "application/json");
     }
 
