@@ -36,10 +36,11 @@ public class BillingRunBenchmark
             .WithIterationCount(3).WithInvocationCount(1).WithUnrollFactor(1).WithToolchain(new InProcessEmitToolchain(TimeSpan.FromMinutes(30), logOutput: false)));
     }
 
-    public const int Leases = 100_000;
+    /// <summary>100 000 by default; <c>--leases N</c> on the command line for a quicker run while iterating.</summary>
+    public static int Leases { get; set; } = 100_000;
     public const int DowntimePerLease = 9;
-    public const int Renters = 10_000;
-    public const int Providers = 1_000;
+    private static int Renters => Math.Max(1, Leases / 10);
+    private static int Providers => Math.Max(1, Leases / 100);
     private static readonly DateTime Day = new(2026, 11, 20, 0, 0, 0, DateTimeKind.Utc);
     private static readonly BillingPeriod Period = new("2026-11-20", Day, Day.AddDays(1));
 
@@ -197,7 +198,15 @@ public class BillingRunBenchmark
     }
 
     [Benchmark(Description = "billing run (BillingRunner, batched)")]
-    public async Task<int> BillingRun() => (await _runner.RunAsync(Period, CancellationToken.None)).LeasesClosed;
+    public async Task<int> BillingRun()
+    {
+        var outcome = await _runner.RunAsync(Period, CancellationToken.None);
+        LastProfile = outcome.Profile;
+        Console.WriteLine($"// billing run phases: {outcome.Profile}");
+        return outcome.LeasesClosed;
+    }
+
+    public RunProfile? LastProfile { get; private set; }
 
     [GlobalCleanup]
     public async Task CleanupAsync()

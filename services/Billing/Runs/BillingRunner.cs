@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Dapper;
 using Marketplace.Billing.Domain;
 using Marketplace.Billing.Ledger;
@@ -25,7 +26,7 @@ public sealed class BillingRunHooks
 internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<BillingOptions> options, BillingRunHooks hooks,
     ILogger<BillingRunner> logger)
 {
-    public sealed record Outcome(int LeasesClosed, bool AllPaid);
+    public sealed record Outcome(int LeasesClosed, bool AllPaid, RunProfile Profile);
 
     private sealed record Candidate(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
         DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
@@ -43,10 +44,15 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         await lockConnection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(hashtextextended('billing-run', 0))", cancellationToken: ct));
         try
         {
-            var closed = await CloseUsageAsync(p, ct);
+            var profile = new RunProfile();
+            var closed = await CloseUsageAsync(p, profile, ct);
+            var t = Stopwatch.GetTimestamp();
             await FinishAsync(p, ct);
+            t = profile.Lap("finish (totals, finalize, statements, payouts queued)", t);
             var allPaid = await PayOutAsync(p, ct);
-            return new Outcome(closed, allPaid);
+            profile.Lap("payouts (Stripe transfers + ledger)", t);
+            logger.LogInformation("Billing run {Period}: {Leases} leases closed; {Profile}", p.Name, closed, profile);
+            return new Outcome(closed, allPaid, profile);
         }
         finally
         {
@@ -54,7 +60,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
     }
 
-    private async Task<int> CloseUsageAsync(BillingPeriod p, CancellationToken ct)
+    private async Task<int> CloseUsageAsync(BillingPeriod p, RunProfile profile, CancellationToken ct)
     {
         var o = options.Value;
         await using (var tx = await db.BeginAsync(ct))
@@ -76,6 +82,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         int batchNo = 0, closed = 0;
         while (true)
         {
+            var t = Stopwatch.GetTimestamp();
             await using var tx = await db.BeginAsync(ct);
             var batch = (await tx.Connection.QueryAsync<Candidate>(new CommandDefinition("""
                 SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
@@ -87,9 +94,11 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                 ORDER BY h.lease_id LIMIT @limit
                 FOR UPDATE OF h
                 """, new { after, p.From, p.To, now = tx.Now, limit = o.RunBatchSize }, tx.Transaction, cancellationToken: ct))).ToList();
+            t = profile.Lap("select and lock leases", t);
             if (batch.Count == 0) break;
-            await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, ct);
+            t = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, profile, t, ct);
             await tx.CommitAsync(ct);
+            profile.Lap("commit", t);
             after = batch[^1].LeaseId;
             closed += batch.Count;
             if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
@@ -97,16 +106,19 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         return closed;
     }
 
-    private static async Task CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, CancellationToken ct)
+    private static async Task<long> CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, RunProfile profile, long t,
+        CancellationToken ct)
     {
         var downtime = (await tx.Connection.QueryAsync<DowntimeRow>(new CommandDefinition(
             "SELECT lease_id, started_at, ended_at, cause FROM downtime WHERE lease_id = ANY(@ids)",
             new { ids = batch.Select(b => b.LeaseId).ToArray() }, tx.Transaction, cancellationToken: ct)))
             .ToLookup(d => d.LeaseId, d => new DowntimeInterval(d.StartedAt, d.EndedAt, d.Cause));
+        t = profile.Lap("downtime fetch", t);
 
         var ran = batch.Where(b => b.StartedAt is not null).ToList();
         var invoiceIds = await DraftsAsync(tx, "invoices", "renter_org_id", ran.Select(b => (b.RenterOrgId, b.Currency)), p.Name, ct);
         var statementIds = await DraftsAsync(tx, "statements", "provider_org_id", ran.Select(b => (b.ProviderOrgId, b.Currency)), p.Name, ct);
+        t = profile.Lap("draft invoices and statements", t);
 
         var lines = new List<LineRow>(ran.Count);
         var transactions = new List<LedgerTransaction>(batch.Count * 3);
@@ -130,6 +142,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             lines.Add(new LineRow(NewId.NextSequentialGuid(), invoiceIds[(lease.RenterOrgId, lease.Currency)],
                 statementIds[(lease.ProviderOrgId, lease.Currency)], lease, startedAt, metered, priced));
         }
+        t = profile.Lap("metering and pricing (C#)", t);
 
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
@@ -161,8 +174,10 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                 status = lines.Select(l => l.Lease.EndStatus).ToArray(),
                 cause = lines.Select(l => l.Lease.EndCause).ToArray(),
             }, tx.Transaction, cancellationToken: ct));
+        t = profile.Lap("invoice lines insert", t);
 
         await LedgerStore.PostManyAsync(tx, transactions, ct);
+        t = profile.Lap("ledger insert", t);
 
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now
@@ -175,6 +190,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                 charged = holds.Select(h => h.Charged).ToArray(),
                 now = tx.Now, n = batch.Count, p.Name,
             }, tx.Transaction, cancellationToken: ct));
+        return profile.Lap("hold updates", t);
     }
 
     private sealed record LineRow(Guid Id, Guid InvoiceId, Guid StatementId, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
