@@ -45,6 +45,7 @@ public class BillingRunBenchmark
     private static readonly BillingPeriod Period = new("2026-11-20", Day, Day.AddDays(1));
 
     private readonly string _database = "bench_billing_" + Guid.NewGuid().ToString("N")[..8];
+    public string Database => _database;
     private NpgsqlDataSource _dataSource = null!;
     private WebApplication _stripe = null!;
     private BillingRunner _runner = null!;

@@ -6,10 +6,13 @@ using Marketplace.Billing.Benchmarks;
 // once each without BenchmarkDotNet and prints the run's time per phase. Everything else goes to BenchmarkDotNet.
 var rest = new List<string>();
 var profile = false;
+var keep = false;
 for (var i = 0; i < args.Length; i++)
 {
     if (args[i] == "--leases" && i + 1 < args.Length) BillingRunBenchmark.Leases = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture);
     else if (args[i] == "profile") profile = true;
+    else if (args[i] == "--keep") keep = true; // profile: leave the database behind, to look at plans
+
     else rest.Add(args[i]);
 }
 
@@ -38,5 +41,6 @@ try
 }
 finally
 {
-    await bench.CleanupAsync();
+    if (keep) Console.WriteLine($"kept database {bench.Database}");
+    else await bench.CleanupAsync();
 }

@@ -1,3 +1,4 @@
+using Xunit;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -185,7 +186,11 @@ public sealed class HoldAndRunTests(AutoConfirmingStripe fx) : IClassFixture<Aut
         Assert.Equal(InvoiceOf(runs[0], renter).GetRawText(), InvoiceOf(runs[1], renter).GetRawText());
         Assert.Equal(720, InvoiceOf(runs[0], renter).GetProperty("total").GetProperty("amount").GetInt64());
         Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM invoice_lines WHERE lease_id = @LeaseId", new { lease.LeaseId }));
-        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM ledger_transactions WHERE idempotency_key = @k", new { k = $"charge:{lease.LeaseId}" }));
+        // The hold was settled once: one entry reserving it, one settling it, nothing else on the renter's held account.
+        Assert.Equal(2, await fx.ScalarAsync("SELECT count(*) FROM ledger_entries WHERE account = @a", new { a = $"renter:{renter}:held" }));
+        Assert.Equal(1, await fx.ScalarAsync("""
+            SELECT count(*) FROM holds h JOIN ledger_transactions t ON t.id = h.settled_by WHERE h.lease_id = @LeaseId AND t.kind = 'settle'
+            """, new { lease.LeaseId }));
         Assert.Equal((10_000 - 720, 0), await fx.WalletAsync(renter));
     }
 
