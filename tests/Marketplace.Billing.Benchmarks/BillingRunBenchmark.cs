@@ -161,6 +161,13 @@ public class BillingRunBenchmark
                 }
             await w.CompleteAsync();
         }
+        // Every provider onboarded at Stripe, so the run sends its 1 000 transfers (as before payout accounts existed).
+        await c.ExecuteAsync("""
+            INSERT INTO payout_accounts (id, provider_org_id, stripe_account_id, idempotency_key, country, payouts_enabled, charges_enabled,
+                                         details_submitted, created_at, updated_at)
+            SELECT gen_random_uuid(), p, 'acct_' || replace(p::text, '-', ''), 'bench', 'SG', true, true, true, now(), now()
+            FROM unnest(@providers) AS p
+            """, new { providers });
         await c.ExecuteAsync("VACUUM ANALYZE", commandTimeout: 600);
     }
 

@@ -221,6 +221,7 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
         var (renter, other, provider) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
         await fx.FundAsync(renter, 10_000);
         await fx.FundAsync(other, 10_000);
+        await fx.OnboardAsync(provider);
         var mine = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(24), TimeSpan.FromHours(1)));
         var theirs = await fx.BookAsync(Lease(other, Guid.NewGuid(), 1_000, 1, DayStart(24), TimeSpan.FromHours(1)));
         await fx.RunAsync(mine, TimeSpan.FromHours(1));

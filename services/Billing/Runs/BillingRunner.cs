@@ -49,7 +49,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             var t = Stopwatch.GetTimestamp();
             await FinishAsync(p, ct);
             t = profile.Lap("finish (totals, finalize, statements, payouts queued)", t);
-            var allPaid = await PayOutAsync(p, ct);
+            var allPaid = await PayOutAsync(ct);
             profile.Lap("payouts (Stripe transfers + ledger)", t);
             logger.LogInformation("Billing run {Period}: {Leases} leases closed; {Profile}", p.Name, closed, profile);
             return new Outcome(closed, allPaid, profile);
@@ -287,33 +287,55 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                   FROM invoice_lines l JOIN statements st ON st.id = l.statement_id
                   WHERE st.period = @Name GROUP BY l.statement_id) t
             WHERE t.statement_id = s.id AND (s.gross, s.platform_fee, s.sla_credits) IS DISTINCT FROM (t.gross, t.fee, t.sla);
-            -- What a statement still owes becomes the next payout (one per run that added to it).
-            INSERT INTO payouts (id, statement_id, sequence, amount, currency, destination, status, created_at)
+            -- What a statement still owes becomes the next payout (one per run that added to it): to the provider's payout
+            -- account if Stripe says it can receive payouts, else held with the reason (a later run sends it).
+            INSERT INTO payouts (id, statement_id, sequence, amount, currency, destination, status, held_reason, created_at)
             SELECT gen_random_uuid(), s.id, COALESCE(MAX(po.sequence) + 1, 0), s.net - COALESCE(SUM(po.amount), 0), s.currency,
-                   'acct_' || replace(s.provider_org_id::text, '-', ''), 'pending', @now
+                   CASE WHEN a.payouts_enabled THEN a.stripe_account_id END,
+                   CASE WHEN a.payouts_enabled THEN 'pending' ELSE 'held' END,
+                   CASE WHEN a.id IS NULL THEN @noAccount WHEN NOT a.payouts_enabled THEN @notEnabled END, @now
             FROM statements s LEFT JOIN payouts po ON po.statement_id = s.id
+                 LEFT JOIN payout_accounts a ON a.provider_org_id = s.provider_org_id
             WHERE s.period = @Name
-            GROUP BY s.id
+            GROUP BY s.id, a.id
             HAVING s.net - COALESCE(SUM(po.amount), 0) > 0;
             UPDATE billing_runs SET state = 'completed', completed_at = @now WHERE period = @Name;
-            """, new { p.Name, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+            """, new { p.Name, now = tx.Now, noAccount = HeldNoAccount, notEnabled = HeldNotEnabled }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
     }
 
+    public const string HeldNoAccount =
+        "The provider has no payout account yet: create one with POST /v1/payout-accounts and finish onboarding at Stripe; the next billing run pays it.";
+    public const string HeldNotEnabled =
+        "The provider's payout account cannot receive payouts yet (Stripe onboarding is not complete); the next billing run after Stripe enables it pays it.";
+
     /// <summary>
-    /// Sends every pending payout of the period as a Stripe Transfer, outside any transaction (no lock held across
+    /// Sends every pending payout (of any period: held ones wait for their provider's account) as a Stripe Transfer, outside any transaction (no lock held across
     /// the network). The idempotency key comes from the statement, so a retry or a resumed run gets the same transfer.
     /// </summary>
-    private async Task<bool> PayOutAsync(BillingPeriod p, CancellationToken ct)
+    private async Task<bool> PayOutAsync(CancellationToken ct)
     {
         List<PendingPayout> pending;
-        await using (var c = await db.DataSource.OpenConnectionAsync(ct))
+        await using (var select = await db.BeginAsync(ct))
         {
-            pending = (await c.QueryAsync<PendingPayout>(new CommandDefinition("""
+            // Payouts of any period follow their provider's account: held ones go out once it can receive payouts, and
+            // unsent ones wait again if it no longer can (Stripe would refuse the transfer).
+            await select.Connection.ExecuteAsync(new CommandDefinition("""
+                UPDATE payouts po SET status = 'pending', destination = a.stripe_account_id, held_reason = NULL
+                FROM statements s JOIN payout_accounts a ON a.provider_org_id = s.provider_org_id
+                WHERE po.statement_id = s.id AND po.status = 'held' AND a.payouts_enabled;
+                UPDATE payouts po SET status = 'held', held_reason = r.reason
+                FROM statements s LEFT JOIN payout_accounts a ON a.provider_org_id = s.provider_org_id,
+                     LATERAL (SELECT CASE WHEN a.id IS NULL THEN @noAccount ELSE @notEnabled END AS reason) r
+                WHERE po.statement_id = s.id AND po.status IN ('pending', 'held') AND NOT COALESCE(a.payouts_enabled, false)
+                  AND (po.status, po.held_reason) IS DISTINCT FROM ('held', r.reason);
+                """, new { noAccount = HeldNoAccount, notEnabled = HeldNotEnabled }, select.Transaction, cancellationToken: ct));
+            pending = (await select.Connection.QueryAsync<PendingPayout>(new CommandDefinition("""
                 SELECT po.id, po.statement_id, po.sequence, po.amount, po.currency, po.destination, s.provider_org_id
                 FROM payouts po JOIN statements s ON s.id = po.statement_id
-                WHERE s.period = @Name AND po.status = 'pending' ORDER BY po.created_at, po.id
-                """, new { p.Name }, cancellationToken: ct))).ToList();
+                WHERE po.status = 'pending' ORDER BY po.created_at, po.id
+                """, transaction: select.Transaction, cancellationToken: ct))).ToList();
+            await select.CommitAsync(ct);
         }
         var results = new (PendingPayout Payout, string? TransferId, string? Error)[pending.Count];
         // Transfers are independent; a few at a time keep a large run from waiting on one HTTP round trip after another.
