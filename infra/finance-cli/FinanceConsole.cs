@@ -89,6 +89,9 @@ public sealed class FinanceConsole(FinanceClient client, IAnsiConsole console)
             table.AddRow(Short(s["id"]), Short(s["provider_org_id"]), Money(s["gross"]), Money(s["platform_fee"]), Money(s["sla_credits"]),
                 $"[bold]{Money(s["net"])}[/]", Text(s["payout"]?["status"]), Text(s["payout"]?["transfer_id"]));
         console.Write(table);
+        // Held payouts wait for the provider's payout account; say why once per reason.
+        foreach (var reason in statements.Select(s => (string?)s["payout"]?["held_reason"]).OfType<string>().Distinct())
+            console.MarkupLineInterpolated($"[yellow]payout held:[/] {reason}");
     }
 
     public void PrintTrialBalance(JsonNode trial)

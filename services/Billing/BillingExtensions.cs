@@ -1,6 +1,7 @@
 using Marketplace.Billing.Holds;
 using Marketplace.Billing.Invoices;
 using Marketplace.Billing.Ledger;
+using Marketplace.Billing.Payouts;
 using Marketplace.Billing.Runs;
 using Marketplace.Billing.Usage;
 using Marketplace.Billing.Wallet;
@@ -52,6 +53,10 @@ public static class BillingExtensions
         v1.MapPost("/invoices/{id:guid}/credit-notes", CreateCreditNote.Handle).WithTags("Invoices");
         v1.MapGet("/statements", BillingReads.ListStatements).WithTags("Statements");
         v1.MapGet("/statements/export.csv", Exports.StatementsCsv).WithTags("Statements");
+        v1.MapPost("/payout-accounts", PayoutAccounts.Create).WithTags("Payout accounts");
+        v1.MapGet("/payout-accounts", PayoutAccounts.List).WithTags("Payout accounts");
+        v1.MapGet("/payout-accounts/{id:guid}", PayoutAccounts.Get).WithTags("Payout accounts");
+        v1.MapPost("/payout-accounts/{id:guid}/onboarding-links", PayoutAccounts.CreateLink).WithTags("Payout accounts");
         v1.MapGet("/ledger/trial-balance", TrialBalance.Handle).WithTags("Ledger");
         v1.MapGet("/ledger/entries", Exports.LedgerJson).WithTags("Ledger");
         v1.MapGet("/ledger/entries.csv", Exports.LedgerCsv).WithTags("Ledger");

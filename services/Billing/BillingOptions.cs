@@ -29,4 +29,10 @@ public sealed class StripeOptions
 
     /// <summary>How old a webhook's signed timestamp may be, in seconds (Stripe's default is 300).</summary>
     [Range(1, 3600)] public long WebhookToleranceSeconds { get; set; } = 300;
+
+    /// <summary>Where Stripe sends a provider after onboarding (unless the request names its own return_url).</summary>
+    [Required, Url] public string ConnectReturnUrl { get; set; } = "http://127.0.0.1:8080/docs#payout-accounts";
+
+    /// <summary>Where Stripe sends a provider whose onboarding link expired, to ask for a new one.</summary>
+    [Required, Url] public string ConnectRefreshUrl { get; set; } = "http://127.0.0.1:8080/docs#payout-accounts";
 }

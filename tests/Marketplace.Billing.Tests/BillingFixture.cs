@@ -72,6 +72,33 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
     }
 
     public HttpClient Renter(Guid org) => Factory.ClientFor(org, "renter");
+    public HttpClient Provider(Guid org) => Factory.ClientFor(org, "provider");
+
+    /// <summary>POST /v1/payout-accounts as the provider.</summary>
+    public Task<HttpResponseMessage> CreatePayoutAccountAsync(Guid provider, object body, string? idempotencyKey)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/payout-accounts") { Content = JsonContent.Create(body) };
+        if (idempotencyKey is not null) request.Headers.Add("Idempotency-Key", idempotencyKey);
+        return Provider(provider).SendAsync(request);
+    }
+
+    /// <summary>
+    /// Creates the provider's payout account and completes onboarding the way a provider would: by following the
+    /// account link to the stand-in's onboarding page, after which Stripe's signed account.updated enables payouts.
+    /// </summary>
+    public async Task<Guid> OnboardAsync(Guid provider)
+    {
+        var response = await CreatePayoutAccountAsync(provider, new { country = "SG", email = "payouts@provider.example" }, Guid.NewGuid().ToString());
+        response.EnsureSuccessStatusCode();
+        var account = await response.Content.ReadFromJsonAsync<JsonElement>(Json);
+        var id = account.GetProperty("id").GetGuid();
+        using var browser = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false });
+        var page = await browser.GetAsync(account.GetProperty("onboarding").GetProperty("url").GetString());
+        Assert.Equal(System.Net.HttpStatusCode.Redirect, page.StatusCode);
+        await Eventually.True(async () => (await Provider(provider).GetFromJsonAsync<JsonElement>($"/v1/payout-accounts/{id}", Json))
+            .GetProperty("payouts_enabled").GetBoolean(), what: "account.updated enabling payouts");
+        return id;
+    }
     public HttpClient Finance() => Factory.ClientFor(Guid.NewGuid(), "finance");
 
     public Task Publish<T>(T message) where T : class => Factory.Services.GetRequiredService<IBus>().Publish(message);

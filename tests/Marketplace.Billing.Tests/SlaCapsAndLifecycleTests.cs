@@ -1,3 +1,4 @@
+using Xunit;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -220,6 +221,7 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
         var (renter, other, provider) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
         await fx.FundAsync(renter, 10_000);
         await fx.FundAsync(other, 10_000);
+        await fx.OnboardAsync(provider);
         var mine = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(24), TimeSpan.FromHours(1)));
         var theirs = await fx.BookAsync(Lease(other, Guid.NewGuid(), 1_000, 1, DayStart(24), TimeSpan.FromHours(1)));
         await fx.RunAsync(mine, TimeSpan.FromHours(1));
@@ -240,7 +242,9 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
         Assert.Equal(HttpStatusCode.Forbidden, (await fx.Renter(renter).GetAsync("/v1/ledger/entries.csv")).StatusCode);
         var ledger = await fx.Finance().GetStringAsync("/v1/ledger/entries.csv");
         Assert.StartsWith("id,transaction_id,idempotency_key,kind,created_at,account,currency,amount", ledger);
-        Assert.Contains($"charge:{mine.LeaseId}", ledger);
+        Assert.Contains($"hold:{mine.LeaseId}", ledger);
+        Assert.Contains($",settle,", ledger);
+        Assert.Contains($"renter:{renter}:held", ledger);
         var page = await fx.Finance().GetFromJsonAsync<JsonElement>("/v1/ledger/entries?limit=2");
         Assert.Equal(2, page.GetProperty("data").GetArrayLength());
         Assert.NotNull(page.GetProperty("next_cursor").GetString());

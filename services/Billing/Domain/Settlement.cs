@@ -25,27 +25,43 @@ public static class Settlement
     }
 
     /// <summary>
-    /// The ledger effect of closing a lease: charge (held → provider payable + platform revenue), SLA credit (provider
-    /// payable → renter available) and release of the rest of the hold (held → available). Keys are derived from the
-    /// lease, so posting them twice is a no-op.
+    /// The ledger effect of closing a lease, as ONE compound transaction with at most one entry per account:
+    /// <c>settle:{lease}</c> = the whole hold leaves renter held; the provider's net (amount − SLA credit − fee) goes to
+    /// its payable, the fee to platform revenue, and what was not charged plus the SLA credit back to renter available.
+    /// A lease that never ran (<paramref name="line"/> null) only releases its hold, under the key the LeaseEnded void
+    /// uses (<c>release:{lease}</c>), so the two can never both happen. Keys are derived from the lease, so posting twice
+    /// is a no-op. Null when nothing moves (a hold of zero).
     /// </summary>
-    public static IReadOnlyList<LedgerTransaction> Transactions(Guid leaseId, Guid renter, Guid provider, string currency,
-        long holdAmount, PricedLine line)
+    public static LedgerTransaction? Settle(Guid leaseId, Guid renter, Guid provider, string currency, long holdAmount, PricedLine? line)
     {
-        var list = new List<LedgerTransaction>(3);
-        if (line.Amount > 0)
+        if (line is null)
+            return holdAmount > 0 ? LedgerTransaction.Transfer($"release:{leaseId}", "release",
+                Accounts.RenterHeld(renter), Accounts.RenterAvailable(renter), currency, holdAmount) : null;
+        var entries = new List<LedgerEntry>(4);
+        void Add(string account, long amount)
         {
-            List<LedgerEntry> entries = [new(Accounts.RenterHeld(renter), currency, -line.Amount)];
-            if (line.Amount - line.PlatformFee != 0) entries.Add(new(Accounts.ProviderPayable(provider), currency, line.Amount - line.PlatformFee));
-            if (line.PlatformFee != 0) entries.Add(new(Accounts.PlatformRevenue, currency, line.PlatformFee));
-            list.Add(new LedgerTransaction($"charge:{leaseId}", "charge", entries));
+            if (amount != 0) entries.Add(new LedgerEntry(account, currency, amount));
         }
-        if (line.SlaCredit > 0)
-            list.Add(LedgerTransaction.Transfer($"sla_credit:{leaseId}", "sla_credit",
-                Accounts.ProviderPayable(provider), Accounts.RenterAvailable(renter), currency, line.SlaCredit));
-        if (holdAmount - line.Amount > 0)
-            list.Add(LedgerTransaction.Transfer($"release:{leaseId}", "release",
-                Accounts.RenterHeld(renter), Accounts.RenterAvailable(renter), currency, holdAmount - line.Amount));
-        return list;
+        Add(Accounts.RenterHeld(renter), -holdAmount);
+        Add(Accounts.ProviderPayable(provider), line.ProviderNet);
+        Add(Accounts.PlatformRevenue, line.PlatformFee);
+        Add(Accounts.RenterAvailable(renter), holdAmount - line.Amount + line.SlaCredit);
+        return entries.Count == 0 ? null : new LedgerTransaction($"settle:{leaseId}", "settle", entries);
+    }
+
+    /// <summary>
+    /// Many leases closed together as ONE journal transaction (a billing run's batch): each lease's
+    /// <see cref="Settle"/> entries summed per account and currency, so the general ledger gets one line per account
+    /// while the invoice lines stay the per-lease detail (a subledger). Balanced because every lease's part is.
+    /// Null when nothing moves.
+    /// </summary>
+    public static LedgerTransaction? SettleMany(string key, IEnumerable<LedgerTransaction> perLease)
+    {
+        var sums = new Dictionary<(string Account, string Currency), long>();
+        foreach (var e in perLease.SelectMany(t => t.Entries))
+            sums[(e.Account, e.Currency)] = checked(sums.GetValueOrDefault((e.Account, e.Currency)) + e.Amount);
+        var entries = sums.Where(kv => kv.Value != 0).OrderBy(kv => kv.Key.Currency, StringComparer.Ordinal)
+            .ThenBy(kv => kv.Key.Account, StringComparer.Ordinal).Select(kv => new LedgerEntry(kv.Key.Account, kv.Key.Currency, kv.Value)).ToList();
+        return entries.Count == 0 ? null : new LedgerTransaction(key, "settle", entries);
     }
 }

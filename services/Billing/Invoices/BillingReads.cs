@@ -20,7 +20,8 @@ public sealed record Invoice(Guid Id, Guid RenterOrgId, string Period, string St
     DateTime CreatedAt, DateTime? FinalizedAt, IReadOnlyList<InvoiceLine> Lines, IReadOnlyList<CreditLine> CreditLines,
     IReadOnlyList<CreditNote> CreditNotes);
 
-public sealed record Payout(Guid Id, string Status, Money Amount, string? TransferId, string? LastError);
+/// <summary>status: held (waiting for the provider's payout account; see held_reason), pending (to be sent), paid.</summary>
+public sealed record Payout(Guid Id, string Status, Money Amount, string? TransferId, string? LastError, string? Destination, string? HeldReason);
 
 public sealed record Statement(Guid Id, Guid ProviderOrgId, string Period, Money Gross, Money PlatformFee, Money SlaCredits, Money Net,
     DateTime CreatedAt, Payout? Payout);
@@ -38,7 +39,8 @@ internal static class BillingReads
     private sealed record NoteRow(Guid Id, Guid InvoiceId, long Amount, string Currency, string Reason, DateTime CreatedAt);
     private sealed record StatementRow(Guid Id, Guid ProviderOrgId, string Period, string Currency, long Gross, long PlatformFee,
         long SlaCredits, long Net, DateTime CreatedAt);
-    private sealed record PayoutRow(Guid Id, Guid StatementId, string Status, long Amount, string Currency, string? TransferId, string? LastError);
+    private sealed record PayoutRow(Guid Id, Guid StatementId, string Status, long Amount, string Currency, string? TransferId, string? LastError,
+        string? Destination, string? HeldReason);
 
     /// <summary>Invoices matching the filter (null = any), in id order (ids are sequential), after the cursor.</summary>
     public static async Task<List<Invoice>> InvoicesAsync(NpgsqlConnection c, Guid? id, Guid? renter, string? period,
@@ -80,12 +82,12 @@ internal static class BillingReads
             """, new { provider, period, after, limit }, cancellationToken: ct))).ToList();
         // The latest payout of each statement is the one that matters to the provider.
         var payouts = (await c.QueryAsync<PayoutRow>(new CommandDefinition("""
-            SELECT DISTINCT ON (statement_id) id, statement_id, status, amount, currency, transfer_id, last_error
+            SELECT DISTINCT ON (statement_id) id, statement_id, status, amount, currency, transfer_id, last_error, destination, held_reason
             FROM payouts WHERE statement_id = ANY(@ids) ORDER BY statement_id, sequence DESC
             """, new { ids = statements.Select(s => s.Id).ToArray() }, cancellationToken: ct))).ToDictionary(p => p.StatementId);
         return statements.Select(s => new Statement(s.Id, s.ProviderOrgId, s.Period, new Money(s.Gross, s.Currency),
             new Money(s.PlatformFee, s.Currency), new Money(s.SlaCredits, s.Currency), new Money(s.Net, s.Currency), s.CreatedAt,
-            payouts.TryGetValue(s.Id, out var p) ? new Payout(p.Id, p.Status, new Money(p.Amount, p.Currency), p.TransferId, p.LastError) : null))
+            payouts.TryGetValue(s.Id, out var p) ? new Payout(p.Id, p.Status, new Money(p.Amount, p.Currency), p.TransferId, p.LastError, p.Destination, p.HeldReason) : null))
             .ToList();
     }
 

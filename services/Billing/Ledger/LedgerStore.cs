@@ -2,6 +2,7 @@ using Dapper;
 using Marketplace.Billing.Domain;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
+using NpgsqlTypes;
 
 namespace Marketplace.Billing.Ledger;
 
@@ -47,6 +48,33 @@ internal static class LedgerStore
                 now = tx.Now,
                 tids, accounts, currencies, amounts,
             }, tx.Transaction, cancellationToken: ct));
+    }
+
+    /// <summary>
+    /// Posts one transaction with many entries (a billing run's batch): the transaction row, then its entries by binary
+    /// COPY, which the balance trigger checks as one statement. Returns the transaction's id, or null if its
+    /// idempotency key was posted before (then nothing is written).
+    /// </summary>
+    public static async Task<Guid?> PostLargeAsync(Tx tx, LedgerTransaction transaction, CancellationToken ct)
+    {
+        var id = await tx.Connection.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition("""
+            INSERT INTO ledger_transactions (id, idempotency_key, kind, created_at) VALUES (@id, @IdempotencyKey, @Kind, @now)
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
+            """, new { id = NewId.NextSequentialGuid(), transaction.IdempotencyKey, transaction.Kind, now = tx.Now }, tx.Transaction,
+            cancellationToken: ct));
+        if (id is not { } posted) return null;
+        await using var w = await tx.Connection.BeginBinaryImportAsync(
+            "COPY ledger_entries (transaction_id, account, currency, amount) FROM STDIN (FORMAT BINARY)", ct);
+        foreach (var e in transaction.Entries)
+        {
+            await w.StartRowAsync(ct);
+            await w.WriteAsync(posted, NpgsqlDbType.Uuid, ct);
+            await w.WriteAsync(e.Account, NpgsqlDbType.Text, ct);
+            await w.WriteAsync(e.Currency, NpgsqlDbType.Char, ct);
+            await w.WriteAsync(e.Amount, NpgsqlDbType.Bigint, ct);
+        }
+        await w.CompleteAsync(ct);
+        return posted;
     }
 
     public static Task<long> BalanceAsync(Tx tx, string account, string currency, CancellationToken ct) =>

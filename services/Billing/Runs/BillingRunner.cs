@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Dapper;
 using Marketplace.Billing.Domain;
 using Marketplace.Billing.Ledger;
@@ -5,6 +6,7 @@ using Marketplace.ServiceDefaults.Data;
 using MassTransit;
 using Microsoft.Extensions.Options;
 using Npgsql;
+using NpgsqlTypes;
 using Stripe;
 
 namespace Marketplace.Billing.Runs;
@@ -25,13 +27,12 @@ public sealed class BillingRunHooks
 internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<BillingOptions> options, BillingRunHooks hooks,
     ILogger<BillingRunner> logger)
 {
-    public sealed record Outcome(int LeasesClosed, bool AllPaid);
+    public sealed record Outcome(int LeasesClosed, bool AllPaid, RunProfile Profile);
 
     private sealed record Candidate(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
         DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
-        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount);
-
-    private sealed record DowntimeRow(Guid LeaseId, DateTime StartedAt, DateTime? EndedAt, string Cause);
+        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount,
+        IReadOnlyList<DowntimeInterval> Downtime);
 
     private sealed record PendingPayout(Guid Id, Guid StatementId, int Sequence, long Amount, string Currency, string Destination, Guid ProviderOrgId);
 
@@ -43,10 +44,15 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         await lockConnection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(hashtextextended('billing-run', 0))", cancellationToken: ct));
         try
         {
-            var closed = await CloseUsageAsync(p, ct);
+            var profile = new RunProfile();
+            var closed = await CloseUsageAsync(p, profile, ct);
+            var t = Stopwatch.GetTimestamp();
             await FinishAsync(p, ct);
-            var allPaid = await PayOutAsync(p, ct);
-            return new Outcome(closed, allPaid);
+            t = profile.Lap("finish (totals, finalize, statements, payouts queued)", t);
+            var allPaid = await PayOutAsync(ct);
+            profile.Lap("payouts (Stripe transfers + ledger)", t);
+            logger.LogInformation("Billing run {Period}: {Leases} leases closed; {Profile}", p.Name, closed, profile);
+            return new Outcome(closed, allPaid, profile);
         }
         finally
         {
@@ -54,7 +60,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
     }
 
-    private async Task<int> CloseUsageAsync(BillingPeriod p, CancellationToken ct)
+    private async Task<int> CloseUsageAsync(BillingPeriod p, RunProfile profile, CancellationToken ct)
     {
         var o = options.Value;
         await using (var tx = await db.BeginAsync(ct))
@@ -76,20 +82,14 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         int batchNo = 0, closed = 0;
         while (true)
         {
+            var t = Stopwatch.GetTimestamp();
             await using var tx = await db.BeginAsync(ct);
-            var batch = (await tx.Connection.QueryAsync<Candidate>(new CommandDefinition("""
-                SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
-                       l.price_per_hour, l.currency, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
-                       h.id AS hold_id, h.amount AS hold_amount
-                FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
-                WHERE h.status = 'pending' AND h.lease_id > @after
-                  AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
-                ORDER BY h.lease_id LIMIT @limit
-                FOR UPDATE OF h
-                """, new { after, p.From, p.To, now = tx.Now, limit = o.RunBatchSize }, tx.Transaction, cancellationToken: ct))).ToList();
+            var batch = await CandidatesAsync(tx, p, after, o.RunBatchSize, ct);
+            t = profile.Lap("select and lock leases", t);
             if (batch.Count == 0) break;
-            await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, ct);
+            t = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, profile, t, ct);
             await tx.CommitAsync(ct);
+            profile.Lap("commit", t);
             after = batch[^1].LeaseId;
             closed += batch.Count;
             if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
@@ -97,85 +97,150 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         return closed;
     }
 
-    private static async Task CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, CancellationToken ct)
+    private static async Task<long> CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, RunProfile profile, long t,
+        CancellationToken ct)
     {
-        var downtime = (await tx.Connection.QueryAsync<DowntimeRow>(new CommandDefinition(
-            "SELECT lease_id, started_at, ended_at, cause FROM downtime WHERE lease_id = ANY(@ids)",
-            new { ids = batch.Select(b => b.LeaseId).ToArray() }, tx.Transaction, cancellationToken: ct)))
-            .ToLookup(d => d.LeaseId, d => new DowntimeInterval(d.StartedAt, d.EndedAt, d.Cause));
-
         var ran = batch.Where(b => b.StartedAt is not null).ToList();
         var invoiceIds = await DraftsAsync(tx, "invoices", "renter_org_id", ran.Select(b => (b.RenterOrgId, b.Currency)), p.Name, ct);
         var statementIds = await DraftsAsync(tx, "statements", "provider_org_id", ran.Select(b => (b.ProviderOrgId, b.Currency)), p.Name, ct);
+        t = profile.Lap("draft invoices and statements", t);
 
         var lines = new List<LineRow>(ran.Count);
-        var transactions = new List<LedgerTransaction>(batch.Count * 3);
+        var perLease = new List<LedgerTransaction>(batch.Count);
         var holds = new List<(Guid Id, string Status, long Charged)>(batch.Count);
         foreach (var lease in batch)
         {
             if (lease.StartedAt is not { } startedAt)
             {
                 // Never ran: no usage, no invoice line; the whole hold goes back.
-                transactions.AddRange(Settlement.Transactions(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency,
-                    lease.HoldAmount, new PricedLine(0, 0, 0, 0)));
+                if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, null) is { } release)
+                    perLease.Add(release);
                 holds.Add((lease.HoldId, "voided", 0));
                 continue;
             }
             var metered = Metering.Meter(new LeaseUsage(lease.StartAt, lease.EndAt, startedAt, lease.EndedAt, lease.EndStatus, lease.EndCause,
-                lease.Interruptible, lease.SlaLevel, [.. downtime[lease.LeaseId]]));
+                lease.Interruptible, lease.SlaLevel, lease.Downtime));
             var priced = Settlement.Price(lease.PricePerHour, lease.AcceleratorCount, metered, feeBp, lease.HoldAmount);
-            transactions.AddRange(Settlement.Transactions(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency,
-                lease.HoldAmount, priced));
+            if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, priced) is { } settle)
+                perLease.Add(settle);
             holds.Add((lease.HoldId, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
             lines.Add(new LineRow(NewId.NextSequentialGuid(), invoiceIds[(lease.RenterOrgId, lease.Currency)],
                 statementIds[(lease.ProviderOrgId, lease.Currency)], lease, startedAt, metered, priced));
         }
+        t = profile.Lap("metering and pricing (C#)", t);
 
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
-                                       started_at, ended_at, seconds, unit_price, amount, platform_fee, currency, downtime_seconds,
-                                       availability_ppm, sla_level, sla_credit_bp, sla_credit, end_status, end_cause)
-            SELECT * FROM unnest(@id, @invoice, @statement, @lease, @provider, @model, @count, @started, @ended, @seconds, @price,
-                                 @amount, @fee, @currency, @down, @ppm, @level, @creditBp, @credit, @status, @cause)
-            """, new
+        // Straight into the table: a lease is in at most one batch (its hold is locked and pending), and a line that
+        // exists already fails the batch on invoice_lines.lease_id's unique index, loudly.
+        await using (var w = await tx.Connection.BeginBinaryImportAsync("""
+            COPY invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
+                                started_at, ended_at, seconds, unit_price, amount, platform_fee, currency, downtime_seconds,
+                                availability_ppm, sla_level, sla_credit_bp, sla_credit, end_status, end_cause) FROM STDIN (FORMAT BINARY)
+            """, ct))
+        {
+            foreach (var l in lines)
             {
-                id = lines.Select(l => l.Id).ToArray(),
-                invoice = lines.Select(l => l.InvoiceId).ToArray(),
-                statement = lines.Select(l => l.StatementId).ToArray(),
-                lease = lines.Select(l => l.Lease.LeaseId).ToArray(),
-                provider = lines.Select(l => l.Lease.ProviderOrgId).ToArray(),
-                model = lines.Select(l => l.Lease.AcceleratorModel).ToArray(),
-                count = lines.Select(l => l.Lease.AcceleratorCount).ToArray(),
-                started = lines.Select(l => l.StartedAt).ToArray(),
-                ended = lines.Select(l => l.Lease.EndedAt).ToArray(),
-                seconds = lines.Select(l => l.Metered.BilledSeconds).ToArray(),
-                price = lines.Select(l => l.Lease.PricePerHour).ToArray(),
-                amount = lines.Select(l => l.Priced.Amount).ToArray(),
-                fee = lines.Select(l => l.Priced.PlatformFee).ToArray(),
-                currency = lines.Select(l => l.Lease.Currency).ToArray(),
-                down = lines.Select(l => l.Metered.DowntimeSeconds).ToArray(),
-                ppm = lines.Select(l => l.Metered.AvailabilityPpm).ToArray(),
-                level = lines.Select(l => l.Metered.SlaLevel).ToArray(),
-                creditBp = lines.Select(l => l.Priced.SlaCreditBasisPoints).ToArray(),
-                credit = lines.Select(l => l.Priced.SlaCredit).ToArray(),
-                status = lines.Select(l => l.Lease.EndStatus).ToArray(),
-                cause = lines.Select(l => l.Lease.EndCause).ToArray(),
-            }, tx.Transaction, cancellationToken: ct));
+                await w.StartRowAsync(ct);
+                await w.WriteAsync(l.Id, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(l.InvoiceId, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(l.StatementId, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(l.Lease.LeaseId, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(l.Lease.ProviderOrgId, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(l.Lease.AcceleratorModel, NpgsqlDbType.Text, ct);
+                await w.WriteAsync(l.Lease.AcceleratorCount, NpgsqlDbType.Integer, ct);
+                await w.WriteAsync(l.StartedAt, NpgsqlDbType.TimestampTz, ct);
+                await w.WriteAsync(l.Lease.EndedAt, NpgsqlDbType.TimestampTz, ct);
+                await w.WriteAsync(l.Metered.BilledSeconds, NpgsqlDbType.Bigint, ct);
+                await w.WriteAsync(l.Lease.PricePerHour, NpgsqlDbType.Bigint, ct);
+                await w.WriteAsync(l.Priced.Amount, NpgsqlDbType.Bigint, ct);
+                await w.WriteAsync(l.Priced.PlatformFee, NpgsqlDbType.Bigint, ct);
+                await w.WriteAsync(l.Lease.Currency, NpgsqlDbType.Char, ct);
+                await w.WriteAsync(l.Metered.DowntimeSeconds, NpgsqlDbType.Bigint, ct);
+                await w.WriteAsync(l.Metered.AvailabilityPpm, NpgsqlDbType.Integer, ct);
+                await w.WriteAsync(l.Metered.SlaLevel, NpgsqlDbType.Text, ct);
+                await w.WriteAsync(l.Priced.SlaCreditBasisPoints, NpgsqlDbType.Integer, ct);
+                await w.WriteAsync(l.Priced.SlaCredit, NpgsqlDbType.Bigint, ct);
+                await WriteNullableAsync(w, l.Lease.EndStatus, ct);
+                await WriteNullableAsync(w, l.Lease.EndCause, ct);
+            }
+            await w.CompleteAsync(ct);
+        }
+        t = profile.Lap("invoice lines insert", t);
 
-        await LedgerStore.PostManyAsync(tx, transactions, ct);
+        // The whole batch is one journal transaction, summed per account (the invoice lines are the per-lease detail).
+        // Exactly once per lease because the batch commits with its holds leaving 'pending'; the key is the batch's
+        // first lease, which no other batch can ever contain.
+        var settlement = Settlement.SettleMany($"settle:{p.Name}:{batch[0].LeaseId}", perLease);
+        Guid? settledBy = settlement is null ? null : await LedgerStore.PostLargeAsync(tx, settlement, ct)
+            ?? throw new InvalidOperationException($"{settlement.IdempotencyKey} was posted before while its holds are still pending");
+        t = profile.Lap("ledger insert", t);
 
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "CREATE TEMP TABLE IF NOT EXISTS holds_in (id uuid, status text, charged bigint) ON COMMIT DROP; TRUNCATE holds_in;",
+            transaction: tx.Transaction, cancellationToken: ct));
+        await using (var w = await tx.Connection.BeginBinaryImportAsync("COPY holds_in (id, status, charged) FROM STDIN (FORMAT BINARY)", ct))
+        {
+            foreach (var h in holds)
+            {
+                await w.StartRowAsync(ct);
+                await w.WriteAsync(h.Id, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(h.Status, NpgsqlDbType.Text, ct);
+                await w.WriteAsync(h.Charged, NpgsqlDbType.Bigint, ct);
+            }
+            await w.CompleteAsync(ct);
+        }
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now
-            FROM unnest(@ids, @statuses, @charged) AS x(id, status, charged) WHERE h.id = x.id;
+            UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now, settled_by = @settledBy
+            FROM holds_in x WHERE h.id = x.id;
             UPDATE billing_runs SET leases_done = leases_done + @n WHERE period = @Name;
-            """, new
-            {
-                ids = holds.Select(h => h.Id).ToArray(),
-                statuses = holds.Select(h => h.Status).ToArray(),
-                charged = holds.Select(h => h.Charged).ToArray(),
-                now = tx.Now, n = batch.Count, p.Name,
-            }, tx.Transaction, cancellationToken: ct));
+            """, new { now = tx.Now, n = batch.Count, p.Name, settledBy }, tx.Transaction, cancellationToken: ct));
+        return profile.Lap("hold updates", t);
     }
+
+    private static Task WriteNullableAsync(NpgsqlBinaryImporter w, string? value, CancellationToken ct) =>
+        value is null ? w.WriteNullAsync(ct) : w.WriteAsync(value, NpgsqlDbType.Text, ct);
+
+    /// <summary>
+    /// The next batch: pending holds of leases whose usage ended in the period (and before now), in lease order, locked;
+    /// then their downtime intervals. "After" is repeated on every table: PostgreSQL does not carry an inequality across
+    /// a join, and without it a merge join re-reads usage and leases from the first lease in every batch (quadratic).
+    /// </summary>
+    private static async Task<List<Candidate>> CandidatesAsync(Tx tx, BillingPeriod p, Guid after, int limit, CancellationToken ct)
+    {
+        var rows = (await tx.Connection.QueryAsync<CandidateRow>(new CommandDefinition("""
+            SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
+                   l.price_per_hour, l.currency, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
+                   h.id AS hold_id, h.amount AS hold_amount
+            FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
+            WHERE h.status = 'pending' AND h.lease_id > @after AND u.lease_id > @after AND l.lease_id > @after
+              AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
+            ORDER BY h.lease_id LIMIT @limit
+            FOR UPDATE OF h
+            """, new { after, p.From, p.To, now = tx.Now, limit }, tx.Transaction, cancellationToken: ct))).ToList();
+        if (rows.Count == 0) return [];
+
+        // One range scan over the downtime index for the batch's lease range (rows of leases outside the batch are skipped).
+        var downtime = new Dictionary<Guid, List<DowntimeInterval>>(rows.Count);
+        await using (var cmd = new NpgsqlCommand(
+            "SELECT lease_id, started_at, ended_at, cause FROM downtime WHERE lease_id > @after AND lease_id <= @last", tx.Connection, tx.Transaction))
+        {
+            cmd.Parameters.AddWithValue("after", after);
+            cmd.Parameters.AddWithValue("last", rows[^1].LeaseId);
+            await using var r = await cmd.ExecuteReaderAsync(ct);
+            while (await r.ReadAsync(ct))
+            {
+                var lease = r.GetGuid(0);
+                if (!downtime.TryGetValue(lease, out var list)) downtime[lease] = list = new List<DowntimeInterval>(4);
+                list.Add(new DowntimeInterval(r.GetDateTime(1), r.IsDBNull(2) ? null : r.GetDateTime(2), r.GetString(3)));
+            }
+        }
+        return rows.Select(c => new Candidate(c.LeaseId, c.RenterOrgId, c.ProviderOrgId, c.AcceleratorModel, c.AcceleratorCount, c.StartAt,
+            c.EndAt, c.PricePerHour, c.Currency.Trim(), c.Interruptible, c.SlaLevel, c.StartedAt, c.EndedAt, c.EndStatus, c.EndCause, c.HoldId,
+            c.HoldAmount, downtime.TryGetValue(c.LeaseId, out var d) ? d : [])).ToList();
+    }
+
+    private sealed record CandidateRow(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
+        DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
+        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount);
 
     private sealed record LineRow(Guid Id, Guid InvoiceId, Guid StatementId, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
 
@@ -222,33 +287,55 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                   FROM invoice_lines l JOIN statements st ON st.id = l.statement_id
                   WHERE st.period = @Name GROUP BY l.statement_id) t
             WHERE t.statement_id = s.id AND (s.gross, s.platform_fee, s.sla_credits) IS DISTINCT FROM (t.gross, t.fee, t.sla);
-            -- What a statement still owes becomes the next payout (one per run that added to it).
-            INSERT INTO payouts (id, statement_id, sequence, amount, currency, destination, status, created_at)
+            -- What a statement still owes becomes the next payout (one per run that added to it): to the provider's payout
+            -- account if Stripe says it can receive payouts, else held with the reason (a later run sends it).
+            INSERT INTO payouts (id, statement_id, sequence, amount, currency, destination, status, held_reason, created_at)
             SELECT gen_random_uuid(), s.id, COALESCE(MAX(po.sequence) + 1, 0), s.net - COALESCE(SUM(po.amount), 0), s.currency,
-                   'acct_' || replace(s.provider_org_id::text, '-', ''), 'pending', @now
+                   CASE WHEN a.payouts_enabled THEN a.stripe_account_id END,
+                   CASE WHEN a.payouts_enabled THEN 'pending' ELSE 'held' END,
+                   CASE WHEN a.id IS NULL THEN @noAccount WHEN NOT a.payouts_enabled THEN @notEnabled END, @now
             FROM statements s LEFT JOIN payouts po ON po.statement_id = s.id
+                 LEFT JOIN payout_accounts a ON a.provider_org_id = s.provider_org_id
             WHERE s.period = @Name
-            GROUP BY s.id
+            GROUP BY s.id, a.id
             HAVING s.net - COALESCE(SUM(po.amount), 0) > 0;
             UPDATE billing_runs SET state = 'completed', completed_at = @now WHERE period = @Name;
-            """, new { p.Name, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+            """, new { p.Name, now = tx.Now, noAccount = HeldNoAccount, notEnabled = HeldNotEnabled }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
     }
 
+    public const string HeldNoAccount =
+        "The provider has no payout account yet: create one with POST /v1/payout-accounts and finish onboarding at Stripe; the next billing run pays it.";
+    public const string HeldNotEnabled =
+        "The provider's payout account cannot receive payouts yet (Stripe onboarding is not complete); the next billing run after Stripe enables it pays it.";
+
     /// <summary>
-    /// Sends every pending payout of the period as a Stripe Transfer, outside any transaction (no lock held across
+    /// Sends every pending payout (of any period: held ones wait for their provider's account) as a Stripe Transfer, outside any transaction (no lock held across
     /// the network). The idempotency key comes from the statement, so a retry or a resumed run gets the same transfer.
     /// </summary>
-    private async Task<bool> PayOutAsync(BillingPeriod p, CancellationToken ct)
+    private async Task<bool> PayOutAsync(CancellationToken ct)
     {
         List<PendingPayout> pending;
-        await using (var c = await db.DataSource.OpenConnectionAsync(ct))
+        await using (var select = await db.BeginAsync(ct))
         {
-            pending = (await c.QueryAsync<PendingPayout>(new CommandDefinition("""
+            // Payouts of any period follow their provider's account: held ones go out once it can receive payouts, and
+            // unsent ones wait again if it no longer can (Stripe would refuse the transfer).
+            await select.Connection.ExecuteAsync(new CommandDefinition("""
+                UPDATE payouts po SET status = 'pending', destination = a.stripe_account_id, held_reason = NULL
+                FROM statements s JOIN payout_accounts a ON a.provider_org_id = s.provider_org_id
+                WHERE po.statement_id = s.id AND po.status = 'held' AND a.payouts_enabled;
+                UPDATE payouts po SET status = 'held', held_reason = r.reason
+                FROM statements s LEFT JOIN payout_accounts a ON a.provider_org_id = s.provider_org_id,
+                     LATERAL (SELECT CASE WHEN a.id IS NULL THEN @noAccount ELSE @notEnabled END AS reason) r
+                WHERE po.statement_id = s.id AND po.status IN ('pending', 'held') AND NOT COALESCE(a.payouts_enabled, false)
+                  AND (po.status, po.held_reason) IS DISTINCT FROM ('held', r.reason);
+                """, new { noAccount = HeldNoAccount, notEnabled = HeldNotEnabled }, select.Transaction, cancellationToken: ct));
+            pending = (await select.Connection.QueryAsync<PendingPayout>(new CommandDefinition("""
                 SELECT po.id, po.statement_id, po.sequence, po.amount, po.currency, po.destination, s.provider_org_id
                 FROM payouts po JOIN statements s ON s.id = po.statement_id
-                WHERE s.period = @Name AND po.status = 'pending' ORDER BY po.created_at, po.id
-                """, new { p.Name }, cancellationToken: ct))).ToList();
+                WHERE po.status = 'pending' ORDER BY po.created_at, po.id
+                """, transaction: select.Transaction, cancellationToken: ct))).ToList();
+            await select.CommitAsync(ct);
         }
         var results = new (PendingPayout Payout, string? TransferId, string? Error)[pending.Count];
         // Transfers are independent; a few at a time keep a large run from waiting on one HTTP round trip after another.

@@ -31,7 +31,10 @@ internal static class RunBillingPeriod
         await using var c = await db.OpenConnectionAsync(ct);
         var invoices = await BillingReads.InvoicesAsync(c, null, null, p.Name, null, int.MaxValue, ct);
         var statements = await BillingReads.StatementsAsync(c, null, p.Name, null, int.MaxValue, ct);
-        return TypedResults.Ok(new Response(p.Name, outcome.AllPaid ? "completed" : "payouts_pending", outcome.LeasesClosed, invoices, statements));
+        // payouts_pending: a transfer failed and is retried by the next run; payouts_held: some wait for their provider's
+        // payout account (see each statement's payout.held_reason).
+        var status = !outcome.AllPaid ? "payouts_pending" : statements.Any(s => s.Payout?.Status == "held") ? "payouts_held" : "completed";
+        return TypedResults.Ok(new Response(p.Name, status, outcome.LeasesClosed, invoices, statements));
     }
 
     public static async Task<Results<Ok<Progress>, ValidationProblem, ProblemHttpResult>> GetProgress(

@@ -47,6 +47,8 @@ internal static class StripeWebhook
 
         if (stripeEvent.Type == EventTypes.PaymentIntentSucceeded && stripeEvent.Data.Object is PaymentIntent intent)
             await CreditTopUpAsync(tx, intent, logger, ct);
+        else if (stripeEvent.Type == EventTypes.AccountUpdated && stripeEvent.Data.Object is Account account)
+            await Payouts.PayoutAccounts.ApplyAsync(tx, account, stripeEvent.Created, logger, ct);
         await tx.CommitAsync(ct);
         return TypedResults.Ok(new Ack(true, false));
     }

@@ -1,3 +1,4 @@
+using Xunit;
 using CsCheck;
 using Marketplace.Billing.Domain;
 
@@ -111,14 +112,38 @@ public sealed class SlaAndMeteringTests
             var credit = Rating.Share(amount, creditBp);
             var line = new PricedLine(amount, creditBp, credit, Rating.Share(amount - credit, feeBp));
             var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
-            var entries = Settlement.Transactions(Guid.NewGuid(), renter, provider, "KWD", hold, line).SelectMany(t => t.Entries).ToList();
+            var settle = Settlement.Settle(Guid.NewGuid(), renter, provider, "KWD", hold, line);
+            var entries = settle?.Entries ?? [];
             long On(string account) => entries.Where(e => e.Account == account).Sum(e => e.Amount);
             return entries.Sum(e => e.Amount) == 0
                    && On(Accounts.RenterHeld(renter)) == -hold                              // the whole hold is settled
                    && On(Accounts.RenterAvailable(renter)) == hold - amount + credit       // the rest and the credit come back
                    && On(Accounts.ProviderPayable(provider)) == line.ProviderNet
-                   && On(Accounts.PlatformRevenue) == line.PlatformFee;
+                   && On(Accounts.PlatformRevenue) == line.PlatformFee
+                   && entries.Select(e => e.Account).Distinct().Count() == entries.Count;   // one entry per account
         });
+
+    [Fact]
+    public void A_batch_settles_as_one_transaction_with_the_per_account_sums_of_its_leases() =>
+        Gen.Select(Gen.Long[0, 1_000_000], Gen.Long[0, 1_000_000], Gen.Int[0, 10_000], Gen.Int[0, 3], Gen.Int[0, 3], Gen.Bool,
+                (hold, used, creditBp, renter, provider, ran) => (hold, used, creditBp, renter, provider, ran)).Array[1, 30]
+            .Sample(leases =>
+            {
+                var renters = Enumerable.Range(0, 4).Select(_ => Guid.NewGuid()).ToArray();
+                var providers = Enumerable.Range(0, 4).Select(_ => Guid.NewGuid()).ToArray();
+                var perLease = leases.Select(l =>
+                {
+                    var amount = Math.Min(l.hold, l.used);
+                    var credit = Rating.Share(amount, l.creditBp);
+                    PricedLine? line = l.ran ? new PricedLine(amount, l.creditBp, credit, Rating.Share(amount - credit, 1000)) : null;
+                    return Settlement.Settle(Guid.NewGuid(), renters[l.renter], providers[l.provider], l.renter % 2 == 0 ? "CNY" : "JPY", l.hold, line);
+                }).OfType<LedgerTransaction>().ToList();
+                var batch = Settlement.SettleMany("settle:test", perLease);
+                var expected = perLease.SelectMany(t => t.Entries).GroupBy(e => (e.Account, e.Currency))
+                    .Select(g => (g.Key.Account, g.Key.Currency, Sum: g.Sum(e => e.Amount))).Where(x => x.Sum != 0).OrderBy(x => x).ToList();
+                var actual = (batch?.Entries ?? []).Select(e => (e.Account, e.Currency, Sum: e.Amount)).OrderBy(x => x).ToList();
+                return expected.SequenceEqual(actual);
+            });
 
     [Theory]
     [InlineData("JPY", 300L, 2500, 75L)]      // 0 decimals: 300 yen line, 25% credit = 75
