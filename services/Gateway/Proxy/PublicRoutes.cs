@@ -47,6 +47,7 @@ internal static class PublicRoutes
         new("billing", "/v1/billing/{**rest}", "billing", Finance),
         new("invoices", "/v1/invoices/{**rest}", "billing", [OrgRoles.Renter, OrgRoles.Finance]),
         new("statements", "/v1/statements/{**rest}", "billing", [OrgRoles.Provider, OrgRoles.Finance]),
+        new("payout-accounts", "/v1/payout-accounts/{**rest}", "billing", [OrgRoles.Provider, OrgRoles.Finance]),
         new("ledger", "/v1/ledger/{**rest}", "billing", Finance),
     ];
 
