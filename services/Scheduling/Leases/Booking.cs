@@ -12,6 +12,12 @@ internal sealed record NewLease(
     public bool Interruptible { get; init; }
     public int PreemptionNoticeSeconds { get; init; }
     public string SlaLevel { get; init; } = "standard";
+
+    /// <summary>The matched offer and what it sold: its nodes, and its slots when it is part of them (else null).</summary>
+    public Guid? OfferId { get; init; }
+    public Guid[]? OfferedNodeIds { get; init; }
+    public Guid[]? OfferedSlotIds { get; init; }
+    public bool VerifiedOnly { get; init; }
 }
 
 /// <summary>
@@ -49,10 +55,12 @@ internal static class Booking
         await connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO leases (id, order_id, match_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
                                 start_at, end_at, price_amount, price_currency, status, created_at,
-                                interruptible, preemption_notice_seconds, sla_level)
+                                interruptible, preemption_notice_seconds, sla_level,
+                                offer_id, offered_node_ids, offered_slot_ids, verified_only)
             VALUES (@Id, @OrderId, @MatchId, @RenterOrgId, @ProviderOrgId, @AcceleratorModel, @AcceleratorCount,
                     @StartAt, @EndAt, @PriceAmount, @PriceCurrency, 'scheduled', @CreatedAt,
-                    @Interruptible, @PreemptionNoticeSeconds, @SlaLevel)
+                    @Interruptible, @PreemptionNoticeSeconds, @SlaLevel,
+                    @OfferId, @OfferedNodeIds, @OfferedSlotIds, @VerifiedOnly)
             """, lease, transaction, cancellationToken: ct));
         await BookAsync(connection, transaction, lease.Id, slotIds, lease.StartAt, lease.EndAt, ct);
     }

@@ -14,7 +14,7 @@ internal sealed class LockedLease
 {
     public const string Columns = """
         id, order_id, renter_org_id, provider_org_id, status, accelerator_model, start_at, end_at, started_at, preempt_at,
-        preemption_notice_seconds, ssh_public_key, container_image
+        preemption_notice_seconds, ssh_public_key, container_image, verified_only
         """;
 
     public Guid Id { get; init; }
@@ -30,6 +30,7 @@ internal sealed class LockedLease
     public int PreemptionNoticeSeconds { get; init; }
     public string? SshPublicKey { get; init; }
     public string? ContainerImage { get; init; }
+    public bool VerifiedOnly { get; init; }
 
     public bool IsTerminal => LeaseLifecycle.Terminal.Contains(Status);
 }

@@ -72,10 +72,11 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         var candidates = eligible.Length == 0
             ? []
             : await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct);
-        var placement = reason is null ? Placement.Place(candidates, new PlacementRequest(m.AcceleratorCount)) : null;
+        var request = Request(m);
+        var placement = reason is null ? Placement.Place(candidates, request) : null;
         if (placement is not { Placed: true })
         {
-            reason ??= Explain(placement!, m.AcceleratorModel, m.AcceleratorCount, start, end);
+            reason ??= Explain(placement!, m, start, end);
             await tx.PublishAsync(new PlacementFailed(m.MatchId, m.OrderId, reason, tx.Now), ct);
             await tx.CommitAsync(ct);
             return;
@@ -87,6 +88,10 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             Interruptible = m.Interruptible,
             PreemptionNoticeSeconds = Math.Max(0, m.PreemptionNoticeSeconds),
             SlaLevel = string.IsNullOrWhiteSpace(m.SlaLevel) ? "standard" : m.SlaLevel,
+            OfferId = m.OfferId,
+            OfferedNodeIds = nodeIds,
+            OfferedSlotIds = m.SlotIds?.Distinct().Order().ToArray(),
+            VerifiedOnly = m.VerifiedOnly,
         };
         var slotIds = placement.Slots.Select(s => s.SlotId).ToArray();
         await Booking.InsertAsync(tx.Connection, tx.Transaction, lease, slotIds, ct);
@@ -109,16 +114,37 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         await tx.CommitAsync(ct);
     }
 
-    /// <summary>Why a placement failed, in words the renter can act on.</summary>
-    internal static string Explain(PlacementResult placement, string model, int count, DateTimeOffset start, DateTimeOffset end)
+    /// <summary>What the match asks for: its count, on the offer's slots when it is part of its nodes, verified if wished.</summary>
+    internal static PlacementRequest Request(OrderMatched m) =>
+        new(m.AcceleratorCount, m.VerifiedOnly, AllowedSlots: m.SlotIds is null ? null : m.SlotIds.ToHashSet());
+
+    /// <summary>Why a placement failed, in words the renter can act on: how much was free, and why nodes were left out.</summary>
+    internal static string Explain(PlacementResult placement, OrderMatched m, DateTimeOffset start, DateTimeOffset end)
     {
-        var excluded = placement.ExcludedNodes == 0
-            ? ""
-            : $"; {placement.ExcludedNodes} offered node(s) are unhealthy, unverified or in maintenance then";
-        return placement.Failure == PlacementFailure.Fragmented
-            ? $"{placement.FreeCount} {model} slots are free on the offered nodes between {Format(start)} and {Format(end)}, "
-              + $"but no single cluster fabric holds {count} of them (at most {placement.LargestFabricFree}); a gang never spans two fabrics{excluded}"
-            : $"only {placement.FreeCount} of {count} {model} slots are free on the offered nodes between {Format(start)} and {Format(end)}{excluded}";
+        var where = m.SlotIds is null ? "on the offered nodes" : "on the offered slots";
+        var free = placement.Failure == PlacementFailure.Fragmented
+            ? $"{placement.FreeCount} {m.AcceleratorModel} slots are free {where} between {Format(start)} and {Format(end)}, "
+              + $"but no single cluster fabric holds {m.AcceleratorCount} of them (at most {placement.LargestFabricFree}); a gang never spans two fabrics"
+            : $"only {placement.FreeCount} of {m.AcceleratorCount} {m.AcceleratorModel} slots are free {where} between {Format(start)} and {Format(end)}";
+        return free + Excluded(placement.Excluded);
+    }
+
+    /// <summary>"; of the offered nodes, 1 is unhealthy and 2 are unverified (…)", or nothing when no node was left out.</summary>
+    internal static string Excluded(Exclusions e)
+    {
+        var parts = new List<string>();
+        if (e.Unhealthy > 0) parts.Add($"{Are(e.Unhealthy)} unhealthy");
+        if (e.InMaintenance > 0) parts.Add($"{Are(e.InMaintenance)} in maintenance then");
+        if (e.Unverified > 0) parts.Add($"{Are(e.Unverified)} unverified (the order asks for verified capacity only)");
+        if (e.Avoided > 0) parts.Add($"{Are(e.Avoided)} ruled out for this lease (the failed node, or one whose agent failed it)");
+        return parts.Count switch
+        {
+            0 => "",
+            1 => "; of the offered nodes, " + parts[0],
+            _ => "; of the offered nodes, " + string.Join(", ", parts[..^1]) + " and " + parts[^1],
+        };
+
+        static string Are(int n) => n == 1 ? "1 is" : $"{n} are";
     }
 
     internal static string Format(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);

@@ -63,7 +63,7 @@ internal static class Replacement
               AND c.id NOT IN (SELECT node_id FROM assignments WHERE lease_id = @Id AND status = 'failed')
             """, new { nodeId, lease.Id }, tx.Transaction, cancellationToken: ct))).ToArray();
         var candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, candidateIds, from, lease.EndAt, ct);
-        var placement = Placement.Place(candidates, new PlacementRequest(old.Count, AvoidNodes: new HashSet<Guid> { nodeId }));
+        var placement = Placement.Place(candidates, new PlacementRequest(old.Count, lease.VerifiedOnly, new HashSet<Guid> { nodeId }));
 
         // One interruption at a time: a second failure while the lease is already down extends the same downtime.
         var alreadyDown = running && await tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition(
