@@ -1,5 +1,6 @@
 using Dapper;
 using Marketplace.Scheduling.Domain;
+using Marketplace.ServiceDefaults.Data;
 using Npgsql;
 
 namespace Marketplace.Scheduling.Leases;
@@ -49,6 +50,13 @@ internal static class Booking
         }).ToList();
     }
 
+    /// <summary>Whether any of the slots is booked in [start, end).</summary>
+    public static Task<bool> AnyBookedAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, Guid[] slotIds, DateTimeOffset start, DateTimeOffset end, CancellationToken ct) =>
+        connection.ExecuteScalarAsync<bool>(new CommandDefinition("""
+            SELECT EXISTS (SELECT 1 FROM bookings WHERE slot_id = ANY(@slotIds) AND during && tstzrange(@start, @end, '[)'))
+            """, new { slotIds, start, end }, transaction, cancellationToken: ct));
+
     public static async Task InsertAsync(
         NpgsqlConnection connection, NpgsqlTransaction transaction, NewLease lease, IEnumerable<Guid> slotIds, CancellationToken ct)
     {
@@ -90,4 +98,25 @@ internal static class Booking
         public int Index { get; init; }
         public bool Busy { get; init; }
     }
+}
+
+/// <summary>
+/// Transaction-scoped advisory locks on slots, taken by placements between choosing slots and booking them: a
+/// concurrent placement that chose the same slots either sees them taken (<see cref="TryAsync"/>) or waits for the
+/// booking to commit (<see cref="WaitAsync"/>). The keys are hashes, so two slots may rarely share a lock: a false wait, never a wrong booking.
+/// </summary>
+internal static class SlotLocks
+{
+    /// <summary>Takes the locks that are free right now and returns the slots whose lock another transaction holds.</summary>
+    public static async Task<IReadOnlyList<Guid>> TryAsync(Tx tx, Guid[] slotIds, CancellationToken ct) =>
+        (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
+            SELECT slot_id FROM unnest(@slotIds) AS s(slot_id)
+            WHERE NOT pg_try_advisory_xact_lock(hashtext('scheduling.slot'), hashtext(slot_id::text))
+            """, new { slotIds }, tx.Transaction, cancellationToken: ct))).AsList();
+
+    /// <summary>Waits for every lock, in the order given (callers pass slots sorted, so waiters never deadlock each other).</summary>
+    public static Task WaitAsync(Tx tx, Guid[] slotIds, CancellationToken ct) =>
+        tx.Connection.ExecuteAsync(new CommandDefinition("""
+            SELECT pg_advisory_xact_lock(hashtext('scheduling.slot'), hashtext(slot_id::text)) FROM unnest(@slotIds) AS s(slot_id)
+            """, new { slotIds }, tx.Transaction, cancellationToken: ct));
 }
