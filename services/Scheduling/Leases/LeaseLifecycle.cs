@@ -14,7 +14,7 @@ internal sealed class LockedLease
 {
     public const string Columns = """
         id, order_id, renter_org_id, provider_org_id, status, accelerator_model, start_at, end_at, started_at, preempt_at,
-        preemption_notice_seconds, ssh_public_key, container_image, verified_only
+        preemption_notice_seconds, ssh_public_key, container_image, verified_only, offer_id, offered_node_ids, offered_slot_ids
         """;
 
     public Guid Id { get; init; }
@@ -31,6 +31,9 @@ internal sealed class LockedLease
     public string? SshPublicKey { get; init; }
     public string? ContainerImage { get; init; }
     public bool VerifiedOnly { get; init; }
+    public Guid? OfferId { get; init; }
+    public Guid[]? OfferedNodeIds { get; init; }
+    public Guid[]? OfferedSlotIds { get; init; }
 
     public bool IsTerminal => LeaseLifecycle.Terminal.Contains(Status);
 }

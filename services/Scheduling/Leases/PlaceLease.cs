@@ -172,19 +172,18 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         return free + Excluded(placement.Excluded);
     }
 
-    /// <summary>"; of the offered nodes, 1 is unhealthy and 2 are unverified (…)", or nothing when no node was left out.</summary>
-    internal static string Excluded(Exclusions e)
+    /// <summary>"; of the offered nodes, 1 is unhealthy and 2 are unverified (…)", or nothing when no node was left out (avoided ones are not news).</summary>
+    internal static string Excluded(Exclusions e, string of = "of the offered nodes")
     {
         var parts = new List<string>();
         if (e.Unhealthy > 0) parts.Add($"{Are(e.Unhealthy)} unhealthy");
         if (e.InMaintenance > 0) parts.Add($"{Are(e.InMaintenance)} in maintenance then");
         if (e.Unverified > 0) parts.Add($"{Are(e.Unverified)} unverified (the order asks for verified capacity only)");
-        if (e.Avoided > 0) parts.Add($"{Are(e.Avoided)} ruled out for this lease (the failed node, or one whose agent failed it)");
         return parts.Count switch
         {
             0 => "",
-            1 => "; of the offered nodes, " + parts[0],
-            _ => "; of the offered nodes, " + string.Join(", ", parts[..^1]) + " and " + parts[^1],
+            1 => $"; {of}, {parts[0]}",
+            _ => $"; {of}, " + string.Join(", ", parts[..^1]) + " and " + parts[^1],
         };
 
         static string Are(int n) => n == 1 ? "1 is" : $"{n} are";
