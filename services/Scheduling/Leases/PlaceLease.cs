@@ -27,6 +27,9 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
 {
     public const string ConsumerName = "order-matched";
     internal const int MaxAttempts = 5;
+
+    /// <summary>Redeliveries (0.2 + 1 + 3 s) a match blocked by interruptible leases waits for their PreemptionRequested.</summary>
+    private const int AwaitPreemptionRetries = 3;
     private const int MaxRounds = 8;
 
     private enum Outcome { Done, Contended }
@@ -88,6 +91,11 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             if (!placement.Placed)
             {
                 if (taken.Count > 0) return Outcome.Contended;
+                // A displacing match travels apart from the PreemptionRequested that frees its slots: give it time to arrive.
+                if (context.GetRetryAttempt() < AwaitPreemptionRetries
+                    && await AwaitsPreemptionAsync(tx, eligible, start, end, ct))
+                    throw new PreemptionNotYetKnownException(
+                        $"match {m.MatchId}: the offered slots are held by interruptible leases that have had no preemption notice yet");
                 await RefuseAsync(tx, m, Explain(placement, m, start, end), ct);
                 return Outcome.Done;
             }
@@ -114,6 +122,15 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         }
         return Outcome.Contended;
     }
+
+    /// <summary>Whether interruptible leases without notice hold slots of these nodes in [start, end): a preemption may be on its way.</summary>
+    private static Task<bool> AwaitsPreemptionAsync(Tx tx, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, CancellationToken ct) =>
+        tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition("""
+            SELECT EXISTS (
+              SELECT 1 FROM bookings b JOIN gpu_slots s ON s.id = b.slot_id JOIN leases l ON l.id = b.lease_id
+              WHERE s.node_id = ANY(@nodeIds) AND b.during && tstzrange(@start, @end, '[)')
+                AND l.interruptible AND l.preempt_at IS NULL AND l.status IN ('scheduled', 'provisioning', 'active'))
+            """, new { nodeIds, start, end }, tx.Transaction, cancellationToken: ct));
 
     private static IReadOnlyList<CandidateNode> MarkBusy(IReadOnlyList<CandidateNode> candidates, HashSet<Guid> taken) =>
         candidates.Select(c => c.Slots.Any(s => taken.Contains(s.SlotId))
@@ -196,6 +213,8 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
 
 internal sealed class NodesNotKnownYetException(string message) : Exception(message);
 
+internal sealed class PreemptionNotYetKnownException(string message) : Exception(message);
+
 internal sealed class OrderMatchedConsumerDefinition : ConsumerDefinition<OrderMatchedConsumer>
 {
     public OrderMatchedConsumerDefinition() => ConcurrentMessageLimit = 16;
@@ -203,10 +222,11 @@ internal sealed class OrderMatchedConsumerDefinition : ConsumerDefinition<OrderM
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<OrderMatchedConsumer> consumerConfigurator, IRegistrationContext context)
     {
-        // Longer than the bus default: a node's registration may still be on its way.
+        // Longer than the bus default: a node's registration, or the preemption that frees the slots, may still be on its way.
         consumerConfigurator.UseMessageRetry(r =>
         {
             r.Handle<NodesNotKnownYetException>();
+            r.Handle<PreemptionNotYetKnownException>();
             r.Intervals(TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30));
         });
     }

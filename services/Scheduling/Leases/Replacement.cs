@@ -30,7 +30,7 @@ internal static class Replacement
                     SELECT 1 FROM node_maintenance m
                     WHERE m.node_id = n.id AND m.cancelled_at IS NULL AND m.during && tstzrange(@from, @EndAt, '[)')))
             ORDER BY n.id
-            """, new { lease.Id, from, lease.EndAt }, tx.Transaction, cancellationToken: ct));
+            """, new { lease.Id, from, EndAt = lease.Until }, tx.Transaction, cancellationToken: ct));
         foreach (var (nodeId, why) in bad)
             if (!await MoveOffNodeAsync(tx, lease, nodeId, from, why, options, ct))
                 return false;
@@ -52,7 +52,7 @@ internal static class Replacement
             SELECT b.id, b.slot_id FROM bookings b JOIN gpu_slots s ON s.id = b.slot_id
             WHERE b.lease_id = @Id AND s.node_id = @nodeId AND NOT b.released AND upper(b.during) > @from
             """, new { lease.Id, nodeId, from }, tx.Transaction, cancellationToken: ct))).AsList();
-        if (old.Count == 0 || from >= lease.EndAt) return true;
+        if (old.Count == 0 || from >= lease.Until) return true;
 
         var placement = await ChooseSpareAsync(tx, lease, nodeId, old.Count, from, ct);
         // One interruption at a time: a second failure while the lease is already down extends the same downtime.
@@ -83,7 +83,7 @@ internal static class Replacement
             SET during = tstzrange(lower(during), greatest(lower(during), least(upper(during), @from)), '[)'), released = true
             WHERE id = ANY(@ids)
             """, new { from, ids = old.Select(o => o.Id).ToArray() }, tx.Transaction, cancellationToken: ct));
-        await Booking.BookAsync(tx.Connection, tx.Transaction, lease.Id, newSlots, from, lease.EndAt, ct);
+        await Booking.BookAsync(tx.Connection, tx.Transaction, lease.Id, newSlots, from, lease.Until, ct);
 
         var agentsMustStart = options.RequireAgentAck && lease.Status is "active" or "provisioning";
         if (agentsMustStart)
@@ -121,7 +121,7 @@ internal static class Replacement
             WHERE f.id = @nodeId
               AND c.id NOT IN (SELECT node_id FROM assignments WHERE lease_id = @Id AND status = 'failed')
             """, new { nodeId, lease.Id }, tx.Transaction, cancellationToken: ct))).ToArray();
-        var candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, candidateIds, from, lease.EndAt, ct);
+        var candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, candidateIds, from, lease.Until, ct);
         var request = new PlacementRequest(count, lease.VerifiedOnly, new HashSet<Guid> { nodeId });
 
         // 1. The lease's own offer: its slots, or every slot of its nodes.
@@ -142,7 +142,7 @@ internal static class Replacement
                 WHERE o.provider_org_id = @ProviderOrgId AND o.withdrawn_at IS NULL AND o.id IS DISTINCT FROM @OfferId
                   AND o.windows && tstzrange(@from, @EndAt, '[)')
                   AND (s.id = ANY(o.slot_ids) OR (o.slot_ids IS NULL AND s.node_id = ANY(o.node_ids))))
-            """, new { candidateIds, lease.ProviderOrgId, lease.OfferId, from, lease.EndAt }, tx.Transaction, cancellationToken: ct)))
+            """, new { candidateIds, lease.ProviderOrgId, lease.OfferId, from, EndAt = lease.Until }, tx.Transaction, cancellationToken: ct)))
             .ToHashSet();
         var outside = Placement.Place(candidates, request with { AllowedSlots = unsold });
         if (outside.Placed) return new Spare(outside.Slots, "");
