@@ -72,8 +72,10 @@ public sealed class PreemptAndExtendTests(SchedulingFixture f) : IClassFixture<S
         var (victim, victimMatch, node) = await ActiveLeaseAsync(interruptible: true, noticeSeconds: 30);
         f.Clock.Advance(TimeSpan.FromMinutes(5));
         var decidedAt = f.Clock.GetUtcNow();
-        // Bidding sold the victim's capacity again from the end of the notice; its OrderMatched reaches Scheduling first.
-        var displacing = f.Match(Guid.NewGuid(), victimMatch.ProviderOrgId, [node.NodeId], 2, decidedAt.AddSeconds(30), decidedAt.AddHours(1));
+        // Bidding sold the victim's capacity again from its clearing time + the notice; its PreemptionRequested is stamped
+        // a few milliseconds later in the same transaction. The OrderMatched reaches Scheduling first.
+        var soldFrom = decidedAt.AddSeconds(30).AddMilliseconds(-3);
+        var displacing = f.Match(Guid.NewGuid(), victimMatch.ProviderOrgId, [node.NodeId], 2, soldFrom, decidedAt.AddHours(1));
 
         await f.Bus.Publish(displacing);
         await Task.Delay(500); // lets the match be tried first and wait for the preemption; the outcome must not depend on it
@@ -83,12 +85,12 @@ public sealed class PreemptAndExtendTests(SchedulingFixture f) : IClassFixture<S
         var placed = Assert.IsType<LeaseScheduled>(await f.OutcomeAsync(displacing.MatchId));
         Assert.Equal(victim.SlotIds.Order(), placed.SlotIds.Order());
         var notice = await f.EventAsync<PreemptionNoticeGiven>(e => e.LeaseId == victim.LeaseId);
-        Assert.Equal(decidedAt.AddSeconds(30), notice.PreemptAt); // counted from the market's decision, where the new lease begins
+        Assert.Equal(decidedAt.AddSeconds(30), notice.PreemptAt); // counted from the market's decision, not from its arrival
         Assert.Equal(0, await f.OverlappingBookingsAsync());
 
         await f.AdvanceAndRunAsync(TimeSpan.FromSeconds(28), async () => await f.StatusAsync(placed.LeaseId) == "active");
         var ended = await f.EventAsync<LeaseEnded>(e => e.LeaseId == victim.LeaseId);
-        Assert.Equal(("preempted", "market", notice.PreemptAt), (ended.Status, ended.Cause, ended.At));
+        Assert.Equal(("preempted", "market", soldFrom), (ended.Status, ended.Cause, ended.At)); // it yielded the 3 ms to the new lease
     }
 
     [Fact]

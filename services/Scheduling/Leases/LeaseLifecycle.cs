@@ -137,6 +137,7 @@ internal sealed class PreemptLease : IDueWorkHandler
         var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is null || lease.IsTerminal) return;
         var reason = JsonDocument.Parse(item.Payload).RootElement.TryGetProperty("reason", out var r) ? r.GetString() : null;
+        if (reason?.StartsWith("preempted: ", StringComparison.Ordinal) == true) reason = reason["preempted: ".Length..]; // Bidding's wording
         // It ends exactly when the notice ran out, where the displacing lease's bookings begin, however late the runner is.
         await LeaseLifecycle.EndAsync(tx, lease, "preempted", "market",
             $"preempted after notice: {reason ?? "the capacity was taken by a higher-priority order"}", ct, lease.PreemptAt);

@@ -83,7 +83,7 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         var eligible = nodes.Where(n => n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel)
             .Select(n => n.Id).ToArray();
         var request = Request(m);
-        var candidates = eligible.Length == 0 ? [] : await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct);
+        var candidates = eligible.Length == 0 ? [] : await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
         var taken = new HashSet<Guid>(); // slots other placements hold locks on: busy for this attempt
         for (var round = 1; round <= MaxRounds; round++)
         {
@@ -114,9 +114,10 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             // Whoever booked these slots since our read held their locks until commit: a fresh read now sees it.
             if (await Booking.AnyBookedAsync(tx.Connection, tx.Transaction, chosen, start, end, ct))
             {
-                candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct);
+                candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
                 continue;
             }
+            await Booking.YieldAsync(tx, chosen, start, end, ct);
             await BookAsync(tx, m, nodeIds, start, end, chosen, ct);
             return Outcome.Done;
         }
