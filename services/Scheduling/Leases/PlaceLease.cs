@@ -26,7 +26,7 @@ namespace Marketplace.Scheduling.Leases;
 internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> logger) : IConsumer<OrderMatched>
 {
     public const string ConsumerName = "order-matched";
-    internal const int MaxAttempts = 5;
+    private const int MaxAttempts = 5;
 
     /// <summary>Redeliveries (0.2 + 1 + 3 s) a match blocked by interruptible leases waits for their PreemptionRequested.</summary>
     private const int AwaitPreemptionRetries = 3;
