@@ -16,12 +16,24 @@ public sealed record DemoResult(
     public long SlaCredits { get; init; }
     public JsonNode? Prices { get; init; }
     public JsonNode? Fleet { get; init; }
+
+    /// <summary>The 16-GPU gang lease (2 × 8 in one fabric), as it ended.</summary>
+    public JsonNode? GangLease { get; init; }
+
+    /// <summary>The interruptible lease an on-demand order displaced, as it ended, and the displacing lease.</summary>
+    public JsonNode? PreemptedLease { get; init; }
+    public JsonNode? DisplacingLease { get; init; }
+
+    /// <summary>Every lease the demo ran.</summary>
+    public int LeaseCount { get; init; }
 }
 
 /// <summary>
 /// The thin path through the whole market, through the gateway only: organisations and keys, a provider's cluster,
 /// nodes and offer, a renter's funded wallet and on-demand order, the lease placed on concrete GPUs, run and
-/// completed, then finance's billing run with the invoice, the provider's statement and a balanced ledger.
+/// completed, a 16-GPU gang on two whole nodes of one fabric, an interruptible lease displaced by an on-demand order
+/// (notice first, then preempted), a node failure replaced mid-lease, then finance's billing run with the invoice,
+/// the provider's statement and a balanced ledger.
 /// </summary>
 public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output)
 {
@@ -47,7 +59,8 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         {
             Gateway = gateway, ProviderKey = providerKey, ClusterName = "shanghai-a", Region = "cn-east", Jurisdiction = "CN",
             Fabric = "infiniband", FabricGbps = 400, Compliance = [("data-residency", null), ("mlps", 3)],
-            Fleet = [new FleetEntry(Model, 2), new FleetEntry(AscendModel, 2)], HeartbeatInterval = TimeSpan.FromSeconds(2),
+            // Four H100 nodes: 8 GPUs for the on-demand lease, 16 for the gang (two whole nodes), one spare for the failure.
+            Fleet = [new FleetEntry(Model, 4), new FleetEntry(AscendModel, 2)], HeartbeatInterval = TimeSpan.FromSeconds(2),
         });
         var fleet = await agents.RegisterAsync(ct);
         using var agentsStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -85,7 +98,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var wallet = await renter.WaitForAsync("/v1/wallet", w => Available(w) >= 500_000, TimeSpan.FromSeconds(30), "the payment_intent.succeeded webhook to credit the wallet", ct);
         Say($"wallet: {Minor(Available(wallet))} available after the signed webhook");
 
-        Step("Renter orders: on demand, reserved and interruptible");
+        Step("Renter orders: on demand, a 16-GPU gang, reserved and interruptible");
         // First an order whose max price is below every ask: it stays in the book and says why, and what would work.
         var low = await renter.PostAsync("/v1/orders", new
         {
@@ -109,6 +122,12 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var orderId = (string)order["id"]!;
         Say($"on-demand order {orderId}: 8 × {Model} for {leaseSeconds} s at max {Price(order["max_price_per_hour"]!)} " +
             $"(retried with the same Idempotency-Key → same order: {(string)retried["id"]! == orderId})");
+        var gang = await renter.PostAsync("/v1/orders", new
+        {
+            type = "on_demand", accelerator_model = Model, accelerator_count = 16, duration_seconds = leaseSeconds,
+            max_price_per_hour = new { amount = 1800, currency = Currency }, region = "cn-east",
+        }, Guid.NewGuid().ToString(), ct);
+        Say($"gang order {gang["id"]}: 16 × {Model} as one job (more than one node holds) for {leaseSeconds} s");
         var reserved = await renter.PostAsync("/v1/orders", new
         {
             type = "reserved", accelerator_model = AscendModel, accelerator_count = 8, duration_seconds = leaseSeconds,
@@ -123,6 +142,8 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
 
         var filled = await WaitFilledAsync(renter, orderId, ct);
         Say($"on demand: matched at {Price(filled["match"]!["price_per_hour"]!)} with offer {filled["match"]!["offer_id"]}");
+        var gangFilled = await WaitFilledAsync(renter, (string)gang["id"]!, ct);
+        Say($"gang:      matched at {Price(gangFilled["match"]!["price_per_hour"]!)} with offer {gangFilled["match"]!["offer_id"]}");
         var reservedFilled = await WaitFilledAsync(renter, (string)reserved["id"]!, ct);
         Say($"reserved:  8 × {AscendModel} from {reservedFilled["match"]!["start"]} at {Price(reservedFilled["match"]!["price_per_hour"]!)}");
         var interruptibleFilled = await WaitFilledAsync(renter, (string)interruptible["id"]!, ct);
@@ -142,8 +163,40 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var providerView = await provider.GetAsync($"/v1/leases/{leaseId}", ct);
         Say($"the provider sees the same lease on its nodes: {providerView["status"]}");
 
+        var gangLeaseId = (string)gangFilled["lease_id"]!;
+        var gangLease = await renter.WaitForAsync($"/v1/leases/{gangLeaseId}", l => (string?)l["status"] is "active" or "completed" or "cancelled" or "failed",
+            TimeSpan.FromSeconds(30), "the gang lease to start", ct);
+        var nodesById = cluster["nodes"]!.AsArray().ToDictionary(n => (string)n!["id"]!, n => n!);
+        var gangNodes = gangLease["slots"]!.AsArray().GroupBy(s => (string)s!["node_id"]!).ToList();
+        Say($"gang lease {gangLeaseId}: {gangLease["status"]}, {gangLease["slots"]!.AsArray().Count} GPUs as {gangNodes.Count} × " +
+            $"{string.Join(" + ", gangNodes.Select(g => g.Count()).Distinct())} on whole nodes " +
+            $"{string.Join(" and ", gangNodes.Select(g => nodesById.TryGetValue(g.Key, out var n) ? (string)n["hostname"]! : g.Key))}");
+        Say($"   one NVLink domain ({string.Join(", ", gangNodes.Select(g => nodesById.TryGetValue(g.Key, out var n) ? (string?)n["nvlink_domain"] : null).Distinct())}) " +
+            "in one InfiniBand fabric: a gang never spans two fabrics");
+
+        Step("An on-demand order displaces the interruptible lease: notice first, then preemption");
+        var interruptibleLeaseId = (string)interruptibleFilled["lease_id"]!;
+        var displacing = await renter.PostAsync("/v1/orders", new
+        {
+            type = "on_demand", accelerator_model = AscendModel, accelerator_count = 8, duration_seconds = leaseSeconds,
+            max_price_per_hour = new { amount = 1000, currency = Currency },
+        }, Guid.NewGuid().ToString(), ct);
+        Say($"on-demand order {displacing["id"]}: 8 × {AscendModel} now; every {AscendModel} is taken (reserved + interruptible), " +
+            "so it displaces the lowest interruptible bid");
+        var noticed = await renter.WaitForAsync($"/v1/leases/{interruptibleLeaseId}", l => l["preempt_at"] is not null || (string?)l["status"] is "completed" or "cancelled" or "failed" or "preempted",
+            TimeSpan.FromSeconds(30), "the interruptible lease's preemption notice", ct);
+        var displacedOrder = await renter.GetAsync($"/v1/orders/{interruptible["id"]}", ct);
+        Say($"notice: interruptible lease {interruptibleLeaseId} ({noticed["status"]}) is given notice (PreemptionNoticeGiven): " +
+            $"it keeps running until {noticed["preempt_at"]}, then ends");
+        Say($"   its order says: {displacedOrder["status_reason"]}");
+        var displacingFilled = await WaitFilledAsync(renter, (string)displacing["id"]!, ct);
+        var displacingLeaseId = (string)displacingFilled["lease_id"]!;
+        var displacingLease = await renter.GetAsync($"/v1/leases/{displacingLeaseId}", ct);
+        Say($"the on-demand order is filled: lease {displacingLeaseId} {displacingLease["status"]} from {displacingLease["start"]} " +
+            $"on the same {displacingLease["slots"]!.AsArray().Count} {AscendModel} slots");
+
         Step("A node fails mid-lease: the lease moves to a spare node and the downtime is recorded");
-        await Task.Delay(TimeSpan.FromSeconds(5), ct);
+        await Task.Delay(TimeSpan.FromSeconds(2), ct); // the lease has run a few seconds (the preemption step took the rest)
         agents.SilenceNode(Guid.Parse(firstNode));
         Say($"node {firstNode}: power lost, its agent falls silent; Listings notices when the heartbeat timeout passes");
         lease = await renter.WaitForAsync($"/v1/leases/{leaseId}", l => l["downtime"]?.AsArray().Count > 0 && (string?)l["status"] != "scheduled",
@@ -151,14 +204,23 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var downtime = lease["downtime"]![0]!;
         Say($"lease {leaseId}: {lease["status"]} on node {lease["slots"]![0]!["node_id"]} — downtime {downtime["start"]} → {downtime["end"]} ({downtime["reason"]}, cause {downtime["cause"]})");
 
-        var leaseIds = new[] { leaseId, (string)reservedFilled["lease_id"]!, (string)interruptibleFilled["lease_id"]! };
+        Step("The notice runs out: the interruptible lease ends as preempted, cause market");
+        var preempted = await renter.WaitForAsync($"/v1/leases/{interruptibleLeaseId}", l => (string?)l["status"] is "completed" or "cancelled" or "failed" or "preempted",
+            TimeSpan.FromSeconds(60), "the interruptible lease to be preempted", ct);
+        Say($"lease {interruptibleLeaseId}: {preempted["status"]} at {preempted["ended_at"]}, cause {preempted["cause"]} ({preempted["status_reason"]})");
+        Say($"lease {displacingLeaseId} took over its slots at {displacingLease["start"]}");
+
+        Step("Every lease reaches its end");
+        var leaseIds = new[] { leaseId, gangLeaseId, (string)reservedFilled["lease_id"]!, interruptibleLeaseId, displacingLeaseId };
+        var endedLeases = new Dictionary<string, JsonNode>();
         foreach (var id in leaseIds)
         {
             var ended = await renter.WaitForAsync($"/v1/leases/{id}", l => (string?)l["status"] is "completed" or "cancelled" or "failed" or "preempted",
                 TimeSpan.FromSeconds(leaseSeconds + 90), $"lease {id} to reach its end", ct);
             Say($"lease {id} ({ended["accelerator_count"]} × {ended["accelerator_model"]}): {ended["status"]} at {ended["ended_at"]} ({ended["status_reason"]})");
-            if (id == leaseId) lease = ended;
+            endedLeases[id] = ended;
         }
+        lease = endedLeases[leaseId];
         await agentsStop.CancelAsync();
         await heartbeats;
 
@@ -183,7 +245,10 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
 
         return new DemoResult(providerOrg, renterOrg, clusterId, offerId, orderId, leaseId, (string)lease["status"]!,
             invoice, statement, trial, unfilled, Available(walletAfter), null)
-        { Lease = lease, SlaCredits = summary.SlaCredits, Prices = prices, Fleet = cluster };
+        {
+            Lease = lease, SlaCredits = summary.SlaCredits, Prices = prices, Fleet = cluster, GangLease = endedLeases[gangLeaseId],
+            PreemptedLease = endedLeases[interruptibleLeaseId], DisplacingLease = endedLeases[displacingLeaseId], LeaseCount = leaseIds.Length,
+        };
     }
 
     private static async Task<JsonNode> WaitFilledAsync(Api renter, string orderId, CancellationToken ct)

@@ -11,7 +11,7 @@ root.SetAction(async (result, ct) =>
     try
     {
         await scenario.RunAsync(result.GetValue(leaseSeconds), ct);
-        Console.WriteLine("\nDemo complete: listed, ordered, placed, run, invoiced and paid out.");
+        Console.WriteLine("\nDemo complete: listed, ordered, placed (a 16-GPU gang too), preempted with notice, replaced after a node failure, run, invoiced and paid out.");
         return 0;
     }
     catch (Exception ex) when (ex is ApiException or TimeoutException or InvalidOperationException)

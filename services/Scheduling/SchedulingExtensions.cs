@@ -2,6 +2,7 @@ using MassTransit;
 using Marketplace.Scheduling.Agents;
 using Marketplace.Scheduling.Leases;
 using Marketplace.Scheduling.Nodes;
+using Marketplace.Scheduling.Offers;
 using Marketplace.ServiceDefaults.Hosting;
 using Marketplace.ServiceDefaults.Messaging;
 
@@ -17,6 +18,8 @@ public static class SchedulingExtensions
             bus.AddConsumer<NodeHealthChangedConsumer, NodeHealthChangedConsumerDefinition>();
             bus.AddConsumer<NodeMaintenanceScheduledConsumer, NodeMaintenanceScheduledConsumerDefinition>();
             bus.AddConsumer<NodeMaintenanceCancelledConsumer, NodeMaintenanceCancelledConsumerDefinition>();
+            bus.AddConsumer<OfferPublishedConsumer, OfferPublishedConsumerDefinition>();
+            bus.AddConsumer<OfferWithdrawnConsumer, OfferWithdrawnConsumerDefinition>();
             bus.AddConsumer<OrderMatchedConsumer, OrderMatchedConsumerDefinition>();
             bus.AddConsumer<HoldRejectedConsumer, HoldRejectedConsumerDefinition>();
             bus.AddConsumer<PreemptionRequestedConsumer, PreemptionRequestedConsumerDefinition>();

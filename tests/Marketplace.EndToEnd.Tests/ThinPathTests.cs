@@ -2,18 +2,27 @@ using Xunit;
 using System.Text.Json.Nodes;
 using Dapper;
 using Marketplace.Demo;
+using Xunit.Abstractions;
 
 namespace Marketplace.EndToEnd.Tests;
 
 [Collection(StackCollection.Name)]
-public sealed class ThinPathTests(StackFixture fixture)
+public sealed class ThinPathTests(StackFixture fixture, ITestOutputHelper log)
 {
     [Fact]
     public async Task A_renter_order_is_matched_placed_run_invoiced_and_paid_out_through_the_gateway()
     {
         var output = new StringWriter();
-        var result = await new DemoScenario(fixture.Stack.GatewayUrl, Testing.MarketplaceStack.AdminKey, output)
-            .RunAsync(StackFixture.LeaseSeconds, CancellationToken.None);
+        DemoResult result;
+        try
+        {
+            result = await new DemoScenario(fixture.Stack.GatewayUrl, Testing.MarketplaceStack.AdminKey, output)
+                .RunAsync(StackFixture.LeaseSeconds, CancellationToken.None);
+        }
+        finally
+        {
+            log.WriteLine(output.ToString()); // what the demo printed, as infra/up.sh shows it
+        }
 
         Assert.Equal("completed", result.LeaseStatus);
         Assert.Equal("open", (string?)result.UnfilledOrder["status"]);
@@ -31,10 +40,28 @@ public sealed class ThinPathTests(StackFixture fixture)
         Assert.Equal("provider", (string?)downtime[0]!["cause"]);
         Assert.True(result.SlaCredits > 0, "an SLA credit for the downtime");
 
+        // The 16-GPU gang ran on two whole nodes (8 + 8) of one NVLink domain and fabric.
+        Assert.Equal("completed", (string?)result.GangLease!["status"]);
+        var gangNodes = result.GangLease["slots"]!.AsArray().GroupBy(s => (string)s!["node_id"]!).ToList();
+        Assert.Equal([8, 8], gangNodes.Select(g => g.Count()));
+        var domains = nodes.Where(n => gangNodes.Any(g => g.Key == (string?)n!["id"])).Select(n => (string?)n!["nvlink_domain"]).Distinct();
+        Assert.Single(domains);
+
+        // The interruptible lease got notice, then ended as preempted (cause market) exactly when the notice ran out,
+        // and the displacing on-demand lease ran on its slots from that moment.
+        var preempted = result.PreemptedLease!;
+        var displacing = result.DisplacingLease!;
+        Assert.Equal(("preempted", "market"), ((string?)preempted["status"], (string?)preempted["cause"]));
+        Assert.Equal((DateTimeOffset)preempted["preempt_at"]!, (DateTimeOffset)preempted["ended_at"]!);
+        Assert.Equal((DateTimeOffset)preempted["ended_at"]!, (DateTimeOffset)displacing["start"]!);
+        Assert.Contains("displaced by a higher-priority on_demand order", (string?)preempted["status_reason"] ?? "");
+        Assert.Equal(SlotIds(preempted), SlotIds(displacing));
+        Assert.Equal("completed", (string?)displacing["status"]);
+
         // Invoice, statement and wallet agree to the minor unit, and the ledger balances.
         var total = (long)result.Invoice["total"]!["amount"]!;
         var lines = result.Invoice["lines"]!.AsArray();
-        Assert.Equal(3, lines.Count);
+        Assert.Equal(result.LeaseCount, lines.Count);
         Assert.All(lines, l => Assert.True((long)l!["amount"]!["amount"]! > 0));
         var gross = (long)result.Statement["gross"]!["amount"]!;
         var fee = (long)result.Statement["platform_fee"]!["amount"]!;
@@ -75,6 +102,9 @@ public sealed class ThinPathTests(StackFixture fixture)
         await Testing.Eventually.True(() => Task.FromResult(ConsumedInTrace(fixture.Stack.ReadLog("Scheduling"), traceId)),
             what: $"Scheduling to consume NodeRegistered in trace {traceId}");
     }
+
+    private static IEnumerable<string> SlotIds(JsonNode lease) =>
+        lease["slots"]!.AsArray().Select(s => (string)s!["slot_id"]!).Order();
 
     private static bool ConsumedInTrace(string log, string traceId) =>
         log.Split('\n').Any(line => line.Contains(traceId) && line.Contains("Consumed NodeRegistered"));

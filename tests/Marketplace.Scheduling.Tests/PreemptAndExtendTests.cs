@@ -67,6 +67,45 @@ public sealed class PreemptAndExtendTests(SchedulingFixture f) : IClassFixture<S
     }
 
     [Fact]
+    public async Task A_displacing_match_that_overtakes_its_preemption_is_placed_on_the_interruptible_lease_s_slots_from_the_end_of_the_notice()
+    {
+        var (victim, victimMatch, node) = await ActiveLeaseAsync(interruptible: true, noticeSeconds: 30);
+        f.Clock.Advance(TimeSpan.FromMinutes(5));
+        var decidedAt = f.Clock.GetUtcNow();
+        // Bidding sold the victim's capacity again from its clearing time + the notice; its PreemptionRequested is stamped
+        // a few milliseconds later in the same transaction. The OrderMatched reaches Scheduling first.
+        var soldFrom = decidedAt.AddSeconds(30).AddMilliseconds(-3);
+        var displacing = f.Match(Guid.NewGuid(), victimMatch.ProviderOrgId, [node.NodeId], 2, soldFrom, decidedAt.AddHours(1));
+
+        await f.Bus.Publish(displacing);
+        await Task.Delay(500); // lets the match be tried first and wait for the preemption; the outcome must not depend on it
+        f.Clock.Advance(TimeSpan.FromSeconds(2)); // Scheduling hears of the preemption 2 s after the market decided
+        await f.Bus.Publish(new PreemptionRequested(victimMatch.MatchId, victimMatch.OrderId, "displaced by a higher-priority on_demand order", 30, decidedAt));
+
+        var placed = Assert.IsType<LeaseScheduled>(await f.OutcomeAsync(displacing.MatchId));
+        Assert.Equal(victim.SlotIds.Order(), placed.SlotIds.Order());
+        var notice = await f.EventAsync<PreemptionNoticeGiven>(e => e.LeaseId == victim.LeaseId);
+        Assert.Equal(decidedAt.AddSeconds(30), notice.PreemptAt); // counted from the market's decision, not from its arrival
+        Assert.Equal(0, await f.OverlappingBookingsAsync());
+
+        await f.AdvanceAndRunAsync(TimeSpan.FromSeconds(28), async () => await f.StatusAsync(placed.LeaseId) == "active");
+        var ended = await f.EventAsync<LeaseEnded>(e => e.LeaseId == victim.LeaseId);
+        Assert.Equal(("preempted", "market", soldFrom), (ended.Status, ended.Cause, ended.At)); // it yielded the 3 ms to the new lease
+    }
+
+    [Fact]
+    public async Task A_match_blocked_by_an_interruptible_lease_that_gets_no_preemption_fails_after_a_few_seconds_with_a_reason()
+    {
+        var (_, victimMatch, node) = await ActiveLeaseAsync(interruptible: true, noticeSeconds: 30);
+        var start = f.Clock.GetUtcNow().AddMinutes(1);
+
+        var failed = Assert.IsType<PlacementFailed>(await f.PlaceAsync(
+            f.Match(Guid.NewGuid(), victimMatch.ProviderOrgId, [node.NodeId], 1, start, start.AddHours(1))));
+
+        Assert.Contains("only 0 of 1 h100-sxm slots are free on the offered nodes", failed.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task The_renter_extends_a_lease_when_the_same_slots_are_free_and_it_completes_at_the_new_end()
     {
         var (lease, match, _) = await ActiveLeaseAsync();

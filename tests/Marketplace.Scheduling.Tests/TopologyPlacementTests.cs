@@ -73,6 +73,37 @@ public sealed class TopologyPlacementTests
         var verifiedOnly = Placement.Place(nodes, new PlacementRequest(8, RequireVerified: true));
         Assert.False(verifiedOnly.Placed);
         Assert.Equal((PlacementFailure.NotEnoughFree, 4, 3), (verifiedOnly.Failure, verifiedOnly.FreeCount, verifiedOnly.ExcludedNodes));
+        Assert.Equal(new Exclusions(Unhealthy: 1, InMaintenance: 1, Unverified: 1, Avoided: 0), verifiedOnly.Excluded);
+    }
+
+    [Fact]
+    public void An_offer_of_part_of_a_node_is_placed_only_on_its_slots_even_when_other_slots_are_free()
+    {
+        // Node 1 offers its slots 4..7 only; node 2 is whole and free but not listed at all.
+        var part = Node(1, ClusterA, null, "ib", 8, busy: 0);
+        var whole = Node(2, ClusterA, null, "ib", 8);
+        var offered = part.Slots.Where(s => s.Index >= 4).Select(s => s.SlotId).ToHashSet();
+
+        var four = Placement.Place([part, whole], new PlacementRequest(4, AllowedSlots: offered));
+        Assert.Equal([4, 5, 6, 7], four.Slots.Select(s => s.Index));
+        Assert.All(four.Slots, s => Assert.Equal(part.NodeId, s.NodeId));
+
+        var five = Placement.Place([part, whole], new PlacementRequest(5, AllowedSlots: offered));
+        Assert.Equal((PlacementFailure.NotEnoughFree, 4), (five.Failure, five.FreeCount));
+    }
+
+    [Fact]
+    public void Placement_never_leaves_the_allowed_slots()
+    {
+        Cases.SelectMany(c => Gen.Bool.Array[c.Nodes.Sum(n => n.Slots.Count)], (c, allow) => (c.Nodes, c.Request, Allow: allow))
+            .Sample(c =>
+            {
+                var allowed = c.Nodes.SelectMany(n => n.Slots).Where((_, i) => c.Allow[i]).Select(s => s.SlotId).ToHashSet();
+                var result = Placement.Place(c.Nodes, c.Request with { AllowedSlots = allowed });
+                var allowedFree = c.Nodes.Where(n => Usable(n, c.Request)).SelectMany(n => n.Slots).Count(s => !s.Busy && allowed.Contains(s.SlotId));
+                return result.Slots.All(s => allowed.Contains(s.SlotId))
+                    && (result.Placed ? result.Slots.Count == c.Request.Count : result.FreeCount == allowedFree);
+            });
     }
 
     private static Gen<T> Pick<T>(params T[] values) => Gen.Int[0, values.Length - 1].Select(i => values[i]);

@@ -24,8 +24,13 @@ public sealed record CandidateNode(
     public string FabricKey => $"{ClusterId:N}/{Fabric ?? "-"}";
 }
 
-/// <summary>What to place: <paramref name="Count"/> accelerators, optionally only on verified nodes and never on <paramref name="AvoidNodes"/>.</summary>
-public sealed record PlacementRequest(int Count, bool RequireVerified = false, IReadOnlySet<Guid>? AvoidNodes = null);
+/// <summary>
+/// What to place: <paramref name="Count"/> accelerators, optionally only on verified nodes, never on
+/// <paramref name="AvoidNodes"/>, and, when <paramref name="AllowedSlots"/> is set, only on those slots (an offer of part
+/// of its nodes); the other slots of a candidate node are not for sale to this request, whether free or not.
+/// </summary>
+public sealed record PlacementRequest(
+    int Count, bool RequireVerified = false, IReadOnlySet<Guid>? AvoidNodes = null, IReadOnlySet<Guid>? AllowedSlots = null);
 
 /// <summary>Why nothing was placed.</summary>
 public enum PlacementFailure
@@ -39,10 +44,18 @@ public enum PlacementFailure
     Fragmented,
 }
 
+/// <summary>How many candidate nodes were left out, by cause (a node with several causes counts under the first).</summary>
+public readonly record struct Exclusions(int Unhealthy, int InMaintenance, int Unverified, int Avoided)
+{
+    public int Total => Unhealthy + InMaintenance + Unverified + Avoided;
+}
+
 /// <summary>The outcome of placement: the chosen slots, or why none could be chosen.</summary>
-public sealed record PlacementResult(IReadOnlyList<SlotState> Slots, int FreeCount, int ExcludedNodes, PlacementFailure Failure)
+public sealed record PlacementResult(IReadOnlyList<SlotState> Slots, int FreeCount, Exclusions Excluded, PlacementFailure Failure)
 {
     public bool Placed => Failure == PlacementFailure.None;
+
+    public int ExcludedNodes => Excluded.Total;
 
     /// <summary>The most free slots any single cluster fabric has (what a renter could get instead).</summary>
     public int LargestFabricFree { get; init; }
@@ -52,7 +65,8 @@ public sealed record PlacementResult(IReadOnlyList<SlotState> Slots, int FreeCou
 /// Chooses concrete slots for <c>count</c> accelerators on a provider's topology. Pure: same input, same answer on
 /// every instance (ties break by node id, never by input order).
 /// <list type="bullet">
-/// <item>Unhealthy, in-maintenance, avoided and (when asked) unverified nodes are never used.</item>
+/// <item>Unhealthy, in-maintenance, avoided and (when asked) unverified nodes are never used; with allowed slots, no
+/// other slot is ever used.</item>
 /// <item>An order that fits one node goes to the node with the fewest free slots that still fits (best fit): small
 /// orders fill partly used nodes and whole nodes stay whole for gangs.</item>
 /// <item>A gang larger than every node takes whole nodes inside one NVLink domain when one domain can hold it
@@ -76,20 +90,22 @@ public static class Placement
     public static PlacementResult Place(IReadOnlyList<CandidateNode> candidates, PlacementRequest request)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.Count);
+        if (request.AllowedSlots is { } allowed)
+            candidates = candidates.Select(c => c with { Slots = c.Slots.Where(s => allowed.Contains(s.SlotId)).ToList() })
+                .Where(c => c.Slots.Count > 0).ToList();
         var count = request.Count;
         // One pass over the fleet without allocating per node: usable nodes, their free counts, the best single fit.
         // Free slot lists are built only for the nodes a multi-node gang may use.
         var usable = new List<(CandidateNode Node, int Free)>(candidates.Count);
-        var excluded = 0;
+        var excluded = new Exclusions();
         var totalFree = 0;
         CandidateNode? single = null;
         var singleFree = int.MaxValue;
         foreach (var c in candidates)
         {
-            if (!c.Healthy || c.InMaintenance || (request.RequireVerified && !c.Verified)
-                || (request.AvoidNodes?.Contains(c.NodeId) ?? false))
+            if (!c.Healthy || c.InMaintenance || (request.RequireVerified && !c.Verified) || (request.AvoidNodes?.Contains(c.NodeId) ?? false))
             {
-                excluded++;
+                excluded = Exclude(excluded, c, request);
                 continue;
             }
             var free = 0;
@@ -120,7 +136,13 @@ public static class Placement
         return new PlacementResult(Fill(nodes, count), totalFree, excluded, PlacementFailure.None);
     }
 
-    private static PlacementResult Failed(List<(CandidateNode Node, int Free)> usable, int totalFree, int excluded, PlacementFailure failure) =>
+    private static Exclusions Exclude(Exclusions e, CandidateNode c, PlacementRequest request) =>
+        request.AvoidNodes?.Contains(c.NodeId) ?? false ? e with { Avoided = e.Avoided + 1 }
+        : !c.Healthy ? e with { Unhealthy = e.Unhealthy + 1 }
+        : c.InMaintenance ? e with { InMaintenance = e.InMaintenance + 1 }
+        : e with { Unverified = e.Unverified + 1 };
+
+    private static PlacementResult Failed(List<(CandidateNode Node, int Free)> usable, int totalFree, Exclusions excluded, PlacementFailure failure) =>
         new([], totalFree, excluded, failure)
         {
             LargestFabricFree = usable.Count == 0 ? 0 : usable.GroupBy(n => n.Node.FabricKey).Max(g => g.Sum(n => n.Free)),

@@ -14,7 +14,7 @@ internal sealed class LockedLease
 {
     public const string Columns = """
         id, order_id, renter_org_id, provider_org_id, status, accelerator_model, start_at, end_at, started_at, preempt_at,
-        preemption_notice_seconds, ssh_public_key, container_image
+        preemption_notice_seconds, ssh_public_key, container_image, verified_only, offer_id, offered_node_ids, offered_slot_ids
         """;
 
     public Guid Id { get; init; }
@@ -30,8 +30,15 @@ internal sealed class LockedLease
     public int PreemptionNoticeSeconds { get; init; }
     public string? SshPublicKey { get; init; }
     public string? ContainerImage { get; init; }
+    public bool VerifiedOnly { get; init; }
+    public Guid? OfferId { get; init; }
+    public Guid[]? OfferedNodeIds { get; init; }
+    public Guid[]? OfferedSlotIds { get; init; }
 
     public bool IsTerminal => LeaseLifecycle.Terminal.Contains(Status);
+
+    /// <summary>Where its bookings end: the planned end, or the end of its preemption notice when it got one.</summary>
+    public DateTimeOffset Until => PreemptAt is { } p && p < EndAt ? p : EndAt;
 }
 
 /// <summary>The transitions every path shares (due work, the renter's cancel, a rejected hold, node failures).</summary>
@@ -53,9 +60,10 @@ internal static class LeaseLifecycle
     /// Ends a lease that has not ended: its bookings shrink to end now (to nothing before the start), so the slots are
     /// free again; open downtime closes; pending due work is cancelled; agents get stop instructions; LeaseEnded goes out.
     /// </summary>
-    public static async Task EndAsync(Tx tx, LockedLease lease, string status, string cause, string reason, CancellationToken ct)
+    public static async Task EndAsync(Tx tx, LockedLease lease, string status, string cause, string reason, CancellationToken ct,
+        DateTimeOffset? at = null)
     {
-        var now = tx.Now;
+        var now = at is { } t && t < tx.Now ? t : tx.Now;
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE leases SET status = @status, cause = @cause, status_reason = @reason, ended_at = @now WHERE id = @Id;
             UPDATE bookings
@@ -129,8 +137,10 @@ internal sealed class PreemptLease : IDueWorkHandler
         var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is null || lease.IsTerminal) return;
         var reason = JsonDocument.Parse(item.Payload).RootElement.TryGetProperty("reason", out var r) ? r.GetString() : null;
+        if (reason?.StartsWith("preempted: ", StringComparison.Ordinal) == true) reason = reason["preempted: ".Length..]; // Bidding's wording
+        // It ends exactly when the notice ran out, where the displacing lease's bookings begin, however late the runner is.
         await LeaseLifecycle.EndAsync(tx, lease, "preempted", "market",
-            $"preempted after notice: {reason ?? "the capacity was taken by a higher-priority order"}", ct);
+            $"preempted after notice: {reason ?? "the capacity was taken by a higher-priority order"}", ct, lease.PreemptAt);
     }
 }
 

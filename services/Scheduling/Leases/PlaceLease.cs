@@ -9,51 +9,62 @@ using Npgsql;
 namespace Marketplace.Scheduling.Leases;
 
 /// <summary>
-/// Places a match on concrete slots: reads the free slots of the offered nodes, chooses them, books them and schedules
-/// the lease's start and end, all in one transaction with the inbox mark and the outbox event.
+/// Places a match on concrete slots: reads the free slots of the offered nodes without locks, chooses, locks only the
+/// chosen slots, re-checks them and books them, and schedules the lease's start and end, all in one transaction with
+/// the inbox mark and the outbox event.
 /// </summary>
+/// <remarks>
+/// Concurrency: every placement locks the slots it chose (transaction-scoped advisory locks) before it books them.
+/// A slot another placement is booking right now counts as busy and the choice is made again, so concurrent placements
+/// on one offer take different slots (still best fit: usually the next slots of the same node) and commit in parallel.
+/// Only when every fitting slot is being booked does a placement start over and wait for the locks of its choice, taken
+/// in slot order so two waiting placements never deadlock. After locking it re-checks that the slots are still free:
+/// anyone who booked them held their locks until commit. The exclusion constraint stays the final arbiter against the
+/// paths that book without these locks (replacement, extension); a conflict or a deadlock there starts over on fresh
+/// data. After <see cref="MaxAttempts"/> attempts the match fails with a reason and the order goes back to the book.
+/// </remarks>
 internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> logger) : IConsumer<OrderMatched>
 {
     public const string ConsumerName = "order-matched";
+    private const int MaxAttempts = 5;
+
+    /// <summary>Redeliveries (0.2 + 1 + 3 s) a match blocked by interruptible leases waits for their PreemptionRequested.</summary>
+    private const int AwaitPreemptionRetries = 3;
+    private const int MaxRounds = 8;
+
+    private enum Outcome { Done, Contended }
 
     public async Task Consume(ConsumeContext<OrderMatched> context)
     {
-        // A concurrent placement may take our slots between our read and our insert; the exclusion constraint rejects
-        // the loser (or PostgreSQL breaks a deadlock between two gangs inserting into each other's slots). A retry on
-        // fresh data places elsewhere if the nodes still have room.
-        for (var attempt = 1; attempt <= 3; attempt++)
+        var wait = false;
+        for (var attempt = 1; attempt <= MaxAttempts; attempt++)
         {
             try
             {
-                await PlaceAsync(context, context.CancellationToken);
-                return;
+                if (await PlaceAsync(context, wait, context.CancellationToken) == Outcome.Done) return;
+                wait = true; // every fitting slot was being booked by someone else: queue for them next time
+                logger.LogDebug("Placement of match {MatchId} found its slots being booked by others (attempt {Attempt})",
+                    context.Message.MatchId, attempt);
             }
             catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.ExclusionViolation or PostgresErrorCodes.DeadlockDetected)
             {
-                logger.LogInformation("Placement of match {MatchId} lost a race for its slots (attempt {Attempt})",
-                    context.Message.MatchId, attempt);
+                logger.LogInformation("Placement of match {MatchId} lost a race for its slots ({SqlState}, attempt {Attempt})",
+                    context.Message.MatchId, e.SqlState, attempt);
             }
         }
-        await FailAsync(context, "the offered slots were booked by other leases while this order was being placed; "
+        await FailAsync(context, $"the offered slots were booked by other leases while this order was being placed ({MaxAttempts} attempts); "
             + "the order goes back to the book", context.CancellationToken);
     }
 
-    private async Task PlaceAsync(ConsumeContext<OrderMatched> context, CancellationToken ct)
+    private async Task<Outcome> PlaceAsync(ConsumeContext<OrderMatched> context, bool wait, CancellationToken ct)
     {
         var m = context.Message;
         var start = m.Start.ToUniversalTime();
         var end = m.End.ToUniversalTime();
         await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, ConsumerName)) return;
+        if (!await tx.FirstDeliveryAsync(context, ConsumerName)) return Outcome.Done;
 
         var nodeIds = m.NodeIds.Distinct().Order().ToArray();
-        // Placements on the same nodes take turns: each locks the offered nodes, always in the same order, before it reads
-        // their free slots. Without it, concurrent placements read the same free slots and then lose to the exclusion
-        // constraint or deadlock on each other's inserts. Placements on other nodes still run in parallel.
-        foreach (var nodeId in nodeIds)
-            await tx.Connection.ExecuteAsync(new CommandDefinition(
-                "SELECT pg_advisory_xact_lock(hashtext('scheduling.node'), hashtext(@nodeId::text))",
-                new { nodeId }, tx.Transaction, cancellationToken: ct));
         var nodes = (await tx.Connection.QueryAsync<KnownNode>(new CommandDefinition(
             "SELECT id, provider_org_id, accelerator_model FROM nodes WHERE id = ANY(@nodeIds)",
             new { nodeIds }, tx.Transaction, cancellationToken: ct))).AsList();
@@ -64,31 +75,82 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             throw new NodesNotKnownYetException($"nodes {string.Join(", ", missing)} of match {m.MatchId} are not registered here yet");
         }
 
-        string? reason = null;
         if (m.AcceleratorCount <= 0 || end <= start)
-            reason = "the match asks for no accelerators or an empty time window";
+        {
+            await RefuseAsync(tx, m, "the match asks for no accelerators or an empty time window", ct);
+            return Outcome.Done;
+        }
         var eligible = nodes.Where(n => n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel)
             .Select(n => n.Id).ToArray();
-        var candidates = eligible.Length == 0
-            ? []
-            : await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct);
-        var placement = reason is null ? Placement.Place(candidates, new PlacementRequest(m.AcceleratorCount)) : null;
-        if (placement is not { Placed: true })
+        var request = Request(m);
+        var candidates = eligible.Length == 0 ? [] : await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
+        var taken = new HashSet<Guid>(); // slots other placements hold locks on: busy for this attempt
+        for (var round = 1; round <= MaxRounds; round++)
         {
-            reason ??= Explain(placement!, m.AcceleratorModel, m.AcceleratorCount, start, end);
-            await tx.PublishAsync(new PlacementFailed(m.MatchId, m.OrderId, reason, tx.Now), ct);
-            await tx.CommitAsync(ct);
-            return;
+            var placement = Placement.Place(taken.Count == 0 ? candidates : MarkBusy(candidates, taken), request);
+            if (!placement.Placed)
+            {
+                if (taken.Count > 0) return Outcome.Contended;
+                // A displacing match travels apart from the PreemptionRequested that frees its slots: give it time to arrive.
+                if (context.GetRetryAttempt() < AwaitPreemptionRetries
+                    && await AwaitsPreemptionAsync(tx, eligible, start, end, ct))
+                    throw new PreemptionNotYetKnownException(
+                        $"match {m.MatchId}: the offered slots are held by interruptible leases that have had no preemption notice yet");
+                await RefuseAsync(tx, m, Explain(placement, m, start, end), ct);
+                return Outcome.Done;
+            }
+            var chosen = placement.Slots.Select(s => s.SlotId).Order().ToArray();
+            if (wait)
+                await SlotLocks.WaitAsync(tx, chosen, ct);
+            else
+            {
+                var refused = await SlotLocks.TryAsync(tx, chosen, ct);
+                if (refused.Count > 0)
+                {
+                    taken.UnionWith(refused);
+                    continue;
+                }
+            }
+            // Whoever booked these slots since our read held their locks until commit: a fresh read now sees it.
+            if (await Booking.AnyBookedAsync(tx.Connection, tx.Transaction, chosen, start, end, ct))
+            {
+                candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
+                continue;
+            }
+            await Booking.YieldAsync(tx, chosen, start, end, ct);
+            await BookAsync(tx, m, nodeIds, start, end, chosen, ct);
+            return Outcome.Done;
         }
+        return Outcome.Contended;
+    }
 
+    /// <summary>Whether interruptible leases without notice hold slots of these nodes in [start, end): a preemption may be on its way.</summary>
+    private static Task<bool> AwaitsPreemptionAsync(Tx tx, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, CancellationToken ct) =>
+        tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition("""
+            SELECT EXISTS (
+              SELECT 1 FROM bookings b JOIN gpu_slots s ON s.id = b.slot_id JOIN leases l ON l.id = b.lease_id
+              WHERE s.node_id = ANY(@nodeIds) AND b.during && tstzrange(@start, @end, '[)')
+                AND l.interruptible AND l.preempt_at IS NULL AND l.status IN ('scheduled', 'provisioning', 'active'))
+            """, new { nodeIds, start, end }, tx.Transaction, cancellationToken: ct));
+
+    private static IReadOnlyList<CandidateNode> MarkBusy(IReadOnlyList<CandidateNode> candidates, HashSet<Guid> taken) =>
+        candidates.Select(c => c.Slots.Any(s => taken.Contains(s.SlotId))
+            ? c with { Slots = c.Slots.Select(s => taken.Contains(s.SlotId) ? s with { Busy = true } : s).ToList() }
+            : c).ToList();
+
+    private static async Task BookAsync(Tx tx, OrderMatched m, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, Guid[] slotIds, CancellationToken ct)
+    {
         var lease = new NewLease(NewId.NextSequentialGuid(), m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
             m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour.Amount, m.PricePerHour.Currency, tx.Now)
         {
             Interruptible = m.Interruptible,
             PreemptionNoticeSeconds = Math.Max(0, m.PreemptionNoticeSeconds),
             SlaLevel = string.IsNullOrWhiteSpace(m.SlaLevel) ? "standard" : m.SlaLevel,
+            OfferId = m.OfferId,
+            OfferedNodeIds = nodeIds,
+            OfferedSlotIds = m.SlotIds?.Distinct().Order().ToArray(),
+            VerifiedOnly = m.VerifiedOnly,
         };
-        var slotIds = placement.Slots.Select(s => s.SlotId).ToArray();
         await Booking.InsertAsync(tx.Connection, tx.Transaction, lease, slotIds, ct);
         await tx.ScheduleAsync(LeaseLifecycle.Activate, lease.Id.ToString(), start, ct);
         await tx.ScheduleAsync(LeaseLifecycle.Complete, lease.Id.ToString(), end, ct);
@@ -101,24 +163,48 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         await tx.CommitAsync(ct);
     }
 
-    private async Task FailAsync(ConsumeContext<OrderMatched> context, string reason, CancellationToken ct)
+    private static async Task RefuseAsync(Tx tx, OrderMatched m, string reason, CancellationToken ct)
     {
-        await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, ConsumerName)) return;
-        await tx.PublishAsync(new PlacementFailed(context.Message.MatchId, context.Message.OrderId, reason, tx.Now), ct);
+        await tx.PublishAsync(new PlacementFailed(m.MatchId, m.OrderId, reason, tx.Now), ct);
         await tx.CommitAsync(ct);
     }
 
-    /// <summary>Why a placement failed, in words the renter can act on.</summary>
-    internal static string Explain(PlacementResult placement, string model, int count, DateTimeOffset start, DateTimeOffset end)
+    private async Task FailAsync(ConsumeContext<OrderMatched> context, string reason, CancellationToken ct)
     {
-        var excluded = placement.ExcludedNodes == 0
-            ? ""
-            : $"; {placement.ExcludedNodes} offered node(s) are unhealthy, unverified or in maintenance then";
-        return placement.Failure == PlacementFailure.Fragmented
-            ? $"{placement.FreeCount} {model} slots are free on the offered nodes between {Format(start)} and {Format(end)}, "
-              + $"but no single cluster fabric holds {count} of them (at most {placement.LargestFabricFree}); a gang never spans two fabrics{excluded}"
-            : $"only {placement.FreeCount} of {count} {model} slots are free on the offered nodes between {Format(start)} and {Format(end)}{excluded}";
+        await using var tx = await db.BeginAsync(ct);
+        if (await tx.FirstDeliveryAsync(context, ConsumerName)) await RefuseAsync(tx, context.Message, reason, ct);
+    }
+
+    /// <summary>What the match asks for: its count, on the offer's slots when it is part of its nodes, verified if wished.</summary>
+    internal static PlacementRequest Request(OrderMatched m) =>
+        new(m.AcceleratorCount, m.VerifiedOnly, AllowedSlots: m.SlotIds is null ? null : m.SlotIds.ToHashSet());
+
+    /// <summary>Why a placement failed, in words the renter can act on: how much was free, and why nodes were left out.</summary>
+    internal static string Explain(PlacementResult placement, OrderMatched m, DateTimeOffset start, DateTimeOffset end)
+    {
+        var where = m.SlotIds is null ? "on the offered nodes" : "on the offered slots";
+        var free = placement.Failure == PlacementFailure.Fragmented
+            ? $"{placement.FreeCount} {m.AcceleratorModel} slots are free {where} between {Format(start)} and {Format(end)}, "
+              + $"but no single cluster fabric holds {m.AcceleratorCount} of them (at most {placement.LargestFabricFree}); a gang never spans two fabrics"
+            : $"only {placement.FreeCount} of {m.AcceleratorCount} {m.AcceleratorModel} slots are free {where} between {Format(start)} and {Format(end)}";
+        return free + Excluded(placement.Excluded);
+    }
+
+    /// <summary>"; of the offered nodes, 1 is unhealthy and 2 are unverified (…)", or nothing when no node was left out (avoided ones are not news).</summary>
+    internal static string Excluded(Exclusions e, string of = "of the offered nodes")
+    {
+        var parts = new List<string>();
+        if (e.Unhealthy > 0) parts.Add($"{Are(e.Unhealthy)} unhealthy");
+        if (e.InMaintenance > 0) parts.Add($"{Are(e.InMaintenance)} in maintenance then");
+        if (e.Unverified > 0) parts.Add($"{Are(e.Unverified)} unverified (the order asks for verified capacity only)");
+        return parts.Count switch
+        {
+            0 => "",
+            1 => $"; {of}, {parts[0]}",
+            _ => $"; {of}, " + string.Join(", ", parts[..^1]) + " and " + parts[^1],
+        };
+
+        static string Are(int n) => n == 1 ? "1 is" : $"{n} are";
     }
 
     internal static string Format(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);
@@ -128,6 +214,8 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
 
 internal sealed class NodesNotKnownYetException(string message) : Exception(message);
 
+internal sealed class PreemptionNotYetKnownException(string message) : Exception(message);
+
 internal sealed class OrderMatchedConsumerDefinition : ConsumerDefinition<OrderMatchedConsumer>
 {
     public OrderMatchedConsumerDefinition() => ConcurrentMessageLimit = 16;
@@ -135,10 +223,11 @@ internal sealed class OrderMatchedConsumerDefinition : ConsumerDefinition<OrderM
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<OrderMatchedConsumer> consumerConfigurator, IRegistrationContext context)
     {
-        // Longer than the bus default: a node's registration may still be on its way.
+        // Longer than the bus default: a node's registration, or the preemption that frees the slots, may still be on its way.
         consumerConfigurator.UseMessageRetry(r =>
         {
             r.Handle<NodesNotKnownYetException>();
+            r.Handle<PreemptionNotYetKnownException>();
             r.Intervals(TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30));
         });
     }

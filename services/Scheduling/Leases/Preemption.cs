@@ -28,20 +28,30 @@ internal sealed class PreemptionRequestedConsumer(Db db, ILogger<PreemptionReque
             return;
         }
 
+        // The notice runs from the market's decision, when Bidding sold the capacity again from the notice's end: the
+        // displacing lease is booked from exactly then. A request that arrives late never ends the lease before now.
         var notice = Math.Max(Math.Max(0, m.NoticeSeconds), lease.PreemptionNoticeSeconds);
-        var preemptAt = tx.Now.AddSeconds(notice);
+        var decided = m.At.ToUniversalTime() < tx.Now ? m.At.ToUniversalTime() : tx.Now;
+        var preemptAt = Max(decided.AddSeconds(notice), tx.Now);
         if (preemptAt >= lease.EndAt)
         {
             logger.LogInformation("Lease {LeaseId} ends at {End}, before its preemption would: it completes as planned", lease.Id, lease.EndAt);
             await tx.CommitAsync(ct);
             return;
         }
-        await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE leases SET preempt_at = @preemptAt WHERE id = @Id", new { preemptAt, lease.Id }, tx.Transaction, cancellationToken: ct));
+        // The slots are free for the displacing lease from preempt_at on: the bookings end there now (to nothing when the
+        // lease had not started by then).
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE leases SET preempt_at = @preemptAt WHERE id = @Id;
+            UPDATE bookings SET during = tstzrange(lower(during), greatest(lower(during), least(upper(during), @preemptAt)), '[)')
+            WHERE lease_id = @Id AND NOT released;
+            """, new { preemptAt, lease.Id }, tx.Transaction, cancellationToken: ct));
         await tx.ScheduleAsync(LeaseLifecycle.Preempt, lease.Id.ToString(), preemptAt, ct, new { reason = m.Reason });
         await tx.PublishAsync(new PreemptionNoticeGiven(lease.Id, lease.OrderId, preemptAt, m.Reason, tx.Now), ct);
         await tx.CommitAsync(ct);
     }
+
+    private static DateTimeOffset Max(DateTimeOffset a, DateTimeOffset b) => a > b ? a : b;
 }
 
 internal sealed class PreemptionRequestedConsumerDefinition : ConsumerDefinition<PreemptionRequestedConsumer>

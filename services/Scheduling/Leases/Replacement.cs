@@ -8,7 +8,8 @@ namespace Marketplace.Scheduling.Leases;
 
 /// <summary>
 /// Moves a lease's slots off a node that can no longer serve it (unhealthy, in maintenance, its agent silent) onto
-/// equivalent spare capacity: same provider, same model, same cluster fabric, for the rest of the lease's window.
+/// equivalent spare capacity: same provider, same model, same cluster fabric, for the rest of the lease's window; the
+/// lease's own offer first, then capacity no other active offer sells (see <see cref="ChooseSpareAsync"/>).
 /// The old bookings shrink to the moment of the move and new ones are inserted in the same transaction, so the
 /// exclusion constraint arbitrates against any concurrent placement (a loser raises 23P01 and its transaction retries).
 /// When nothing equivalent is free, the lease ends as failed with cause provider.
@@ -29,7 +30,7 @@ internal static class Replacement
                     SELECT 1 FROM node_maintenance m
                     WHERE m.node_id = n.id AND m.cancelled_at IS NULL AND m.during && tstzrange(@from, @EndAt, '[)')))
             ORDER BY n.id
-            """, new { lease.Id, from, lease.EndAt }, tx.Transaction, cancellationToken: ct));
+            """, new { lease.Id, from, EndAt = lease.Until }, tx.Transaction, cancellationToken: ct));
         foreach (var (nodeId, why) in bad)
             if (!await MoveOffNodeAsync(tx, lease, nodeId, from, why, options, ct))
                 return false;
@@ -51,20 +52,9 @@ internal static class Replacement
             SELECT b.id, b.slot_id FROM bookings b JOIN gpu_slots s ON s.id = b.slot_id
             WHERE b.lease_id = @Id AND s.node_id = @nodeId AND NOT b.released AND upper(b.during) > @from
             """, new { lease.Id, nodeId, from }, tx.Transaction, cancellationToken: ct))).AsList();
-        if (old.Count == 0 || from >= lease.EndAt) return true;
+        if (old.Count == 0 || from >= lease.Until) return true;
 
-        // Equivalent capacity: the provider's nodes of the same model in the failed node's cluster fabric, never one this
-        // lease's agents already failed on.
-        var candidateIds = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
-            SELECT c.id FROM nodes f JOIN nodes c
-              ON c.provider_org_id = f.provider_org_id AND c.accelerator_model = f.accelerator_model
-             AND c.cluster_id = f.cluster_id AND c.fabric IS NOT DISTINCT FROM f.fabric AND c.id <> f.id
-            WHERE f.id = @nodeId
-              AND c.id NOT IN (SELECT node_id FROM assignments WHERE lease_id = @Id AND status = 'failed')
-            """, new { nodeId, lease.Id }, tx.Transaction, cancellationToken: ct))).ToArray();
-        var candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, candidateIds, from, lease.EndAt, ct);
-        var placement = Placement.Place(candidates, new PlacementRequest(old.Count, AvoidNodes: new HashSet<Guid> { nodeId }));
-
+        var placement = await ChooseSpareAsync(tx, lease, nodeId, old.Count, from, ct);
         // One interruption at a time: a second failure while the lease is already down extends the same downtime.
         var alreadyDown = running && await tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition(
             "SELECT EXISTS (SELECT 1 FROM lease_downtime WHERE lease_id = @Id AND end_at IS NULL)",
@@ -83,7 +73,7 @@ internal static class Replacement
             // EndAsync closes the downtime at the end.
             await LeaseLifecycle.EndAsync(tx, lease, "failed", "provider",
                 $"{reason}; no spare {lease.AcceleratorModel} capacity in its cluster fabric could replace its {old.Count} slot(s)"
-                + $" from {OrderMatchedConsumer.Format(from)}", ct);
+                + $" from {OrderMatchedConsumer.Format(from)} ({placement.Why})", ct);
             return false;
         }
 
@@ -93,7 +83,7 @@ internal static class Replacement
             SET during = tstzrange(lower(during), greatest(lower(during), least(upper(during), @from)), '[)'), released = true
             WHERE id = ANY(@ids)
             """, new { from, ids = old.Select(o => o.Id).ToArray() }, tx.Transaction, cancellationToken: ct));
-        await Booking.BookAsync(tx.Connection, tx.Transaction, lease.Id, newSlots, from, lease.EndAt, ct);
+        await Booking.BookAsync(tx.Connection, tx.Transaction, lease.Id, newSlots, from, lease.Until, ct);
 
         var agentsMustStart = options.RequireAgentAck && lease.Status is "active" or "provisioning";
         if (agentsMustStart)
@@ -107,6 +97,59 @@ internal static class Replacement
             await tx.PublishAsync(new LeaseResumed(lease.Id, lease.OrderId, now), ct);
         }
         return true;
+    }
+
+    /// <summary>The replacement's slots, or why there are none.</summary>
+    private sealed record Spare(IReadOnlyList<SlotState> Slots, string Why)
+    {
+        public bool Placed => Slots.Count > 0;
+    }
+
+    /// <summary>
+    /// Equivalent capacity: the provider's nodes of the same model in the failed node's cluster fabric, never the failed
+    /// node or one this lease's agents already failed on, and never a slot another active offer sells during the rest of
+    /// the lease. First the free slots of the lease's own offer (the capacity the renter bought from); then the provider's
+    /// capacity there that no other active offer sells in [from, end), so a replacement never takes what Bidding is
+    /// selling to someone else.
+    /// </summary>
+    private static async Task<Spare> ChooseSpareAsync(Tx tx, LockedLease lease, Guid nodeId, int count, DateTimeOffset from, CancellationToken ct)
+    {
+        var candidateIds = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
+            SELECT c.id FROM nodes f JOIN nodes c
+              ON c.provider_org_id = f.provider_org_id AND c.accelerator_model = f.accelerator_model
+             AND c.cluster_id = f.cluster_id AND c.fabric IS NOT DISTINCT FROM f.fabric AND c.id <> f.id
+            WHERE f.id = @nodeId
+              AND c.id NOT IN (SELECT node_id FROM assignments WHERE lease_id = @Id AND status = 'failed')
+            """, new { nodeId, lease.Id }, tx.Transaction, cancellationToken: ct))).ToArray();
+        var candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, candidateIds, from, lease.Until, ct);
+        var request = new PlacementRequest(count, lease.VerifiedOnly, new HashSet<Guid> { nodeId });
+
+        // 1. The lease's own offer: its slots, or every slot of its nodes.
+        if (lease.OfferedNodeIds is { } offeredNodes)
+        {
+            var own = lease.OfferedSlotIds?.ToHashSet()
+                ?? candidates.Where(c => offeredNodes.Contains(c.NodeId)).SelectMany(c => c.Slots).Select(s => s.SlotId).ToHashSet();
+            var inOffer = Placement.Place(candidates, request with { AllowedSlots = own });
+            if (inOffer.Placed) return new Spare(inOffer.Slots, "");
+        }
+
+        // 2. The provider's capacity in the fabric that no other active offer sells during the rest of the lease.
+        var unsold = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
+            SELECT s.id FROM gpu_slots s
+            WHERE s.node_id = ANY(@candidateIds)
+              AND NOT EXISTS (
+                SELECT 1 FROM offers o
+                WHERE o.provider_org_id = @ProviderOrgId AND o.withdrawn_at IS NULL AND o.id IS DISTINCT FROM @OfferId
+                  AND o.windows && tstzrange(@from, @EndAt, '[)')
+                  AND (s.id = ANY(o.slot_ids) OR (o.slot_ids IS NULL AND s.node_id = ANY(o.node_ids))))
+            """, new { candidateIds, lease.ProviderOrgId, lease.OfferId, from, EndAt = lease.Until }, tx.Transaction, cancellationToken: ct)))
+            .ToHashSet();
+        var outside = Placement.Place(candidates, request with { AllowedSlots = unsold });
+        if (outside.Placed) return new Spare(outside.Slots, "");
+        var sold = Placement.Place(candidates, request).FreeCount - outside.FreeCount;
+        return new Spare([], $"{outside.FreeCount} free in its offer or outside the provider's active offers"
+            + (sold > 0 ? $"; {sold} more free but sold in other offers" : "")
+            + OrderMatchedConsumer.Excluded(outside.Excluded, "of its fabric's other nodes"));
     }
 
     private static DateTimeOffset Max(DateTimeOffset a, DateTimeOffset b) => a > b ? a : b;
