@@ -90,6 +90,14 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         }, null, ct);
         Say($"offer {ascendOffer["id"]}: {ascendOffer["accelerator_count"]} × {AscendModel} at {Price(ascendOffer["ask_per_hour"]!)}/GPU-hour, interruptible from 5.00 CNY with 20 s notice");
 
+        Step("Provider connects its Stripe payout account (Stripe Connect onboarding)");
+        var payoutAccount = await provider.PostAsync("/v1/payout-accounts", new { country = "CN", email = "payouts@lotus.example" }, Guid.NewGuid().ToString(), ct);
+        using (var browser = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }))
+            (await browser.GetAsync((string)payoutAccount["onboarding"]!["url"]!, ct)).Dispose(); // stands for completing Stripe's onboarding form
+        var payoutsEnabled = await provider.WaitForAsync($"/v1/payout-accounts/{payoutAccount["id"]}", a => (bool?)a["payouts_enabled"] == true,
+            TimeSpan.FromSeconds(30), "Stripe's account.updated webhook to enable payouts", ct);
+        Say($"payout account {payoutsEnabled["stripe_account_id"]}: {payoutsEnabled["status"]} (signed account.updated webhook from Stripe)");
+
         Step("Renter searches and funds its wallet through Stripe");
         var found = await renter.GetAsync($"/v1/offers?accelerator_model={Model}&per_node=8&fabric=infiniband&jurisdiction=CN&compliance=data-residency&currency={Currency}&max_price=1600&sort=price", ct);
         Say($"search {Model}, 8 per node, InfiniBand, CN, data residency, ≤ 16.00 CNY/h: {found["data"]!.AsArray().Count} offer(s), best {Price(found["data"]![0]!["ask_per_hour"]!)}");

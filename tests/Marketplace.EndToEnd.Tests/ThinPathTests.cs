@@ -69,6 +69,9 @@ public sealed class ThinPathTests(StackFixture fixture, ITestOutputHelper log)
         var net = (long)result.Statement["net"]!["amount"]!;
         Assert.Equal(gross - fee - credits, net);
         Assert.Equal(credits, result.SlaCredits);
+        // The provider onboarded its Stripe Connect account in the demo, so its net went out as a transfer.
+        Assert.Equal("paid", (string?)result.Statement["payout"]?["status"]);
+        Assert.StartsWith("tr_", (string?)result.Statement["payout"]?["transfer_id"] ?? "");
         Assert.Equal(true, (bool?)result.TrialBalance["balanced"]);
         Assert.Equal(500_000 - total, result.WalletAvailableAfter);
 
