@@ -143,7 +143,7 @@ public class ListingsApp : IAsyncLifetime
                    (SELECT count(*) FROM listings.gpu_slots) AS slots,
                    (SELECT count(*) FROM listings.offers) AS offers,
                    (SELECT count(*) FROM listings.offers WHERE status = 'active') AS activeoffers,
-                   (SELECT count(*) FROM listings.offer_nodes) AS offernodes,
+                   (SELECT count(*) FROM listings.offer_slots) AS offerslots,
                    (SELECT count(*) FROM listings.cluster_attestations) AS attestations,
                    (SELECT count(*) FROM listings.node_maintenance) AS maintenance,
                    (SELECT count(*) FROM listings.node_health_periods) AS healthperiods,
@@ -161,7 +161,7 @@ public class ListingsApp : IAsyncLifetime
     }
 }
 
-public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferNodes, long Attestations,
+public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferSlots, long Attestations,
     long Maintenance, long HealthPeriods, string NodesHash, string OffersHash, long OutboxSeq);
 
 // The API's shapes as a client reads them.
@@ -178,7 +178,8 @@ public sealed record Offer(Guid Id, Guid ProviderOrgId, Guid ClusterId, Guid[] N
     int MinLeaseSeconds, bool InterruptibleAllowed, string Status, DateTimeOffset CreatedAt,
     TimeWindow[]? Windows = null, Money? InterruptibleFloorPerHour = null, int PreemptionNoticeSeconds = 0, string SlaLevel = "",
     int NodeCount = 0, int PerNode = 0, string Fabric = "", int FabricGbps = 0, bool Verified = false, decimal? Reliability = null,
-    DateTimeOffset? UpdatedAt = null);
+    DateTimeOffset? UpdatedAt = null, OfferedSlot[]? Slots = null);
+public sealed record OfferedSlot(Guid Id, Guid NodeId, int Index, int? NvlinkIsland);
 public sealed record Page<T>(T[] Data, string? NextCursor);
 public sealed record Problem(string Type, string Title, int Status, string? Detail);
 public sealed record AcceleratorInfo(string Id, string Vendor, string Name, int MemoryGb, decimal? Bf16Tflops, string Interconnect);

@@ -55,7 +55,7 @@ internal static class HealthTransitions
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE offers o SET ready = NOT EXISTS (
                 SELECT 1 FROM nodes n WHERE n.id = ANY(o.node_ids) AND NOT (n.health = 'healthy' AND n.verified))
-            WHERE o.status = 'active' AND o.id IN (SELECT offer_id FROM offer_nodes WHERE node_id = @Id)
+            WHERE o.status = 'active' AND o.id IN (SELECT offer_id FROM offer_slots WHERE node_id = @Id)
             """, new { node.Id }, tx.Transaction, cancellationToken: ct));
         await tx.PublishAsync(new NodeHealthChanged(node.Id, node.ClusterId, node.ProviderOrgId, health, verified,
             reason ?? "healthy; the observed inventory matches the declared one", outageSince ?? now), ct);

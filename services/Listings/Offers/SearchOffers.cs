@@ -181,7 +181,7 @@ internal static class SearchOffers
             };
             next = Encode(new Cursor(sort, lastKey, last.Id));
         }
-        return TypedResults.Ok(new OfferList(rows, next));
+        return TypedResults.Ok(new OfferList(await OfferQueries.WithSlotsAsync(connection, null, rows, ct), next));
     }
 
     /// <summary>The interval a renter wants; a bound alone stands for the microsecond at (or just before) it.</summary>
