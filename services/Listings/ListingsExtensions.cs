@@ -27,6 +27,7 @@ public static class ListingsExtensions
         ManageAccelerators.Map(app);
         RegisterCluster.Map(app);
         GetCluster.Map(app);
+        ClusterAttestations.Map(app);
         RegisterNode.Map(app);
         NodeMaintenance.Map(app);
         Heartbeat.Map(app);

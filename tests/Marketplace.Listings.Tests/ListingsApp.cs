@@ -145,6 +145,7 @@ public class ListingsApp : IAsyncLifetime
                    (SELECT count(*) FROM listings.offers WHERE status = 'active') AS activeoffers,
                    (SELECT count(*) FROM listings.offer_slots) AS offerslots,
                    (SELECT count(*) FROM listings.cluster_attestations) AS attestations,
+                   (SELECT coalesce(md5(string_agg(a::text, ',' ORDER BY a.cluster_id, a.kind)), '') FROM listings.cluster_attestations a) AS attestationshash,
                    (SELECT count(*) FROM listings.node_maintenance) AS maintenance,
                    (SELECT count(*) FROM listings.node_health_periods) AS healthperiods,
                    (SELECT coalesce(md5(string_agg(n::text, ',' ORDER BY n.id)), '') FROM listings.nodes n) AS nodeshash,
@@ -161,7 +162,7 @@ public class ListingsApp : IAsyncLifetime
     }
 }
 
-public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferSlots, long Attestations,
+public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferSlots, long Attestations, string AttestationsHash,
     long Maintenance, long HealthPeriods, string NodesHash, string OffersHash, long OutboxSeq);
 
 // The API's shapes as a client reads them.
