@@ -26,6 +26,7 @@ public static class ListingsExtensions
         ListAccelerators.Map(app);
         ManageAccelerators.Map(app);
         RegisterCluster.Map(app);
+        ListClusters.Map(app);
         GetCluster.Map(app);
         ClusterAttestations.Map(app);
         RegisterNode.Map(app);

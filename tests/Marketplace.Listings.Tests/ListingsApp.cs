@@ -167,7 +167,7 @@ public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers
 
 // The API's shapes as a client reads them.
 public sealed record Cluster(Guid Id, Guid ProviderOrgId, string Name, string Region, string Jurisdiction, DateTimeOffset CreatedAt, Node[]? Nodes,
-    string Fabric = "", int FabricGbps = 0, int? DatacenterTier = null, Attestation[]? Compliance = null, decimal? Reliability = null);
+    string Fabric = "", int FabricGbps = 0, int? DatacenterTier = null, Attestation[]? Compliance = null, decimal? Reliability = null, int NodeCount = 0);
 public sealed record Attestation(string Kind, int? Level, string EvidenceRef, DateTimeOffset ExpiresAt);
 public sealed record Node(Guid Id, Guid ClusterId, string Hostname, string AcceleratorModel, int AcceleratorCount, Slot[] Slots, DateTimeOffset CreatedAt,
     int GpuMemoryGb = 0, string Health = "", bool Verified = false, string? StatusReason = null, DateTimeOffset? LastHeartbeatAt = null,

@@ -22,8 +22,9 @@ public sealed record ClusterResponse
     /// <summary>Healthy node-time / observed node-time over the rolling 30 days; null until a node has reported.</summary>
     public decimal? Reliability => Reliabilities.FromPpm(ReliabilityPpm);
     public DateTimeOffset CreatedAt { get; init; }
-    /// <summary>Empty on creation; GET /v1/clusters/{id} fills it.</summary>
-    public IReadOnlyList<NodeResponse> Nodes { get; init; } = [];
+    public int NodeCount { get; init; }
+    /// <summary>Empty on creation; GET /v1/clusters/{id} fills it; null in the list of clusters (GET /v1/clusters/{id}/nodes pages them).</summary>
+    public IReadOnlyList<NodeResponse>? Nodes { get; init; } = [];
 }
 
 /// <summary>A compliance attestation; it counts (in search) only until it expires.</summary>
@@ -112,23 +113,26 @@ internal static class ClusterQueries
             SELECT {Columns} FROM clusters WHERE id = @id AND provider_org_id = @org {(forUpdate ? "FOR UPDATE" : "")}
             """, new { id, org }, tx, cancellationToken: ct));
 
-    /// <summary>The nodes (all, or one) of a cluster with their slots and coming maintenance, ordered by registration.</summary>
+    /// <summary>
+    /// The nodes of a cluster (all, one, or a page after <paramref name="after"/>) with their slots and coming maintenance,
+    /// in registration order.
+    /// </summary>
     public static async Task<List<NodeResponse>> NodesAsync(NpgsqlConnection connection, Guid clusterId, Guid? nodeId, DateTimeOffset now,
-        CancellationToken ct)
+        CancellationToken ct, (DateTimeOffset CreatedAt, Guid Id)? after = null, int? limit = null)
     {
-        var args = new { clusterId, nodeId, now };
         var nodes = (await connection.QueryAsync<NodeResponse>(new CommandDefinition($"""
             SELECT {NodeColumns} FROM nodes
-            WHERE cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR id = @nodeId) ORDER BY created_at, id
-            """, args, cancellationToken: ct))).AsList();
+            WHERE cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR id = @nodeId)
+              AND (@afterAt::timestamptz IS NULL OR (created_at, id) > (@afterAt, @afterId))
+            ORDER BY created_at, id LIMIT @limit
+            """, new { clusterId, nodeId, afterAt = after?.CreatedAt, afterId = after?.Id, limit }, cancellationToken: ct))).AsList();
+        var args = new { ids = nodes.Select(n => n.Id).ToArray(), now };
         var slots = (await connection.QueryAsync<(Guid NodeId, Guid Id, int Index, int? Island)>(new CommandDefinition("""
-            SELECT s.node_id, s.id, s.index, s.nvlink_island FROM gpu_slots s JOIN nodes n ON n.id = s.node_id
-            WHERE n.cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR n.id = @nodeId) ORDER BY s.node_id, s.index
+            SELECT node_id, id, index, nvlink_island FROM gpu_slots WHERE node_id = ANY(@ids) ORDER BY node_id, index
             """, args, cancellationToken: ct))).ToLookup(s => s.NodeId, s => new SlotResponse(s.Id, s.Index, s.Island));
         var maintenance = (await connection.QueryAsync<MaintenanceResponse>(new CommandDefinition($"""
-            SELECT {MaintenanceColumns} FROM node_maintenance m JOIN nodes n ON n.id = m.node_id
-            WHERE n.cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR n.id = @nodeId)
-              AND m.cancelled_at IS NULL AND upper(m.during) > @now
+            SELECT {MaintenanceColumns} FROM node_maintenance m
+            WHERE m.node_id = ANY(@ids) AND m.cancelled_at IS NULL AND upper(m.during) > @now
             ORDER BY lower(m.during), m.id
             """, args, cancellationToken: ct))).ToLookup(m => m.NodeId);
         return nodes.Select(n => n with { Slots = slots[n.Id].ToList(), Maintenance = maintenance[n.Id].ToList() }).ToList();
