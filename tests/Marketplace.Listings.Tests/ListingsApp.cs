@@ -65,6 +65,7 @@ public class ListingsApp : IAsyncLifetime
             e.Handler<NodeHealthChanged>(ctx => Record(ctx.Message));
             e.Handler<NodeMaintenanceScheduled>(ctx => Record(ctx.Message));
             e.Handler<NodeMaintenanceCancelled>(ctx => Record(ctx.Message));
+            e.Handler<AcceleratorModelChanged>(ctx => Record(ctx.Message));
         });
         await _probe.Ready;
     }
@@ -85,6 +86,7 @@ public class ListingsApp : IAsyncLifetime
 
     public HttpClient Provider(Guid org) => Factory.ClientFor(org, "provider");
     public HttpClient Renter(Guid org) => Factory.ClientFor(org, "renter");
+    public HttpClient Admin(Guid org) => Factory.ClientFor(org, "admin");
     public NodeHealthMonitor Monitor => Factory.Services.GetRequiredService<NodeHealthMonitor>();
 
     /// <summary>A node's agent, as the gateway relays a node-scoped key of <paramref name="org"/> for <paramref name="node"/>.</summary>
