@@ -173,7 +173,8 @@ public sealed record Cluster(Guid Id, Guid ProviderOrgId, string Name, string Re
 public sealed record Attestation(string Kind, int? Level, string EvidenceRef, DateTimeOffset ExpiresAt);
 public sealed record Node(Guid Id, Guid ClusterId, string Hostname, string AcceleratorModel, int AcceleratorCount, Slot[] Slots, DateTimeOffset CreatedAt,
     int GpuMemoryGb = 0, string Health = "", bool Verified = false, string? StatusReason = null, DateTimeOffset? LastHeartbeatAt = null,
-    decimal? Reliability = null, Maintenance[]? Maintenance = null, int? CpuCores = null, int? RamGb = null, string? NvlinkDomain = null);
+    decimal? Reliability = null, Maintenance[]? Maintenance = null, int? CpuCores = null, int? RamGb = null, string? NvlinkDomain = null,
+    string? HealthReason = null, string? VerificationReason = null);
 public sealed record Slot(Guid Id, int Index, int? NvlinkIsland = null);
 public sealed record Maintenance(Guid Id, Guid NodeId, DateTimeOffset Start, DateTimeOffset End, string? Reason, DateTimeOffset? CancelledAt);
 public sealed record Offer(Guid Id, Guid ProviderOrgId, Guid ClusterId, Guid[] NodeIds, string AcceleratorModel, string Region,

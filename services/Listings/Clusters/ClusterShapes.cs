@@ -53,8 +53,12 @@ public sealed record NodeResponse
     public string Health { get; init; } = NodeHealth.Unknown;
     /// <summary>True while the agent's observed inventory equals the declared one.</summary>
     public bool Verified { get; init; }
-    /// <summary>Why the node is unhealthy or unverified, in words.</summary>
-    public string? StatusReason { get; init; }
+    /// <summary>Why the node is unhealthy (the agent's verdict, or its silence); null while healthy.</summary>
+    public string? HealthReason { get; init; }
+    /// <summary>Why the node is unverified (how the observed inventory differs from the declared one); null while verified.</summary>
+    public string? VerificationReason { get; init; }
+    /// <summary>Both reasons in one sentence, health first.</summary>
+    public string? StatusReason => NodeHealth.StatusReason(HealthReason, VerificationReason);
     public DateTimeOffset? LastHeartbeatAt { get; init; }
     [JsonIgnore] public int? ReliabilityPpm { get; init; }
     public decimal? Reliability => Reliabilities.FromPpm(ReliabilityPpm);
@@ -90,6 +94,16 @@ internal static class NodeHealth
     public const string Unknown = "unknown";
     public const string Healthy = "healthy";
     public const string Unhealthy = "unhealthy";
+
+    /// <summary>Both reasons in one sentence (health first), as NodeHealthChanged and status_reason carry them; null when there is none.</summary>
+    public static string? StatusReason(string? healthReason, string? verificationReason) =>
+        (healthReason, verificationReason) switch
+        {
+            (null, null) => null,
+            ({ } h, null) => h,
+            (null, { } v) => v,
+            ({ } h, { } v) => h + ". " + v,
+        };
 }
 
 internal static class Reliabilities
@@ -103,7 +117,7 @@ internal static class ClusterQueries
 
     public const string NodeColumns = """
         id, cluster_id, hostname, accelerator_model, accelerator_count, gpu_memory_gb, cpu_cores, ram_gb, disk_gb, nvlink_domain,
-        health, verified, status_reason, last_heartbeat_at, reliability_ppm, created_at
+        health, health_reason, verified, verification_reason, last_heartbeat_at, reliability_ppm, created_at
         """;
 
     /// <summary>The caller's cluster, or null if it does not exist or belongs to another org (both are a 404).</summary>

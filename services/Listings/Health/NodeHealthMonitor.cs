@@ -71,8 +71,9 @@ public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<Listing
             foreach (var node in silent)
             {
                 var since = node.LastHeartbeatAt!.Value.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
-                await HealthTransitions.ApplyAsync(tx, node, NodeHealth.Unhealthy, node.Verified,
-                    $"no heartbeat since {since} (the timeout is {timeout} s)", now, ct, outageSince: node.LastHeartbeatAt);
+                // Only the health changes: whatever made the node unverified stays, with its reason.
+                await HealthTransitions.ApplyAsync(tx, node, NodeHealth.Unhealthy, $"no heartbeat since {since} (the timeout is {timeout} s)",
+                    node.Verified, node.VerificationReason, now, ct, outageSince: node.LastHeartbeatAt);
             }
             await tx.CommitAsync(ct);
             total += silent.Count;
