@@ -211,6 +211,39 @@ public sealed class AgentTests(ListingsApp app) : IClassFixture<ListingsApp>
     }
 
     [Fact]
+    public async Task Maintenance_time_counts_neither_as_up_nor_as_down_time_for_reliability()
+    {
+        var org = Guid.NewGuid();
+        var client = app.Provider(org);
+        var cluster = await app.CreateClusterAsync(client);
+        var a = await app.CreateNodeAsync(client, cluster.Id, "kunlun-r200", 8);
+        var b = await app.CreateNodeAsync(client, cluster.Id, "kunlun-r200", 8);
+        var t = app.Clock.GetUtcNow();
+        // Two hours planned while healthy, one while down.
+        foreach (var (from, to) in new[] { (1, 3), (7, 8) })
+            await ListingsApp.ReadAsync<Maintenance>(await client.PostAsJsonAsync($"/v1/clusters/{cluster.Id}/nodes/{a.Id}/maintenance",
+                new { start = t.AddHours(from), end = t.AddHours(to) }), HttpStatusCode.Created);
+
+        await BeatAsync(org, a);
+        await BeatAsync(org, b);
+        app.Clock.Advance(TimeSpan.FromHours(6));
+        await BeatAsync(org, b);
+        await app.Monitor.MarkSilentNodesUnhealthyAsync(CancellationToken.None); // a: down from t+6h
+        app.Clock.Advance(TimeSpan.FromHours(2));
+        await BeatAsync(org, a);
+        app.Clock.Advance(TimeSpan.FromHours(2));
+        await BeatAsync(org, a);
+        await BeatAsync(org, b);
+        await app.Monitor.RefreshReliabilityAsync(CancellationToken.None);
+
+        // a: 10 h observed less 3 h planned = 7 h, of which 6 h healthy (6 - 2 before the outage, 2 after it).
+        Assert.Equal(6m / 7m, (await ReadNodeAsync(org, a)).Reliability!.Value, 6);
+        Assert.Equal(1m, (await ReadNodeAsync(org, b)).Reliability);
+        var read = await ListingsApp.ReadAsync<Cluster>(await client.GetAsync($"/v1/clusters/{cluster.Id}"), HttpStatusCode.OK);
+        Assert.Equal(16m / 17m, read.Reliability!.Value, 6);
+    }
+
+    [Fact]
     public async Task Reliability_looks_back_30_days_only()
     {
         var (org, _, node) = await NodeAsync("rtx-4090", 4);
