@@ -81,11 +81,16 @@ public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<Listing
         }
     }
 
-    /// <summary>The recompute, step by step (one transaction): health periods into per-node sums, then nodes, clusters, offers.</summary>
+    /// <summary>
+    /// The recompute, step by step: health periods into per-node sums (a temporary table of the session), then nodes,
+    /// clusters, offers. Each step commits on its own, so a heartbeat or an offer change that needs one of the rows a step
+    /// updates waits for that step only, not for the whole recompute.
+    /// </summary>
     private static readonly (string Name, string Sql)[] ReliabilitySteps =
     [
         ("uptime", """
-        CREATE TEMP TABLE node_uptime (node_id uuid NOT NULL, healthy_s float8 NOT NULL, observed_s float8 NOT NULL) ON COMMIT DROP;
+        DROP TABLE IF EXISTS pg_temp.node_uptime;
+        CREATE TEMP TABLE node_uptime (node_id uuid NOT NULL, healthy_s float8 NOT NULL, observed_s float8 NOT NULL);
         INSERT INTO node_uptime (node_id, healthy_s, observed_s)
         WITH periods AS (
             SELECT p.node_id, p.healthy, greatest(p.started_at, @from) AS s, least(coalesce(p.ended_at, @now), @now) AS e
@@ -136,20 +141,21 @@ public sealed class NodeHealthMonitor(Db db, TimeProvider time, IOptions<Listing
     /// active offer (sum over its nodes). Time before a node's first heartbeat is not observed; maintenance windows are
     /// neither up nor down time (planned, and never billed). Set-based: one pass over the health periods into a temporary
     /// table, then one UPDATE each for nodes, clusters and offers that writes only the scores that moved
-    /// (100k nodes: docs/listings.md).
+    /// (timed at 100k nodes in docs/listings.md).
     /// </summary>
     /// <param name="onStep">Told each step's rows and time (the benchmark's breakdown); null in the service.</param>
     public async Task RefreshReliabilityAsync(CancellationToken ct, Action<string, int, TimeSpan>? onStep = null)
     {
         var now = time.GetUtcNow();
         var args = new { now, from = now - ReliabilityWindow };
-        await using var tx = await db.BeginAsync(ct);
+        await using var connection = await db.DataSource.OpenConnectionAsync(ct);
         foreach (var (name, sql) in ReliabilitySteps)
         {
             var started = time.GetTimestamp();
-            var rows = await tx.Connection.ExecuteAsync(new CommandDefinition(sql, args, tx.Transaction, cancellationToken: ct));
+            var rows = await connection.ExecuteAsync(new CommandDefinition(sql, args, cancellationToken: ct));
             onStep?.Invoke(name, rows, time.GetElapsedTime(started));
         }
-        await tx.CommitAsync(ct);
+        // After a failed step the pool's reset (DISCARD ALL) or the next run's first statement drops it instead.
+        await connection.ExecuteAsync(new CommandDefinition("DROP TABLE pg_temp.node_uptime", cancellationToken: ct));
     }
 }
