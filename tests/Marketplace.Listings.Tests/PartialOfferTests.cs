@@ -164,6 +164,42 @@ public sealed class PartialOfferTests(ListingsApp app) : IClassFixture<ListingsA
         Assert.Equal(a.Slots!.Select(s => s.Id), next.Slots!.Select(s => s.Id));
     }
 
+    [Fact]
+    public async Task Concurrent_offers_of_parts_of_one_node_never_share_a_slot_and_only_as_many_as_fit_are_accepted()
+    {
+        var client = app.Provider(Guid.NewGuid());
+        var cluster = await app.CreateClusterAsync(client);
+        var node = await app.CreateNodeAsync(client, cluster.Id, "h200", 8);
+
+        // Eight offers of 3 accelerators at once, in overlapping windows: 8 slots fit two of them.
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => client.PostAsJsonAsync("/v1/offers",
+            PartBody(cluster.Id, [(node.Id, 3)], T0.AddHours(1 + i % 2), T0.AddHours(5)))));
+
+        var accepted = new List<Offer>();
+        foreach (var response in responses)
+            if (response.StatusCode == HttpStatusCode.Created) accepted.Add((await response.Content.ReadFromJsonAsync<Offer>(ListingsApp.Json))!);
+            else Assert.EndsWith("/offer-overlap", (await ListingsApp.ReadAsync<Problem>(response, HttpStatusCode.Conflict)).Type);
+        Assert.Equal(2, accepted.Count);
+        var slots = accepted.SelectMany(o => o.Slots!.Select(s => s.Id)).ToList();
+        Assert.Equal(6, slots.Distinct().Count());
+    }
+
+    [Fact]
+    public async Task The_database_refuses_a_second_claim_on_a_slot_for_an_overlapping_window_whatever_the_application_does()
+    {
+        var client = app.Provider(Guid.NewGuid());
+        var cluster = await app.CreateClusterAsync(client);
+        var node = await app.CreateNodeAsync(client, cluster.Id, "l40s", 2);
+        var first = await PublishPartAsync(client, cluster.Id, [(node.Id, 1)], T0.AddHours(1), T0.AddHours(4));
+        var second = await PublishPartAsync(client, cluster.Id, [(node.Id, 1)], T0.AddHours(1), T0.AddHours(4));
+
+        await using var c = app.Database.OpenAdmin();
+        var error = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => Dapper.SqlMapper.ExecuteAsync(c, """
+            INSERT INTO listings.offer_slots (offer_id, node_id, slot_id, during) VALUES (@offer, @node, @slot, tstzrange(@from, @to))
+            """, new { offer = second.Id, node = node.Id, slot = first.Slots![0].Id, from = T0.AddHours(3), to = T0.AddHours(6) }));
+        Assert.Equal(Npgsql.PostgresErrorCodes.ExclusionViolation, error.SqlState);
+    }
+
     public static TheoryData<string, string> BadParts => new()
     {
         { "both forms", "nodes" },
