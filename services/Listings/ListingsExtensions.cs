@@ -26,7 +26,9 @@ public static class ListingsExtensions
         ListAccelerators.Map(app);
         ManageAccelerators.Map(app);
         RegisterCluster.Map(app);
+        ListClusters.Map(app);
         GetCluster.Map(app);
+        ClusterAttestations.Map(app);
         RegisterNode.Map(app);
         NodeMaintenance.Map(app);
         Heartbeat.Map(app);

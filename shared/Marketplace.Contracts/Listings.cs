@@ -5,6 +5,22 @@ namespace Marketplace.Contracts;
 
 public sealed record GpuSlotInfo(Guid SlotId, int Index);
 
+/// <summary>
+/// An admin added, changed or retired a model of the accelerator catalog; the entry as it now is. Change is "added",
+/// "changed", "retired" (no new nodes of it) or "reinstated" (retired no more).
+/// </summary>
+public sealed record AcceleratorModelChanged(
+    string AcceleratorModel,
+    string Vendor,
+    string Name,
+    int MemoryGb,
+    decimal? Bf16Tflops,
+    string Interconnect,
+    string? Notes,
+    bool Retired,
+    string Change,
+    DateTimeOffset At);
+
 public sealed record NodeRegistered(
     Guid NodeId,
     Guid ClusterId,

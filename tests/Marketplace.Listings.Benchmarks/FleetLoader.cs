@@ -6,6 +6,8 @@ namespace Marketplace.Listings.Benchmarks;
 /// <summary>
 /// Loads a synthetic market with binary COPY: clusters across regions and jurisdictions with fabrics and attestations, nodes
 /// of every catalog model, offers of 1-4 nodes (some with two windows, some withdrawn), and some maintenance.
+/// Slots and the offers' slot claims (offer_slots) are not loaded: search and the reliability recompute never read them;
+/// only publishing or changing an offer does.
 /// </summary>
 internal static class FleetLoader
 {
@@ -99,7 +101,6 @@ internal static class FleetLoader
         var offers = 0;
         var active = 0;
         var maintenance = new List<(Guid Node, DateTime From, DateTime To)>();
-        var claimRows = new List<(Guid Offer, Guid Node, NpgsqlRange<DateTime> During)>();
         await using (var w = await c.BeginBinaryImportAsync("""
             COPY listings.offers (id, provider_org_id, cluster_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count,
                                   window_start, window_end, windows, ask_amount, ask_currency, min_lease_seconds, interruptible_allowed,
@@ -152,8 +153,6 @@ internal static class FleetLoader
                 offers++;
                 if (withdrawn) continue;
                 active++;
-                foreach (var g in group)
-                    foreach (var window in windows) claimRows.Add((id, nodes[g].Id, window));
                 if (random.Next(20) == 0)
                 {
                     var from = now.AddHours(random.Next(0, 72)).UtcDateTime;
@@ -162,16 +161,6 @@ internal static class FleetLoader
             }
             await w.CompleteAsync();
         }
-        await using (var o = await c.BeginBinaryImportAsync("COPY listings.offer_nodes (offer_id, node_id, during) FROM STDIN (FORMAT BINARY)"))
-        {
-            foreach (var (offer, node, during) in claimRows)
-            {
-                await o.StartRowAsync();
-                await o.WriteAsync(offer); await o.WriteAsync(node); await o.WriteAsync(during, NpgsqlDbType.TimestampTzRange);
-            }
-            await o.CompleteAsync();
-        }
-
         await using (var w = await c.BeginBinaryImportAsync("COPY listings.node_maintenance (id, node_id, during, reason, created_at) FROM STDIN (FORMAT BINARY)"))
         {
             foreach (var (node, from, to) in maintenance)

@@ -11,15 +11,19 @@ namespace Marketplace.Listings.Benchmarks;
 // Search under load: a fresh database with a large synthetic market, the Listings service in-process (its real endpoint,
 // SQL and JSON; no network hop), and several hundred timed searches per scenario. Usage:
 //   dotnet run -c Release --project tests/Marketplace.Listings.Benchmarks -- [clusters=10000] [nodes-per-cluster=10] [queries=400]
+// With --reliability it times the reliability recompute over the same fleet (with 30 days of health periods) instead of
+// the searches: [queries] is then the number of recompute runs (default 5).
 internal static class SearchBenchmark
 {
     public static async Task<int> Main(string[] args)
     {
         // WebApplicationFactory finds the service's content root through the manifest next to this program.
         Directory.SetCurrentDirectory(AppContext.BaseDirectory);
-        var clusters = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 10_000;
-        var nodesPerCluster = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10;
-        var queries = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 400;
+        var numbers = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
+        var reliability = args.Contains("--reliability");
+        var clusters = numbers.Length > 0 ? int.Parse(numbers[0], CultureInfo.InvariantCulture) : 10_000;
+        var nodesPerCluster = numbers.Length > 1 ? int.Parse(numbers[1], CultureInfo.InvariantCulture) : 10;
+        var queries = numbers.Length > 2 ? int.Parse(numbers[2], CultureInfo.InvariantCulture) : reliability ? 5 : 400;
 
         await using var db = await TestDatabase.CreateAsync();
         await using var vhost = await TestVirtualHost.CreateAsync();
@@ -33,6 +37,12 @@ internal static class SearchBenchmark
         FleetLoader.Loaded loaded;
         await using (var admin = db.OpenAdmin()) loaded = await FleetLoader.LoadAsync(admin, clusters, nodesPerCluster, now, seed: 42);
         Console.WriteLine($"loaded {loaded.Clusters} clusters, {loaded.Nodes} nodes, {loaded.Offers} offers ({loaded.ActiveOffers} active) in {load.Elapsed.TotalSeconds:F1} s");
+        if (reliability)
+        {
+            await using var admin = db.OpenAdmin();
+            await ReliabilityBenchmark.RunAsync(factory.Services, admin, now, queries);
+            return 0;
+        }
 
         var random = new Random(7);
         string Model() => FleetLoader.Models[random.Next(FleetLoader.Models.Length)];

@@ -6,7 +6,7 @@ using Xunit;
 namespace Marketplace.Listings.Tests;
 
 public sealed record HeartbeatAnswer(Guid NodeId, string Health, bool Verified, string? StatusReason, DateTimeOffset LastHeartbeatAt,
-    DateTimeOffset NextHeartbeatBy);
+    DateTimeOffset NextHeartbeatBy, string? HealthReason = null, string? VerificationReason = null);
 
 /// <summary>The node agent protocol: authentication by node, verification of the inventory, and silent nodes under a fake clock.</summary>
 public sealed class AgentTests(ListingsApp app) : IClassFixture<ListingsApp>
@@ -64,6 +64,50 @@ public sealed class AgentTests(ListingsApp app) : IClassFixture<ListingsApp>
         Assert.Equal(("healthy", true, (string?)null), (healed.Health, healed.Verified, healed.StatusReason));
         await app.Latest<NodeHealthChanged>(e => e.NodeId == node.Id && e.Verified && e.At == app.Clock.GetUtcNow(), "NodeHealthChanged verified again");
         Assert.Equal(3, app.Received.OfType<NodeHealthChanged>().Count(e => e.NodeId == node.Id)); // the second mismatch changed nothing
+    }
+
+    [Fact]
+    public async Task A_silent_unverified_node_keeps_its_mismatch_reason_next_to_its_health_reason_until_each_clears()
+    {
+        var (org, _, node) = await NodeAsync("h100-sxm", 8);
+        var mismatch = await BeatAsync(org, node, ListingsApp.InventoryOf(node, count: 7));
+        Assert.Equal((null, "observed inventory differs from the declared one: accelerator_count declared 8, observed 7"),
+            (mismatch.HealthReason, mismatch.VerificationReason));
+
+        app.Clock.Advance(TimeSpan.FromSeconds(ListingsApp.HeartbeatTimeoutSeconds + 1));
+        await app.Monitor.MarkSilentNodesUnhealthyAsync(CancellationToken.None);
+
+        var silent = await ReadNodeAsync(org, node);
+        Assert.Equal(("unhealthy", false), (silent.Health, silent.Verified));
+        Assert.StartsWith("no heartbeat since", silent.HealthReason);
+        Assert.Equal(mismatch.VerificationReason, silent.VerificationReason);
+        Assert.Equal(silent.HealthReason + ". " + silent.VerificationReason, silent.StatusReason);
+        var evt = await app.Latest<NodeHealthChanged>(e => e.NodeId == node.Id && e.Health == "unhealthy", "NodeHealthChanged unhealthy");
+        Assert.Contains("no heartbeat since", evt.Reason);
+        Assert.Contains("accelerator_count declared 8, observed 7", evt.Reason);
+
+        // Back, still short of one accelerator: healthy, still unverified for the same reason.
+        var back = await BeatAsync(org, node, ListingsApp.InventoryOf(node, count: 7));
+        Assert.Equal(("healthy", false, (string?)null), (back.Health, back.Verified, back.HealthReason));
+        Assert.Equal(mismatch.VerificationReason, (await ReadNodeAsync(org, node)).VerificationReason);
+
+        var fixedNode = await BeatAsync(org, node);
+        Assert.Equal((true, (string?)null, (string?)null), (fixedNode.Verified, fixedNode.VerificationReason, fixedNode.StatusReason));
+        var read = await ReadNodeAsync(org, node);
+        Assert.Equal(((string?)null, (string?)null), (read.HealthReason, read.VerificationReason));
+    }
+
+    [Fact]
+    public async Task An_agent_reporting_itself_unhealthy_with_a_mismatch_shows_both_reasons_apart()
+    {
+        var (org, _, node) = await NodeAsync("h100-sxm", 8);
+        var answer = await BeatAsync(org, node, new { inventory = new { accelerator_model = "h100-sxm", accelerator_count = 7, gpu_memory_gb = 80 },
+            healthy = false, message = "XID 79" });
+
+        Assert.Equal("the agent reports the node unhealthy: XID 79", answer.HealthReason);
+        Assert.Equal("observed inventory differs from the declared one: accelerator_count declared 8, observed 7", answer.VerificationReason);
+        var read = await ReadNodeAsync(org, node);
+        Assert.Equal((answer.HealthReason, answer.VerificationReason, answer.StatusReason), (read.HealthReason, read.VerificationReason, read.StatusReason));
     }
 
     [Fact]
@@ -164,6 +208,39 @@ public sealed class AgentTests(ListingsApp app) : IClassFixture<ListingsApp>
         var tooStrict = await ListingsApp.ReadAsync<Page<Offer>>(await client.GetAsync("/v1/offers?accelerator_model=mlu370&min_reliability=0.95&limit=100"),
             HttpStatusCode.OK);
         Assert.DoesNotContain(tooStrict.Data, o => o.Id == both.Id);
+    }
+
+    [Fact]
+    public async Task Maintenance_time_counts_neither_as_up_nor_as_down_time_for_reliability()
+    {
+        var org = Guid.NewGuid();
+        var client = app.Provider(org);
+        var cluster = await app.CreateClusterAsync(client);
+        var a = await app.CreateNodeAsync(client, cluster.Id, "kunlun-r200", 8);
+        var b = await app.CreateNodeAsync(client, cluster.Id, "kunlun-r200", 8);
+        var t = app.Clock.GetUtcNow();
+        // Two hours planned while healthy, one while down.
+        foreach (var (from, to) in new[] { (1, 3), (7, 8) })
+            await ListingsApp.ReadAsync<Maintenance>(await client.PostAsJsonAsync($"/v1/clusters/{cluster.Id}/nodes/{a.Id}/maintenance",
+                new { start = t.AddHours(from), end = t.AddHours(to) }), HttpStatusCode.Created);
+
+        await BeatAsync(org, a);
+        await BeatAsync(org, b);
+        app.Clock.Advance(TimeSpan.FromHours(6));
+        await BeatAsync(org, b);
+        await app.Monitor.MarkSilentNodesUnhealthyAsync(CancellationToken.None); // a: down from t+6h
+        app.Clock.Advance(TimeSpan.FromHours(2));
+        await BeatAsync(org, a);
+        app.Clock.Advance(TimeSpan.FromHours(2));
+        await BeatAsync(org, a);
+        await BeatAsync(org, b);
+        await app.Monitor.RefreshReliabilityAsync(CancellationToken.None);
+
+        // a: 10 h observed less 3 h planned = 7 h, of which 6 h healthy (6 - 2 before the outage, 2 after it).
+        Assert.Equal(6m / 7m, (await ReadNodeAsync(org, a)).Reliability!.Value, 6);
+        Assert.Equal(1m, (await ReadNodeAsync(org, b)).Reliability);
+        var read = await ListingsApp.ReadAsync<Cluster>(await client.GetAsync($"/v1/clusters/{cluster.Id}"), HttpStatusCode.OK);
+        Assert.Equal(16m / 17m, read.Reliability!.Value, 6);
     }
 
     [Fact]

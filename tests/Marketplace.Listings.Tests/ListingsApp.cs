@@ -65,6 +65,7 @@ public class ListingsApp : IAsyncLifetime
             e.Handler<NodeHealthChanged>(ctx => Record(ctx.Message));
             e.Handler<NodeMaintenanceScheduled>(ctx => Record(ctx.Message));
             e.Handler<NodeMaintenanceCancelled>(ctx => Record(ctx.Message));
+            e.Handler<AcceleratorModelChanged>(ctx => Record(ctx.Message));
         });
         await _probe.Ready;
     }
@@ -85,6 +86,7 @@ public class ListingsApp : IAsyncLifetime
 
     public HttpClient Provider(Guid org) => Factory.ClientFor(org, "provider");
     public HttpClient Renter(Guid org) => Factory.ClientFor(org, "renter");
+    public HttpClient Admin(Guid org) => Factory.ClientFor(org, "admin");
     public NodeHealthMonitor Monitor => Factory.Services.GetRequiredService<NodeHealthMonitor>();
 
     /// <summary>A node's agent, as the gateway relays a node-scoped key of <paramref name="org"/> for <paramref name="node"/>.</summary>
@@ -143,8 +145,9 @@ public class ListingsApp : IAsyncLifetime
                    (SELECT count(*) FROM listings.gpu_slots) AS slots,
                    (SELECT count(*) FROM listings.offers) AS offers,
                    (SELECT count(*) FROM listings.offers WHERE status = 'active') AS activeoffers,
-                   (SELECT count(*) FROM listings.offer_nodes) AS offernodes,
+                   (SELECT count(*) FROM listings.offer_slots) AS offerslots,
                    (SELECT count(*) FROM listings.cluster_attestations) AS attestations,
+                   (SELECT coalesce(md5(string_agg(a::text, ',' ORDER BY a.cluster_id, a.kind)), '') FROM listings.cluster_attestations a) AS attestationshash,
                    (SELECT count(*) FROM listings.node_maintenance) AS maintenance,
                    (SELECT count(*) FROM listings.node_health_periods) AS healthperiods,
                    (SELECT coalesce(md5(string_agg(n::text, ',' ORDER BY n.id)), '') FROM listings.nodes n) AS nodeshash,
@@ -161,16 +164,17 @@ public class ListingsApp : IAsyncLifetime
     }
 }
 
-public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferNodes, long Attestations,
+public sealed record Snapshot(long Clusters, long Nodes, long Slots, long Offers, long ActiveOffers, long OfferSlots, long Attestations, string AttestationsHash,
     long Maintenance, long HealthPeriods, string NodesHash, string OffersHash, long OutboxSeq);
 
 // The API's shapes as a client reads them.
 public sealed record Cluster(Guid Id, Guid ProviderOrgId, string Name, string Region, string Jurisdiction, DateTimeOffset CreatedAt, Node[]? Nodes,
-    string Fabric = "", int FabricGbps = 0, int? DatacenterTier = null, Attestation[]? Compliance = null, decimal? Reliability = null);
+    string Fabric = "", int FabricGbps = 0, int? DatacenterTier = null, Attestation[]? Compliance = null, decimal? Reliability = null, int NodeCount = 0);
 public sealed record Attestation(string Kind, int? Level, string EvidenceRef, DateTimeOffset ExpiresAt);
 public sealed record Node(Guid Id, Guid ClusterId, string Hostname, string AcceleratorModel, int AcceleratorCount, Slot[] Slots, DateTimeOffset CreatedAt,
     int GpuMemoryGb = 0, string Health = "", bool Verified = false, string? StatusReason = null, DateTimeOffset? LastHeartbeatAt = null,
-    decimal? Reliability = null, Maintenance[]? Maintenance = null, int? CpuCores = null, int? RamGb = null, string? NvlinkDomain = null);
+    decimal? Reliability = null, Maintenance[]? Maintenance = null, int? CpuCores = null, int? RamGb = null, string? NvlinkDomain = null,
+    string? HealthReason = null, string? VerificationReason = null);
 public sealed record Slot(Guid Id, int Index, int? NvlinkIsland = null);
 public sealed record Maintenance(Guid Id, Guid NodeId, DateTimeOffset Start, DateTimeOffset End, string? Reason, DateTimeOffset? CancelledAt);
 public sealed record Offer(Guid Id, Guid ProviderOrgId, Guid ClusterId, Guid[] NodeIds, string AcceleratorModel, string Region,
@@ -178,7 +182,8 @@ public sealed record Offer(Guid Id, Guid ProviderOrgId, Guid ClusterId, Guid[] N
     int MinLeaseSeconds, bool InterruptibleAllowed, string Status, DateTimeOffset CreatedAt,
     TimeWindow[]? Windows = null, Money? InterruptibleFloorPerHour = null, int PreemptionNoticeSeconds = 0, string SlaLevel = "",
     int NodeCount = 0, int PerNode = 0, string Fabric = "", int FabricGbps = 0, bool Verified = false, decimal? Reliability = null,
-    DateTimeOffset? UpdatedAt = null);
+    DateTimeOffset? UpdatedAt = null, OfferedSlot[]? Slots = null);
+public sealed record OfferedSlot(Guid Id, Guid NodeId, int Index, int? NvlinkIsland);
 public sealed record Page<T>(T[] Data, string? NextCursor);
 public sealed record Problem(string Type, string Title, int Status, string? Detail);
 public sealed record AcceleratorInfo(string Id, string Vendor, string Name, int MemoryGb, decimal? Bf16Tflops, string Interconnect);

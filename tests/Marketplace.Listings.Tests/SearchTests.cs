@@ -30,6 +30,8 @@ public sealed class SearchFixture : ListingsApp
     ];
 
     public List<Offer> Offers { get; } = [];
+    /// <summary>What each offer sells, as the generator asked for it: accelerators in all, the fewest on a node, nodes.</summary>
+    public Dictionary<Guid, (int Count, int PerNode, int Nodes)> Shapes { get; } = [];
     public Dictionary<Guid, int> PlaceOfCluster { get; } = [];
     /// <summary>Active maintenance windows per node.</summary>
     public Dictionary<Guid, List<TimeWindow>> MaintenanceOf { get; } = [];
@@ -58,7 +60,12 @@ public sealed class SearchFixture : ListingsApp
             var client = Provider(org);
             var model = Models[random.Next(Models.Length)];
             var nodes = new List<Guid>();
-            for (var n = random.Next(1, 4); n > 0; n--) nodes.Add((await CreateNodeAsync(client, cluster.Id, model, random.Next(1, 9))).Id);
+            var counts = new List<int>();
+            for (var n = random.Next(1, 4); n > 0; n--)
+            {
+                counts.Add(random.Next(1, 9));
+                nodes.Add((await CreateNodeAsync(client, cluster.Id, model, counts[^1])).Id);
+            }
             var start = T0.AddHours(random.Next(-3, 12));
             var end = start.AddHours(random.Next(1, 12));
             if (end <= T0) end = T0.AddHours(1);
@@ -66,13 +73,12 @@ public sealed class SearchFixture : ListingsApp
             object[] windows = random.Next(3) == 0 && i != 1
                 ? [new { start, end }, new { start = end.AddHours(random.Next(1, 4)), end = end.AddHours(random.Next(5, 9)) }]
                 : [new { start, end }];
-            var interruptible = random.Next(2) == 0;
-            var body = new
-            {
-                cluster_id = cluster.Id, node_ids = nodes, windows, ask_per_hour = new { amount = random.Next(100, 1000), currency = random.Next(4) == 0 ? "USD" : "CNY" },
-                min_lease_seconds = MinLeaseSeconds, interruptible_allowed = interruptible, sla_level = new[] { "none", "standard", "premium" }[random.Next(3)],
-            };
-            Offers.Add(await ReadAsync<Offer>(await client.PostAsJsonAsync("/v1/offers", body), HttpStatusCode.Created));
+            // A third offer part of their nodes; the generator, not the service, says what each offer's count and shape are.
+            var gpus = random.Next(3) == 0 ? counts.Select(c => random.Next(1, c + 1)).ToArray() : null;
+            Offers.Add(await PublishAsync(client, cluster.Id, nodes, gpus ?? counts.ToArray(), gpus is not null, windows, random));
+            // Sometimes the rest of a node goes in a second offer for the same windows (two active offers on one node).
+            if (gpus is [var part] && part < counts[0] && random.Next(2) == 0)
+                Offers.Add(await PublishAsync(client, cluster.Id, nodes, [counts[0] - part], true, windows, random));
             if (random.Next(4) == 0)
             {
                 var node = nodes[random.Next(nodes.Count)];
@@ -101,6 +107,22 @@ public sealed class SearchFixture : ListingsApp
                 Offers[i] = Offers[i] with { Reliability = ppm / 1_000_000m, Verified = ready };
             }
         Clock.SetUtcNow(T0.AddHours(2)); // some windows have now ended, and some attestations expired
+    }
+
+    private async Task<Offer> PublishAsync(HttpClient client, Guid clusterId, List<Guid> nodes, int[] gpus, bool partial, object[] windows, Random random)
+    {
+        var body = new Dictionary<string, object?>
+        {
+            ["cluster_id"] = clusterId, ["windows"] = windows,
+            ["ask_per_hour"] = new { amount = random.Next(100, 1000), currency = random.Next(4) == 0 ? "USD" : "CNY" },
+            ["min_lease_seconds"] = MinLeaseSeconds, ["interruptible_allowed"] = random.Next(2) == 0,
+            ["sla_level"] = new[] { "none", "standard", "premium" }[random.Next(3)],
+        };
+        if (partial) body["nodes"] = nodes.Select((n, k) => new { node_id = n, gpus = gpus[k] }).ToArray();
+        else body["node_ids"] = nodes;
+        var offer = await ReadAsync<Offer>(await client.PostAsJsonAsync("/v1/offers", body), HttpStatusCode.Created);
+        Shapes[offer.Id] = (gpus.Sum(), gpus.Min(), nodes.Count);
+        return offer;
     }
 }
 
@@ -182,9 +204,9 @@ public sealed record SearchQuery
             o.Status == "active" && o.WindowEnd > now
             && (Model is null || o.AcceleratorModel == Model)
             && (Place is not { } p || (o.Region == SearchFixture.Places[p].Region && (ByRegionOnly || o.Jurisdiction == SearchFixture.Places[p].Jurisdiction)))
-            && (MinCount is null || o.AcceleratorCount >= MinCount)
-            && (PerNode is null || o.PerNode >= PerNode)
-            && (MinNodes is null || o.NodeIds.Length >= MinNodes)
+            && (MinCount is null || data.Shapes[o.Id].Count >= MinCount)
+            && (PerNode is null || data.Shapes[o.Id].PerNode >= PerNode)
+            && (MinNodes is null || data.Shapes[o.Id].Nodes >= MinNodes)
             && (Fabric is null || SearchFixture.Places[data.PlaceOfCluster[o.ClusterId]].Fabric == Fabric)
             && (MinFabricGbps is null || SearchFixture.Places[data.PlaceOfCluster[o.ClusterId]].Gbps >= MinFabricGbps)
             && (Interconnect is null || SearchFixture.Interconnects[o.AcceleratorModel].StartsWith(Interconnect))
@@ -270,6 +292,9 @@ public sealed class SearchTests(SearchFixture app) : IClassFixture<SearchFixture
         Assert.Contains(app.Offers, o => o.Reliability is null);
         Assert.True(app.Offers.Where(o => o.Reliability is not null).GroupBy(o => o.Reliability).Any(g => g.Count() > 1), "no tie in reliability");
         Assert.NotEmpty(app.MaintenanceOf);
+        Assert.Contains(app.Offers, o => o.Slots is not null && o.NodeIds.Length > 1);
+        Assert.True(app.Offers.Where(o => o.Status == "active").SelectMany(o => o.NodeIds).GroupBy(n => n).Any(g => g.Count() > 1),
+            "no node is in two active offers");
         Assert.True(app.Offers.GroupBy(o => o.CreatedAt).Any(g => g.Count() > 1), "no two offers share a creation time");
     }
 

@@ -16,8 +16,13 @@ public sealed record InventoryInput(string? AcceleratorModel, int? AcceleratorCo
 public sealed record HeartbeatRequest(InventoryInput? Inventory, bool? Healthy, string? Message);
 
 /// <param name="NextHeartbeatBy">The node is marked unhealthy if no heartbeat arrives by then.</param>
+/// <param name="StatusReason">health_reason and verification_reason in one sentence.</param>
 public sealed record HeartbeatResponse(Guid NodeId, string Health, bool Verified, string? StatusReason, DateTimeOffset LastHeartbeatAt,
-    DateTimeOffset NextHeartbeatBy);
+    DateTimeOffset NextHeartbeatBy)
+{
+    public string? HealthReason { get; init; }
+    public string? VerificationReason { get; init; }
+}
 
 /// <summary>
 /// A node's agent reports what it sees. Called with the node-scoped key of that node only: the gateway vouches for the
@@ -65,18 +70,17 @@ internal static class Heartbeat
             new Inventory(declared.AcceleratorModel, declared.AcceleratorCount, declared.GpuMemoryGb, declared.CpuCores, declared.RamGb, declared.DiskGb),
             observed);
         var healthy = request.Healthy ?? true;
-        var reasons = new List<string>();
-        if (!healthy) reasons.Add("the agent reports the node unhealthy" + (string.IsNullOrWhiteSpace(request.Message) ? "" : ": " + request.Message.Trim()));
-        if (differences.Count > 0) reasons.Add("observed inventory differs from the declared one: " + string.Join("; ", differences));
-        var reason = reasons.Count == 0 ? null : string.Join(". ", reasons);
+        var healthReason = healthy ? null
+            : "the agent reports the node unhealthy" + (string.IsNullOrWhiteSpace(request.Message) ? "" : ": " + request.Message.Trim());
+        var verificationReason = differences.Count == 0 ? null : "observed inventory differs from the declared one: " + string.Join("; ", differences);
         var health = healthy ? NodeHealth.Healthy : NodeHealth.Unhealthy;
 
-        await HealthTransitions.ApplyAsync(tx, node, health, differences.Count == 0, reason, now, ct);
+        await HealthTransitions.ApplyAsync(tx, node, health, healthReason, differences.Count == 0, verificationReason, now, ct);
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE nodes SET last_heartbeat_at = @now, observed = @observed::jsonb WHERE id = @nodeId
             """, new { now, nodeId, observed = JsonSerializer.Serialize(observed) }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
-        return TypedResults.Ok(new HeartbeatResponse(nodeId, health, differences.Count == 0, reason, now,
-            now.AddSeconds(options.Value.HeartbeatTimeoutSeconds)));
+        return TypedResults.Ok(new HeartbeatResponse(nodeId, health, differences.Count == 0, NodeHealth.StatusReason(healthReason, verificationReason),
+            now, now.AddSeconds(options.Value.HeartbeatTimeoutSeconds)) { HealthReason = healthReason, VerificationReason = verificationReason });
     }
 }

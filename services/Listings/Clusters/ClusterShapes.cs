@@ -22,8 +22,9 @@ public sealed record ClusterResponse
     /// <summary>Healthy node-time / observed node-time over the rolling 30 days; null until a node has reported.</summary>
     public decimal? Reliability => Reliabilities.FromPpm(ReliabilityPpm);
     public DateTimeOffset CreatedAt { get; init; }
-    /// <summary>Empty on creation; GET /v1/clusters/{id} fills it.</summary>
-    public IReadOnlyList<NodeResponse> Nodes { get; init; } = [];
+    public int NodeCount { get; init; }
+    /// <summary>Empty on creation; GET /v1/clusters/{id} fills it; null in the list of clusters (GET /v1/clusters/{id}/nodes pages them).</summary>
+    public IReadOnlyList<NodeResponse>? Nodes { get; init; } = [];
 }
 
 /// <summary>A compliance attestation; it counts (in search) only until it expires.</summary>
@@ -52,8 +53,12 @@ public sealed record NodeResponse
     public string Health { get; init; } = NodeHealth.Unknown;
     /// <summary>True while the agent's observed inventory equals the declared one.</summary>
     public bool Verified { get; init; }
-    /// <summary>Why the node is unhealthy or unverified, in words.</summary>
-    public string? StatusReason { get; init; }
+    /// <summary>Why the node is unhealthy (the agent's verdict, or its silence); null while healthy.</summary>
+    public string? HealthReason { get; init; }
+    /// <summary>Why the node is unverified (how the observed inventory differs from the declared one); null while verified.</summary>
+    public string? VerificationReason { get; init; }
+    /// <summary>Both reasons in one sentence, health first.</summary>
+    public string? StatusReason => NodeHealth.StatusReason(HealthReason, VerificationReason);
     public DateTimeOffset? LastHeartbeatAt { get; init; }
     [JsonIgnore] public int? ReliabilityPpm { get; init; }
     public decimal? Reliability => Reliabilities.FromPpm(ReliabilityPpm);
@@ -89,6 +94,16 @@ internal static class NodeHealth
     public const string Unknown = "unknown";
     public const string Healthy = "healthy";
     public const string Unhealthy = "unhealthy";
+
+    /// <summary>Both reasons in one sentence (health first), as NodeHealthChanged and status_reason carry them; null when there is none.</summary>
+    public static string? StatusReason(string? healthReason, string? verificationReason) =>
+        (healthReason, verificationReason) switch
+        {
+            (null, null) => null,
+            ({ } h, null) => h,
+            (null, { } v) => v,
+            ({ } h, { } v) => h + ". " + v,
+        };
 }
 
 internal static class Reliabilities
@@ -102,7 +117,7 @@ internal static class ClusterQueries
 
     public const string NodeColumns = """
         id, cluster_id, hostname, accelerator_model, accelerator_count, gpu_memory_gb, cpu_cores, ram_gb, disk_gb, nvlink_domain,
-        health, verified, status_reason, last_heartbeat_at, reliability_ppm, created_at
+        health, health_reason, verified, verification_reason, last_heartbeat_at, reliability_ppm, created_at
         """;
 
     /// <summary>The caller's cluster, or null if it does not exist or belongs to another org (both are a 404).</summary>
@@ -112,23 +127,26 @@ internal static class ClusterQueries
             SELECT {Columns} FROM clusters WHERE id = @id AND provider_org_id = @org {(forUpdate ? "FOR UPDATE" : "")}
             """, new { id, org }, tx, cancellationToken: ct));
 
-    /// <summary>The nodes (all, or one) of a cluster with their slots and coming maintenance, ordered by registration.</summary>
+    /// <summary>
+    /// The nodes of a cluster (all, one, or a page after <paramref name="after"/>) with their slots and coming maintenance,
+    /// in registration order.
+    /// </summary>
     public static async Task<List<NodeResponse>> NodesAsync(NpgsqlConnection connection, Guid clusterId, Guid? nodeId, DateTimeOffset now,
-        CancellationToken ct)
+        CancellationToken ct, (DateTimeOffset CreatedAt, Guid Id)? after = null, int? limit = null)
     {
-        var args = new { clusterId, nodeId, now };
         var nodes = (await connection.QueryAsync<NodeResponse>(new CommandDefinition($"""
             SELECT {NodeColumns} FROM nodes
-            WHERE cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR id = @nodeId) ORDER BY created_at, id
-            """, args, cancellationToken: ct))).AsList();
+            WHERE cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR id = @nodeId)
+              AND (@afterAt::timestamptz IS NULL OR (created_at, id) > (@afterAt, @afterId))
+            ORDER BY created_at, id LIMIT @limit
+            """, new { clusterId, nodeId, afterAt = after?.CreatedAt, afterId = after?.Id, limit }, cancellationToken: ct))).AsList();
+        var args = new { ids = nodes.Select(n => n.Id).ToArray(), now };
         var slots = (await connection.QueryAsync<(Guid NodeId, Guid Id, int Index, int? Island)>(new CommandDefinition("""
-            SELECT s.node_id, s.id, s.index, s.nvlink_island FROM gpu_slots s JOIN nodes n ON n.id = s.node_id
-            WHERE n.cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR n.id = @nodeId) ORDER BY s.node_id, s.index
+            SELECT node_id, id, index, nvlink_island FROM gpu_slots WHERE node_id = ANY(@ids) ORDER BY node_id, index
             """, args, cancellationToken: ct))).ToLookup(s => s.NodeId, s => new SlotResponse(s.Id, s.Index, s.Island));
         var maintenance = (await connection.QueryAsync<MaintenanceResponse>(new CommandDefinition($"""
-            SELECT {MaintenanceColumns} FROM node_maintenance m JOIN nodes n ON n.id = m.node_id
-            WHERE n.cluster_id = @clusterId AND (@nodeId::uuid IS NULL OR n.id = @nodeId)
-              AND m.cancelled_at IS NULL AND upper(m.during) > @now
+            SELECT {MaintenanceColumns} FROM node_maintenance m
+            WHERE m.node_id = ANY(@ids) AND m.cancelled_at IS NULL AND upper(m.during) > @now
             ORDER BY lower(m.during), m.id
             """, args, cancellationToken: ct))).ToLookup(m => m.NodeId);
         return nodes.Select(n => n with { Slots = slots[n.Id].ToList(), Maintenance = maintenance[n.Id].ToList() }).ToList();

@@ -21,10 +21,12 @@ internal static class GetCluster
         var cluster = await ClusterQueries.FindOwnAsync(connection, null, id, caller.OrgId, ct);
         if (cluster is null) return Problems.NotFound("cluster", id);
 
+        var nodes = await ClusterQueries.NodesAsync(connection, id, null, time.GetUtcNow(), ct);
         return TypedResults.Ok(cluster with
         {
             Compliance = await ClusterQueries.AttestationsAsync(connection, id, ct),
-            Nodes = await ClusterQueries.NodesAsync(connection, id, null, time.GetUtcNow(), ct),
+            NodeCount = nodes.Count,
+            Nodes = nodes,
         });
     }
 

@@ -23,6 +23,15 @@ internal static class RegisterCluster
     public static void Map(IEndpointRouteBuilder app) =>
         app.MapPost("/v1/clusters", HandleAsync).WithName("RegisterCluster").WithTags("Clusters");
 
+    /// <summary>The rules of one attestation, at registration and when it is added or renewed later; fields named from <paramref name="prefix"/>.</summary>
+    public static void CheckAttestation(Validation v, string prefix, string? kind, AttestationInput a, DateTimeOffset now) =>
+        v.Require(kind is not null && AttestationKinds.Contains(kind), prefix + "kind", $"must be one of {string.Join(", ", AttestationKinds)}.")
+         .Require(kind != "mlps" || a.Level is >= 1 and <= 5, prefix + "level", "is required for mlps: China's MLPS level, 1 to 5.")
+         .Require(kind == "mlps" || a.Level is null, prefix + "level", "is only for mlps; leave it out.")
+         .Require(!string.IsNullOrWhiteSpace(a.EvidenceRef) && a.EvidenceRef.Length <= 500, prefix + "evidence_ref",
+             "is required: where the certificate or audit report can be checked (a URL or document id), at most 500 characters.")
+         .Require(a.ExpiresAt > now, prefix + "expires_at", "is required and must be in the future (an expired attestation proves nothing).");
+
     private static async Task<Results<Created<ClusterResponse>, ValidationProblem, ProblemHttpResult>> HandleAsync(
         RegisterClusterRequest request, Caller caller, Db db, TimeProvider time, CancellationToken ct)
     {
@@ -43,13 +52,7 @@ internal static class RegisterCluster
         for (var i = 0; i < compliance.Length; i++)
         {
             var a = compliance[i];
-            var field = $"compliance[{i}]";
-            v.Require(a.Kind is not null && AttestationKinds.Contains(a.Kind), field + ".kind", $"must be one of {string.Join(", ", AttestationKinds)}.")
-             .Require(a.Kind != "mlps" || a.Level is >= 1 and <= 5, field + ".level", "is required for mlps: China's MLPS level, 1 to 5.")
-             .Require(a.Kind == "mlps" || a.Level is null, field + ".level", "is only for mlps; leave it out.")
-             .Require(!string.IsNullOrWhiteSpace(a.EvidenceRef) && a.EvidenceRef.Length <= 500, field + ".evidence_ref",
-                 "is required: where the certificate or audit report can be checked (a URL or document id), at most 500 characters.")
-             .Require(a.ExpiresAt > now, field + ".expires_at", "is required and must be in the future (an expired attestation proves nothing).");
+            CheckAttestation(v, $"compliance[{i}].", a.Kind, a, now);
         }
         v.Require(compliance.Select(a => a.Kind).Distinct().Count() == compliance.Length, "compliance", "lists a kind more than once.");
         if (v.Failed) return v.Problem;

@@ -13,7 +13,8 @@ internal sealed record NodeState
     public Guid ProviderOrgId { get; init; }
     public required string Health { get; init; }
     public bool Verified { get; init; }
-    public string? StatusReason { get; init; }
+    public string? HealthReason { get; init; }
+    public string? VerificationReason { get; init; }
     public DateTimeOffset? LastHeartbeatAt { get; init; }
 }
 
@@ -24,25 +25,28 @@ internal sealed record NodeState
 internal static class HealthTransitions
 {
     public const string SelectForUpdate = """
-        SELECT n.id, n.cluster_id, c.provider_org_id, n.health, n.verified, n.status_reason, n.last_heartbeat_at
+        SELECT n.id, n.cluster_id, c.provider_org_id, n.health, n.verified, n.health_reason, n.verification_reason, n.last_heartbeat_at
         FROM nodes n JOIN clusters c ON c.id = n.cluster_id
         """;
 
     /// <returns>True when health or verification changed (and NodeHealthChanged was written to the outbox).</returns>
+    /// <param name="healthReason">Why the node is unhealthy; null when it is healthy.</param>
+    /// <param name="verificationReason">Why the node is unverified (the inventory differences); null when verified.</param>
     /// <param name="outageSince">
     /// For a node that fell silent: its last heartbeat, when it was last known alive. The event carries it, so the
     /// downtime of the leases on the node (and their SLA credits) starts there rather than when the silence was noticed.
     /// </param>
-    public static async Task<bool> ApplyAsync(Tx tx, NodeState node, string health, bool verified, string? reason, DateTimeOffset now,
-        CancellationToken ct, DateTimeOffset? outageSince = null)
+    public static async Task<bool> ApplyAsync(Tx tx, NodeState node, string health, string? healthReason, bool verified, string? verificationReason,
+        DateTimeOffset now, CancellationToken ct, DateTimeOffset? outageSince = null)
     {
         var healthChanged = node.Health != health;
         var changed = healthChanged || node.Verified != verified;
-        if (!changed && node.StatusReason == reason) return false;
+        if (!changed && node.HealthReason == healthReason && node.VerificationReason == verificationReason) return false;
 
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE nodes SET health = @health, verified = @verified, status_reason = @reason WHERE id = @Id
-            """, new { node.Id, health, verified, reason }, tx.Transaction, cancellationToken: ct));
+            UPDATE nodes SET health = @health, health_reason = @healthReason, verified = @verified, verification_reason = @verificationReason
+            WHERE id = @Id
+            """, new { node.Id, health, healthReason, verified, verificationReason }, tx.Transaction, cancellationToken: ct));
         if (!changed) return false;
 
         if (healthChanged)
@@ -55,10 +59,10 @@ internal static class HealthTransitions
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE offers o SET ready = NOT EXISTS (
                 SELECT 1 FROM nodes n WHERE n.id = ANY(o.node_ids) AND NOT (n.health = 'healthy' AND n.verified))
-            WHERE o.status = 'active' AND o.id IN (SELECT offer_id FROM offer_nodes WHERE node_id = @Id)
+            WHERE o.status = 'active' AND o.id IN (SELECT offer_id FROM offer_slots WHERE node_id = @Id)
             """, new { node.Id }, tx.Transaction, cancellationToken: ct));
         await tx.PublishAsync(new NodeHealthChanged(node.Id, node.ClusterId, node.ProviderOrgId, health, verified,
-            reason ?? "healthy; the observed inventory matches the declared one", outageSince ?? now), ct);
+            NodeHealth.StatusReason(healthReason, verificationReason) ?? "healthy; the observed inventory matches the declared one", outageSince ?? now), ct);
         return true;
     }
 }

@@ -8,7 +8,7 @@ namespace Marketplace.Listings.Offers;
 
 /// <summary>
 /// The terms to change; what is left out stays. window_start/window_end replace the windows by that one window; windows
-/// replaces them all. The nodes of an offer do not change: withdraw it and publish another.
+/// replaces them all. The nodes and slots of an offer do not change: withdraw it and publish another.
 /// </summary>
 public sealed record ChangeOfferRequest(
     DateTimeOffset? WindowStart,
@@ -21,7 +21,8 @@ public sealed record ChangeOfferRequest(
     int? PreemptionNoticeSeconds,
     string? SlaLevel,
     Guid[]? NodeIds,
-    Guid? ClusterId);
+    Guid? ClusterId,
+    NodePartInput[]? Nodes = null);
 
 internal static class ChangeOffer
 {
@@ -41,8 +42,9 @@ internal static class ChangeOffer
 
         var v = new Validation()
             .Require(request.NodeIds is null, "node_ids", "cannot change; withdraw this offer and publish one with the other nodes.")
+            .Require(request.Nodes is null, "nodes", "cannot change; withdraw this offer and publish one with the other nodes or accelerator counts.")
             .Require(request.ClusterId is null, "cluster_id", "cannot change; withdraw this offer and publish one on the other cluster.")
-            .Require(request != new ChangeOfferRequest(null, null, null, null, null, null, null, null, null, null, null), "body",
+            .Require(request != new ChangeOfferRequest(null, null, null, null, null, null, null, null, null, null, null, null), "body",
                 "Give at least one term to change: ask_per_hour, windows (or window_start/window_end), min_lease_seconds, " +
                 "interruptible_allowed, interruptible_floor_per_hour, preemption_notice_seconds or sla_level.");
         if (v.Failed) return v.Problem;
@@ -73,13 +75,18 @@ internal static class ChangeOffer
                 preemption_notice_seconds = @PreemptionNoticeSeconds, sla_level = @SlaLevel, updated_at = @UpdatedAt
             WHERE id = @Id
             """, OfferWrites.Args(changed), tx.Transaction, cancellationToken: ct));
+        // The same slots in the new windows: those the offer holds (all of its nodes' when it offers whole nodes).
+        var slots = offer.SlotIds is null
+            ? await OfferClaims.SlotsOfNodesAsync(tx.Connection, tx.Transaction, offer.NodeIds, ct)
+            : await OfferClaims.SlotsAsync(tx.Connection, tx.Transaction, offer.SlotIds, ct);
         if (windowsChanged)
         {
-            var conflict = await OfferQueries.ClaimNodesAsync(tx.Connection, tx.Transaction, id, offer.NodeIds, terms.Windows, ct);
-            if (conflict is not null) return conflict;
+            var taken = await OfferClaims.TakenAsync(tx.Connection, tx.Transaction, id, offer.NodeIds, terms.Windows, ct);
+            if (OfferClaims.Conflict(slots, taken) is { } conflict) return conflict;
+            if (await OfferClaims.ClaimAsync(tx.Connection, tx.Transaction, id, slots, terms.Windows, ct) is { } raced) return raced;
         }
         await tx.PublishAsync(changed.ToEvent(now), ct);
         await tx.CommitAsync(ct);
-        return TypedResults.Ok(changed);
+        return TypedResults.Ok(changed with { Slots = offer.SlotIds is null ? null : slots });
     }
 }

@@ -14,6 +14,9 @@ public sealed record OfferResponse
     public Guid ProviderOrgId { get; init; }
     public Guid ClusterId { get; init; }
     public Guid[] NodeIds { get; init; } = [];
+    /// <summary>The offered slots when the offer is part of its nodes (<c>nodes: [{node_id, gpus}]</c>); null: every slot of every node.</summary>
+    public IReadOnlyList<OfferedSlot>? Slots { get; init; }
+    [JsonIgnore] public Guid[]? SlotIds { get; init; }
     public required string AcceleratorModel { get; init; }
     public required string Region { get; init; }
     public required string Jurisdiction { get; init; }
@@ -36,7 +39,7 @@ public sealed record OfferResponse
     /// <summary>The notice an interruptible lease gets before it is preempted.</summary>
     public int PreemptionNoticeSeconds { get; init; }
     public string SlaLevel { get; init; } = OfferTermRules.DefaultSla;
-    /// <summary>Gang shape: how many nodes, and the fewest accelerators on any one of them.</summary>
+    /// <summary>Gang shape: how many nodes, and the fewest accelerators offered on any one of them.</summary>
     public int NodeCount { get; init; }
     public int PerNode { get; init; }
     public string Fabric { get; init; } = Fabrics.Ethernet;
@@ -59,6 +62,7 @@ public sealed record OfferResponse
             PreemptionNoticeSeconds = PreemptionNoticeSeconds,
             SlaLevel = SlaLevel,
             Windows = Windows,
+            SlotIds = SlotIds,
         };
 }
 
@@ -73,7 +77,7 @@ internal static class OfferStatus
 internal static class OfferQueries
 {
     public const string Columns = """
-        id, provider_org_id, cluster_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count,
+        id, provider_org_id, cluster_id, node_ids, slot_ids, accelerator_model, region, jurisdiction, accelerator_count,
         window_start, window_end, windows AS window_ranges, ask_amount, ask_currency, min_lease_seconds, interruptible_allowed,
         interruptible_floor_amount, preemption_notice_seconds, sla_level, node_count, per_node, fabric, fabric_gbps,
         ready AS verified, reliability_ppm, status, created_at, updated_at, withdrawn_at
@@ -85,47 +89,14 @@ internal static class OfferQueries
             $"SELECT {Columns} FROM offers WHERE id = @id AND provider_org_id = @org FOR UPDATE",
             new { id, org }, tx, cancellationToken: ct));
 
-    private sealed record Overlap(Guid OfferId, Guid NodeId, DateTimeOffset WindowStart, DateTimeOffset WindowEnd);
-
-    /// <summary>
-    /// Claims the nodes for the offer's windows (the exclusion constraint has the last word), after looking for another
-    /// active offer that already holds one of them in an overlapping window: null when claimed, else the 409 to return.
-    /// </summary>
-    public static async Task<Microsoft.AspNetCore.Http.HttpResults.ProblemHttpResult?> ClaimNodesAsync(
-        NpgsqlConnection connection, NpgsqlTransaction tx, Guid offerId, Guid[] nodeIds, IReadOnlyList<TimeWindow> windows, CancellationToken ct)
+    /// <summary>The offers with <see cref="OfferResponse.Slots"/> filled for those of part of their nodes (one query for all).</summary>
+    public static async Task<List<OfferResponse>> WithSlotsAsync(NpgsqlConnection connection, NpgsqlTransaction? tx, IReadOnlyList<OfferResponse> offers,
+        CancellationToken ct)
     {
-        var args = new
-        {
-            offerId, nodeIds,
-            starts = windows.Select(w => w.Start.UtcDateTime).ToArray(),
-            ends = windows.Select(w => w.End.UtcDateTime).ToArray(),
-        };
-        var overlap = await connection.QueryFirstOrDefaultAsync<Overlap>(new CommandDefinition("""
-            SELECT o.id AS offer_id, n.node_id, o.window_start, o.window_end
-            FROM offer_nodes n JOIN offers o ON o.id = n.offer_id
-            WHERE n.offer_id <> @offerId AND n.node_id = ANY(@nodeIds)
-              AND n.during && ANY (SELECT tstzrange(s, e) FROM unnest(@starts::timestamptz[], @ends::timestamptz[]) AS w(s, e))
-            ORDER BY o.window_start LIMIT 1
-            """, args, tx, cancellationToken: ct));
-        if (overlap is not null)
-            return Marketplace.ServiceDefaults.Web.Problems.Conflict("offer-overlap",
-                $"Node {overlap.NodeId} is already offered by active offer {overlap.OfferId} from {Iso(overlap.WindowStart)} to {Iso(overlap.WindowEnd)}; " +
-                "withdraw that offer or choose a window that does not overlap it.");
-        try
-        {
-            await connection.ExecuteAsync(new CommandDefinition("""
-                DELETE FROM offer_nodes WHERE offer_id = @offerId;
-                INSERT INTO offer_nodes (offer_id, node_id, during)
-                SELECT @offerId, n, tstzrange(s, e) FROM unnest(@nodeIds) AS n, unnest(@starts::timestamptz[], @ends::timestamptz[]) AS w(s, e);
-                """, args, tx, cancellationToken: ct));
-        }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ExclusionViolation)
-        {
-            // Only reachable by a race the node locks should already prevent; the constraint has the last word.
-            return Marketplace.ServiceDefaults.Web.Problems.Conflict("offer-overlap",
-                "One of these nodes was offered for an overlapping window at the same moment; retry to see which.");
-        }
-        return null;
+        var ids = offers.Where(o => o.SlotIds is not null).SelectMany(o => o.SlotIds!).ToArray();
+        if (ids.Length == 0) return offers.ToList();
+        var slots = (await OfferClaims.SlotsAsync(connection, tx, ids, ct)).ToDictionary(s => s.Id);
+        return offers.Select(o => o.SlotIds is null ? o : o with { Slots = o.SlotIds.Select(id => slots[id]).ToList() }).ToList();
     }
 
     public static string Iso(DateTimeOffset t) =>

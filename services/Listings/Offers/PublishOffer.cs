@@ -1,5 +1,6 @@
 using Dapper;
 using Marketplace.Listings.Clusters;
+using Marketplace.Listings.Domain;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Web;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -7,6 +8,8 @@ using Microsoft.Extensions.Options;
 
 namespace Marketplace.Listings.Offers;
 
+/// <param name="NodeIds">Whole nodes: every accelerator of each.</param>
+/// <param name="Nodes">Part of nodes instead: how many accelerators of each node; Listings chooses which (see SlotChoice).</param>
 /// <param name="Windows">Several availability windows; window_start/window_end may then be left out (they are the envelope).</param>
 /// <param name="InterruptibleFloorPerHour">The lowest price interruptible use trades at (needs interruptible_allowed).</param>
 /// <param name="PreemptionNoticeSeconds">The notice an interruptible lease gets before it is preempted (default 0).</param>
@@ -22,7 +25,11 @@ public sealed record PublishOfferRequest(
     TimeWindowInput[]? Windows = null,
     MoneyInput? InterruptibleFloorPerHour = null,
     int? PreemptionNoticeSeconds = null,
-    string? SlaLevel = null);
+    string? SlaLevel = null,
+    NodePartInput[]? Nodes = null);
+
+/// <param name="Gpus">How many of the node's accelerators the offer sells, 1 to all of them.</param>
+public sealed record NodePartInput(Guid? NodeId, int? Gpus);
 
 internal static class PublishOffer
 {
@@ -39,12 +46,21 @@ internal static class PublishOffer
         if (!caller.Has(OrgRoles.Provider)) return Problems.Forbidden("Only provider organisations publish offers.");
 
         var now = time.GetUtcNow().ToMicroseconds();
-        var nodeIds = request.NodeIds ?? [];
+        var parts = request.Nodes;
+        // Whole nodes (node_ids) or part of nodes (nodes): the errors name the field the request used.
+        var field = parts is null ? "node_ids" : "nodes";
+        var nodeIds = parts?.Select(p => p.NodeId ?? Guid.Empty).ToArray() ?? request.NodeIds ?? [];
         var v = new Validation()
             .Require(request.ClusterId is not null, "cluster_id", "is required.")
-            .Require(nodeIds.Length > 0, "node_ids", "must list at least one node of the cluster.")
-            .Require(nodeIds.Length <= MaxNodesPerOffer, "node_ids", $"may list at most {MaxNodesPerOffer} nodes.")
-            .Require(nodeIds.Distinct().Count() == nodeIds.Length, "node_ids", "lists a node more than once.");
+            .Require(parts is null || request.NodeIds is null, "nodes",
+                "cannot be given with node_ids: list whole nodes in node_ids, or part of nodes in nodes ([{node_id, gpus}]), not both.")
+            .Require(nodeIds.Length > 0, field, "must list at least one node of the cluster (node_ids: whole nodes; nodes: [{node_id, gpus}] for part of nodes).")
+            .Require(nodeIds.Length <= MaxNodesPerOffer, field, $"may list at most {MaxNodesPerOffer} nodes.")
+            .Require(nodeIds.Distinct().Count() == nodeIds.Length, field, "lists a node more than once.");
+        for (var i = 0; i < (parts?.Length ?? 0); i++)
+            v.Require(parts![i].NodeId is not null && parts[i].NodeId != Guid.Empty, $"nodes[{i}].node_id", "is required.")
+             .Require(parts[i].Gpus is >= 1 and <= RegisterNode.MaxAcceleratorsPerNode, $"nodes[{i}].gpus",
+                 $"is required: how many of the node's accelerators to offer, 1 to {RegisterNode.MaxAcceleratorsPerNode}.");
         var terms = OfferTermRules.Check(new OfferTermsInput(request.WindowStart, request.WindowEnd, request.Windows, request.AskPerHour,
             request.MinLeaseSeconds, request.InterruptibleAllowed, request.InterruptibleFloorPerHour, request.PreemptionNoticeSeconds,
             request.SlaLevel), v, now, market.Value.MinLeaseSeconds);
@@ -62,46 +78,77 @@ internal static class PublishOffer
         var nodes = (await tx.Connection.QueryAsync<NodeRow>(new CommandDefinition("""
             SELECT id, accelerator_model, accelerator_count, health = 'healthy' AND verified AS ready FROM nodes
             WHERE id = ANY(@nodeIds) AND cluster_id = @clusterId ORDER BY id FOR UPDATE
-            """, new { nodeIds, clusterId = cluster!.Id }, tx.Transaction, cancellationToken: ct))).AsList();
-        var missing = nodeIds.Except(nodes.Select(n => n.Id)).ToList();
+            """, new { nodeIds, clusterId = cluster!.Id }, tx.Transaction, cancellationToken: ct))).ToDictionary(n => n.Id);
+        var missing = nodeIds.Except(nodes.Keys).ToList();
         if (missing.Count > 0)
-            return v.Add("node_ids", $"{string.Join(", ", missing)} {(missing.Count == 1 ? "is not a node" : "are not nodes")} of cluster {cluster.Id}.").Problem;
-        var models = nodes.Select(n => n.AcceleratorModel).Distinct().Order().ToList();
+            return v.Add(field, $"{string.Join(", ", missing)} {(missing.Count == 1 ? "is not a node" : "are not nodes")} of cluster {cluster.Id}.").Problem;
+        var models = nodes.Values.Select(n => n.AcceleratorModel).Distinct().Order().ToList();
         if (models.Count > 1)
-            return v.Add("node_ids", $"mixes accelerator models ({string.Join(", ", models)}); one offer sells one model, publish one offer per model.").Problem;
+            return v.Add(field, $"mixes accelerator models ({string.Join(", ", models)}); one offer sells one model, publish one offer per model.").Problem;
+        for (var i = 0; i < (parts?.Length ?? 0); i++)
+            if (parts![i].Gpus > nodes[nodeIds[i]].AcceleratorCount)
+                v.Add($"nodes[{i}].gpus", $"asks for {parts[i].Gpus} accelerators but node {nodeIds[i]} has {nodes[nodeIds[i]].AcceleratorCount}.");
+        if (v.Failed) return v.Problem;
+
+        // Whole nodes take every slot; part of a node takes the slots SlotChoice picks among those no overlapping offer holds.
+        var offerId = Guid.CreateVersion7();
+        var slotsOfNodes = await OfferClaims.SlotsOfNodesAsync(tx.Connection, tx.Transaction, nodeIds, ct);
+        var taken = await OfferClaims.TakenAsync(tx.Connection, tx.Transaction, offerId, nodeIds, terms.Windows, ct);
+        List<OfferedSlot> slots;
+        if (parts is null)
+        {
+            if (OfferClaims.Conflict(slotsOfNodes, taken) is { } conflict) return conflict;
+            slots = slotsOfNodes;
+        }
+        else
+        {
+            var takenIds = taken.Select(c => c.SlotId).ToHashSet();
+            slots = [];
+            for (var i = 0; i < parts.Length; i++)
+            {
+                var ofNode = slotsOfNodes.Where(s => s.NodeId == nodeIds[i]).ToList();
+                var chosen = SlotChoice.Choose(ofNode.Select(s => s.ToNodeSlot()), takenIds, parts[i].Gpus!.Value);
+                if (chosen is null)
+                    return OfferClaims.NotEnoughFree(nodeIds[i], parts[i].Gpus!.Value, ofNode.Count(s => !takenIds.Contains(s.Id)), taken);
+                var chosenIds = chosen.Select(s => s.Id).ToHashSet();
+                slots.AddRange(ofNode.Where(s => chosenIds.Contains(s.Id)));
+            }
+        }
+        var perNode = slots.GroupBy(s => s.NodeId).Select(g => g.Count()).ToList();
 
         var offer = new OfferResponse
         {
-            Id = Guid.CreateVersion7(),
+            Id = offerId,
             ProviderOrgId = caller.OrgId,
             ClusterId = cluster.Id,
             NodeIds = nodeIds,
+            SlotIds = parts is null ? null : slots.Select(s => s.Id).ToArray(),
+            Slots = parts is null ? null : slots,
             AcceleratorModel = models[0],
             Region = cluster.Region,
             Jurisdiction = cluster.Jurisdiction,
-            AcceleratorCount = nodes.Sum(n => n.AcceleratorCount),
+            AcceleratorCount = slots.Count,
             NodeCount = nodes.Count,
-            PerNode = nodes.Min(n => n.AcceleratorCount),
+            PerNode = perNode.Min(),
             Fabric = cluster.Fabric,
             FabricGbps = cluster.FabricGbps,
-            Verified = nodes.All(n => n.Ready),
+            Verified = nodes.Values.All(n => n.Ready),
             Status = OfferStatus.Active,
             CreatedAt = now,
         }.WithTerms(terms);
 
         await tx.Connection.ExecuteAsync(new CommandDefinition($"""
-            INSERT INTO offers (id, provider_org_id, cluster_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count,
+            INSERT INTO offers (id, provider_org_id, cluster_id, node_ids, slot_ids, accelerator_model, region, jurisdiction, accelerator_count,
                                 window_start, window_end, windows, ask_amount, ask_currency, min_lease_seconds, interruptible_allowed,
                                 interruptible_floor_amount, preemption_notice_seconds, sla_level, node_count, per_node, fabric, fabric_gbps,
                                 ready, status, created_at)
-            VALUES (@Id, @ProviderOrgId, @ClusterId, @NodeIds, @AcceleratorModel, @Region, @Jurisdiction, @AcceleratorCount,
+            VALUES (@Id, @ProviderOrgId, @ClusterId, @NodeIds, @SlotIds, @AcceleratorModel, @Region, @Jurisdiction, @AcceleratorCount,
                     @WindowStart, @WindowEnd, {OfferWrites.WindowsFromRanges}, @AskAmount, @AskCurrency, @MinLeaseSeconds, @InterruptibleAllowed,
                     @InterruptibleFloorAmount, @PreemptionNoticeSeconds, @SlaLevel, @NodeCount, @PerNode, @Fabric, @FabricGbps,
                     @Verified, @Status, @CreatedAt)
             """, OfferWrites.Args(offer), tx.Transaction, cancellationToken: ct));
-        // After the offer row (offer_nodes references it); a conflict rolls both back.
-        var conflict = await OfferQueries.ClaimNodesAsync(tx.Connection, tx.Transaction, offer.Id, nodeIds, terms.Windows, ct);
-        if (conflict is not null) return conflict;
+        // After the offer row (offer_slots references it); a conflict rolls both back.
+        if (await OfferClaims.ClaimAsync(tx.Connection, tx.Transaction, offer.Id, slots, terms.Windows, ct) is { } raced) return raced;
         await tx.PublishAsync(offer.ToEvent(now), ct);
         await tx.CommitAsync(ct);
         return TypedResults.Created($"/v1/offers/{offer.Id}", offer);
@@ -132,7 +179,7 @@ internal static class OfferWrites
     {
         var args = new DynamicParameters(new
         {
-            offer.Id, offer.ProviderOrgId, offer.ClusterId, offer.NodeIds, offer.AcceleratorModel, offer.Region, offer.Jurisdiction,
+            offer.Id, offer.ProviderOrgId, offer.ClusterId, offer.NodeIds, offer.SlotIds, offer.AcceleratorModel, offer.Region, offer.Jurisdiction,
             offer.AcceleratorCount, offer.WindowStart, offer.WindowEnd, offer.AskAmount, offer.AskCurrency, offer.MinLeaseSeconds,
             offer.InterruptibleAllowed, offer.InterruptibleFloorAmount, offer.PreemptionNoticeSeconds, offer.SlaLevel, offer.NodeCount,
             offer.PerNode, offer.Fabric, offer.FabricGbps, offer.Verified, offer.Status, offer.CreatedAt, offer.UpdatedAt,

@@ -1,6 +1,4 @@
-using System.Buffers.Text;
 using System.Globalization;
-using System.Text;
 using Dapper;
 using Marketplace.Listings.Accelerators;
 using Marketplace.Listings.Clusters;
@@ -49,14 +47,12 @@ public sealed record SearchOffersQuery(
 /// </summary>
 internal static class SearchOffers
 {
-    public const int DefaultLimit = 20;
-    public const int MaxLimit = 100;
+    public const int DefaultLimit = Cursor.DefaultLimit;
+    public const int MaxLimit = Cursor.MaxLimit;
     public static readonly string[] Sorts = ["created_at", "price", "reliability"];
 
     public static void Map(IEndpointRouteBuilder app) =>
         app.MapGet("/v1/offers", HandleAsync).WithName("SearchOffers").WithTags("Offers");
-
-    private sealed record Cursor(string Sort, long Key, Guid Id);
 
     /// <summary>A compliance requirement: an attestation kind, and for MLPS the lowest acceptable level.</summary>
     private sealed record Requirement(string Kind, int Level);
@@ -91,8 +87,8 @@ internal static class SearchOffers
         var requirements = ParseCompliance(q.Compliance, v);
         if (q.Cursor is not null)
         {
-            cursor = Decode(q.Cursor);
-            v.Require(cursor is not null && cursor.Sort == sort, "cursor",
+            cursor = Cursor.Decode(q.Cursor);
+            v.Require(cursor is not null && cursor.Kind == sort, "cursor",
                 "is not a cursor of this listing; pass next_cursor from the previous page with the same sort.");
         }
 
@@ -179,9 +175,9 @@ internal static class SearchOffers
                 "reliability" => last.ReliabilityPpm ?? -1,
                 _ => last.CreatedAt.UtcTicks,
             };
-            next = Encode(new Cursor(sort, lastKey, last.Id));
+            next = new Cursor(sort, lastKey, last.Id).Encode();
         }
-        return TypedResults.Ok(new OfferList(rows, next));
+        return TypedResults.Ok(new OfferList(await OfferQueries.WithSlotsAsync(connection, null, rows, ct), next));
     }
 
     /// <summary>The interval a renter wants; a bound alone stands for the microsecond at (or just before) it.</summary>
@@ -212,24 +208,5 @@ internal static class SearchOffers
                 v.Add("compliance", $"'{token}' is not an attestation; use a comma-separated list of data-residency, iso27001, soc2, mlps or mlps-1 to mlps-5.");
         }
         return requirements;
-    }
-
-    private static string Encode(Cursor c) =>
-        Base64Url.EncodeToString(Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{c.Sort}|{c.Key}|{c.Id}")));
-
-    private static Cursor? Decode(string s)
-    {
-        try
-        {
-            var parts = Encoding.UTF8.GetString(Base64Url.DecodeFromChars(s)).Split('|');
-            return parts.Length == 3 && long.TryParse(parts[1], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var key)
-                && Guid.TryParse(parts[2], out var id) && key >= -1 && key <= DateTimeOffset.MaxValue.UtcTicks
-                ? new Cursor(parts[0], key, id)
-                : null;
-        }
-        catch (FormatException)
-        {
-            return null;
-        }
     }
 }

@@ -20,12 +20,13 @@ internal static class WithdrawOffer
         await using var tx = await db.BeginAsync(ct);
         var offer = await OfferQueries.FindOwnForUpdateAsync(tx.Connection, tx.Transaction, id, caller.OrgId, ct);
         if (offer is null) return Problems.NotFound("offer", id);
+        offer = (await OfferQueries.WithSlotsAsync(tx.Connection, tx.Transaction, [offer], ct))[0];
         if (offer.Status == OfferStatus.Withdrawn) return TypedResults.Ok(offer);
 
         var now = time.GetUtcNow().ToMicroseconds();
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE offers SET status = 'withdrawn', withdrawn_at = @now WHERE id = @id;
-            DELETE FROM offer_nodes WHERE offer_id = @id;
+            DELETE FROM offer_slots WHERE offer_id = @id;
             """, new { id, now }, tx.Transaction, cancellationToken: ct));
         await tx.PublishAsync(new OfferWithdrawn(id, caller.OrgId, now), ct);
         await tx.CommitAsync(ct);
