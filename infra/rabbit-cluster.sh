@@ -14,16 +14,17 @@
 #            the node they are connected to killed mid-run; nothing may be lost (RabbitClusterTests, docs/reliability.md).
 #            Extra arguments go to dotnet test. Starts the cluster if needed and stops it again if it did.
 #
-# Ports (override with the environment): AMQP 56711-56713, management 56721-56723, distribution 56731-56733, epmd 56369.
+# Ports (override with the environment): AMQP 25711-25713, management 25721-25723, distribution 25731-25733, epmd 25369;
+# below Linux's ephemeral range (32768-60999), where any outgoing connection or test's free port may hold them.
 # The services' vhost/user are the same as on the shared broker (env.sh): marketplace/marketplace.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 CLUSTER_DIR="$MP_ROOT/.data/rabbit-cluster"
-AMQP_BASE="${MP_CLUSTER_AMQP_BASE:-56710}"
-MGMT_BASE="${MP_CLUSTER_MGMT_BASE:-56720}"
-DIST_BASE="${MP_CLUSTER_DIST_BASE:-56730}"
-export ERL_EPMD_PORT="${MP_CLUSTER_EPMD_PORT:-56369}"
+AMQP_BASE="${MP_CLUSTER_AMQP_BASE:-25710}"
+MGMT_BASE="${MP_CLUSTER_MGMT_BASE:-25720}"
+DIST_BASE="${MP_CLUSTER_DIST_BASE:-25730}"
+export ERL_EPMD_PORT="${MP_CLUSTER_EPMD_PORT:-25369}"
 export ERL_EPMD_ADDRESS=127.0.0.1
 # The cookie lives in HOME; the three servers and every CLI call must share it.
 export HOME="$CLUSTER_DIR"
@@ -68,7 +69,9 @@ start_node() {
   local n="$1" dir; dir="$(node_dir "$n")"
   write_config "$n"
   if running "$n"; then return 0; fi
-  if port_open "$(amqp_port "$n")"; then die "something else listens on 127.0.0.1:$(amqp_port "$n"); not starting node $n"; fi
+  for p in "$(amqp_port "$n")" "$(mgmt_port "$n")" $((DIST_BASE + n)); do
+    if port_open "$p"; then die "something else listens on 127.0.0.1:$p; not starting $(node_name "$n")"; fi
+  done
   log "starting $(node_name "$n") on 127.0.0.1:$(amqp_port "$n") (management $(mgmt_port "$n"))"
   rm -f "$dir/rabbit.pid"
   (

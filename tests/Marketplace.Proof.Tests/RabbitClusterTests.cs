@@ -19,8 +19,8 @@ namespace Marketplace.Proof.Tests;
 public sealed class RabbitCluster
 {
     private static readonly string Script = Path.Combine(RepoPaths.Root, "infra", "rabbit-cluster.sh");
-    private static int AmqpBase => int.Parse(TestServers.Env("MP_CLUSTER_AMQP_BASE", "56710"));
-    private static int ManagementBase => int.Parse(TestServers.Env("MP_CLUSTER_MGMT_BASE", "56720"));
+    private static int AmqpBase => int.Parse(TestServers.Env("MP_CLUSTER_AMQP_BASE", "25710"));
+    private static int ManagementBase => int.Parse(TestServers.Env("MP_CLUSTER_MGMT_BASE", "25720"));
     public static readonly int[] Nodes = [1, 2, 3];
 
     private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(10) };
