@@ -140,8 +140,11 @@ public sealed class RabbitClusterFixture : IAsyncLifetime
     public async Task DisposeAsync()
     {
         if (Stack is not null) await Stack.DisposeAsync();
-        try { await Cluster.SendAsync(HttpMethod.Delete, $"vhosts/{VirtualHost}"); }
-        catch (InvalidOperationException) { /* the cluster is gone; its data goes with the next start */ }
+        if (VirtualHost.Length > 0)
+        {
+            try { await Cluster.SendAsync(HttpMethod.Delete, $"vhosts/{VirtualHost}"); }
+            catch (InvalidOperationException) { /* the cluster is gone; its data goes with the next start */ }
+        }
         if (_startedCluster) await RabbitCluster.RunScriptAsync(null, "stop");
     }
 }
