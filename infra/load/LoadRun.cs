@@ -6,38 +6,54 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Dapper;
+using Marketplace.AgentSim;
 using Marketplace.Demo;
 using Npgsql;
 
 namespace Marketplace.Load;
 
 internal sealed record LoadOptions(Uri Gateway, string AdminKey, string Postgres, int Providers, int Renters, double Rate, int Duration,
-    int LeaseSeconds, int PgBenchSeconds, string RunDir, string? JsonPath);
+    int LeaseSeconds, int PgBenchSeconds, string RunDir, string? JsonPath, string Mix, double HeartbeatSeconds, int[] RabbitPorts);
 
 internal sealed record Percentiles(int Count, double P50, double P95, double P99, double Max);
 
+/// <summary>One order kind's outcome and latencies (ms) from the services' own timestamps.</summary>
+internal sealed record KindReport(string Kind, int Placed, int Filled, int Cancelled, int Unfinished,
+    Percentiles AcceptedToLease, Percentiles AcceptedToMatched, Percentiles MatchedToLease, Percentiles LeaseToHold, Percentiles Post);
+
 internal sealed record LoadReport(
-    LoadOptions Options, int Nodes, int Gpus, int Placed, int Filled, int Cancelled, int Unfinished, double PlacedPerSecond, double BookingsPerSecond,
-    Dictionary<string, Percentiles> Stages, Percentiles AcceptLatency, Dictionary<string, int> Errors, double? PgBenchTps, string? PgBenchCommand,
-    List<Memory.Sample> IdleMemory, List<Memory.Sample> LoadMemory);
+    LoadOptions Options, int Providers, int Nodes, int Gpus, long Heartbeats, long HeartbeatsFailed,
+    int Placed, int Filled, int Cancelled, int Unfinished, double PlacedPerSecond, double BookingsPerSecond,
+    Dictionary<string, Percentiles> Stages, Percentiles AcceptLatency, List<KindReport> Kinds, Dictionary<string, int> Errors,
+    Dictionary<string, int> UnfinishedReasons,
+    double? PgBenchTps, string? PgBenchCommand, List<Memory.Sample> IdleMemory, List<Memory.Sample> LoadMemory);
 
 /// <summary>
-/// One load run against a running marketplace: providers list enough capacity for every order, renters fund their wallets
-/// through the Stripe stand-in, then orders arrive at the target rate; every order is followed to its end, and the times
-/// each service wrote down (order created → matched → lease scheduled → hold placed) give the per-stage latencies.
+/// One load run against a running marketplace. Providers bring their fleets through the agent simulator (clusters, nodes,
+/// one key per node, heartbeats all through the run) and offer them; renters fund their wallets through the Stripe
+/// stand-in, then place a mix of order types at the target rate; every order is followed to its end, and the times each
+/// service wrote down (order created → matched → lease scheduled → hold placed) give the per-stage latencies.
 /// </summary>
 internal sealed class LoadRun(LoadOptions o, TextWriter log)
 {
+    /// <summary>On-demand and reserved orders buy this model; interruptible ones bid for the other, so neither starves the other.</summary>
     private const string Model = "h100-sxm";
+    private const string InterruptibleModel = "ascend-910b";
     private const string Currency = "CNY";
     private const int GpusPerNode = 16;
+    /// <summary>Registering a node takes two requests on the provider's key: stay within one key's burst (100).</summary>
+    private const int MaxNodesPerProvider = 40;
+    /// <summary>Reserved orders start this long after they are placed.</summary>
+    private const int ReservedLeadSeconds = 30;
 
-    private sealed record Placed(Guid Id, double AcceptMs, bool Ioc);
+    private sealed record Placed(Guid Id, OrderKind Kind, double AcceptMs);
 
     public async Task<LoadReport> RunAsync(CancellationToken ct)
     {
+        var mix = OrderMix.Parse(o.Mix);
         var pgPort = new NpgsqlConnectionStringBuilder(o.Postgres).Port;
-        log.WriteLine($"Load: {o.Providers} providers, {o.Renters} renters, {o.Rate} orders/s for {o.Duration} s (leases of {o.LeaseSeconds} s) against {o.Gateway}");
+        log.WriteLine($"Load: {o.Renters} renters, {o.Rate} orders/s for {o.Duration} s (leases of {o.LeaseSeconds} s) against {o.Gateway}; mix " +
+                      string.Join(", ", mix.Kinds.Select(k => $"{OrderMix.Name(k)} {mix.Share(k):P0}")));
 
         double? tps = null; string? pgbenchCommand = null;
         if (o.PgBenchSeconds > 0)
@@ -49,17 +65,27 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
 
         using var admin = new Api(o.Gateway, o.AdminKey);
         var run = DateTime.UtcNow.ToString("HHmmss", CultureInfo.InvariantCulture);
-        // Every order holds one GPU for a whole lease; enough GPUs for every order placed within one lease length, +25 %.
-        var concurrent = (int)Math.Ceiling(o.Rate * Math.Min(o.Duration, o.LeaseSeconds) * 1.25);
-        var nodesPerProvider = Math.Max(1, (int)Math.Ceiling(concurrent / (double)GpusPerNode / o.Providers));
-        log.WriteLine($"setup: {o.Providers} × {nodesPerProvider} nodes of {GpusPerNode} × {Model}");
+        // Every order holds one GPU for a whole lease: enough GPUs of each model for every order placed within one lease
+        // length, +25 % (reserved leases start a little later, but no more of them overlap at any instant).
+        var window = Math.Min(o.Duration, o.LeaseSeconds);
+        int GpusFor(double share) => (int)Math.Ceiling(o.Rate * share * window * 1.25);
+        var mainGpus = GpusFor(mix.Share(OrderKind.OnDemand) + mix.Share(OrderKind.ReservedFixed) + mix.Share(OrderKind.ReservedFlexible));
+        var spotGpus = GpusFor(mix.Share(OrderKind.Interruptible));
+        var mainNodes = (mainGpus + GpusPerNode - 1) / GpusPerNode;
+        var spotNodes = (spotGpus + GpusPerNode - 1) / GpusPerNode;
+        var providers = Math.Max(o.Providers, (mainNodes + spotNodes + MaxNodesPerProvider - 1) / MaxNodesPerProvider);
+        int Split(int total, int i) => total / providers + (i < total % providers ? 1 : 0);
+        log.WriteLine($"setup: {providers} providers with {mainNodes} nodes of {GpusPerNode} × {Model} and {spotNodes} of {GpusPerNode} × {InterruptibleModel} " +
+                      $"in all, registered and heartbeating every {o.HeartbeatSeconds.ToString(CultureInfo.InvariantCulture)} s through the agent simulator");
+
         var setup = Stopwatch.StartNew();
-        await Task.WhenAll(Enumerable.Range(0, o.Providers).Select(i => ProviderAsync(admin, run, i, nodesPerProvider, ct)));
+        using var heartbeats = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var fleets = await Task.WhenAll(Enumerable.Range(0, providers).Select(i => ProviderAsync(admin, run, i, Split(mainNodes, i), Split(spotNodes, i), heartbeats.Token)));
         var renters = await Task.WhenAll(Enumerable.Range(0, o.Renters).Select(i => RenterAsync(admin, run, i, ct)));
         log.WriteLine($"setup done in {setup.Elapsed.TotalSeconds:0.0} s");
         await Task.Delay(TimeSpan.FromSeconds(3), ct); // offers reach Bidding; processes settle before the idle sample
 
-        var idle = Memory.Take(o.RunDir, pgPort);
+        var idle = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
         List<Memory.Sample> underLoad = [];
         var placed = new ConcurrentBag<Placed>();
         var errors = new ConcurrentDictionary<string, int>();
@@ -70,10 +96,8 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         {
             var due = TimeSpan.FromSeconds(n / o.Rate);
             if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed, ct);
-            if (n == total / 2) underLoad = Memory.Take(o.RunDir, pgPort);
-            var renter = renters[n % renters.Length];
-            var ioc = n % 10 == 9; // the mix: nine in ten good-till-cancelled, one immediate-or-cancel
-            inflight.Add(PlaceAsync(renter, ioc, placed, errors, ct));
+            if (n == total / 2) underLoad = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
+            inflight.Add(PlaceAsync(renters[n % renters.Length], mix.Next(), n, placed, errors, ct));
         }
         await Task.WhenAll(inflight);
         var placingSeconds = clock.Elapsed.TotalSeconds;
@@ -88,104 +112,174 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
             unfinished = await db.ExecuteScalarAsync<int>("SELECT count(*) FROM bidding.orders WHERE id = ANY(@ids) AND status NOT IN ('filled','cancelled')", new { ids });
             if (unfinished > 0) await Task.Delay(500, ct);
         }
+        await heartbeats.CancelAsync();
+        await Task.WhenAll(fleets.Select(f => f.Heartbeats));
+        foreach (var f in fleets) f.Simulator.Dispose();
 
-        var rows = (await db.QueryAsync<(Guid Id, string Status, DateTime Created, DateTime? Matched, DateTime? Leased, DateTime? Held)>("""
-            SELECT o.id, o.status, o.created_at,
-                   (SELECT min(m.created_at) FROM bidding.matches m WHERE m.order_id = o.id),
-                   l.created_at, h.created_at
+        var rows = (await db.QueryAsync<Row>("""
+            SELECT o.id, o.status, o.created_at AS created,
+                   (SELECT min(m.created_at) FROM bidding.matches m WHERE m.order_id = o.id) AS matched,
+                   l.created_at AS leased, h.created_at AS held
             FROM bidding.orders o
             LEFT JOIN scheduling.leases l ON l.order_id = o.id
             LEFT JOIN billing.holds h ON h.lease_id = l.id
             WHERE o.id = ANY(@ids)
             """, new { ids })).ToList();
-        static double Ms(DateTime a, DateTime b) => (b - a).TotalMilliseconds;
-        var stages = new Dictionary<string, Percentiles>
+        var stages = Stages(rows);
+        var kindOf = placed.ToDictionary(p => p.Id, p => p.Kind);
+        var kinds = mix.Kinds.Select(k =>
         {
-            ["order accepted → lease scheduled"] = Stats(rows.Where(r => r.Leased is not null).Select(r => Ms(r.Created, r.Leased!.Value))),
-            ["  order accepted → matched (Bidding)"] = Stats(rows.Where(r => r.Matched is not null).Select(r => Ms(r.Created, r.Matched!.Value))),
-            ["  matched → lease scheduled (bus + Scheduling)"] = Stats(rows.Where(r => r.Matched is not null && r.Leased is not null).Select(r => Ms(r.Matched!.Value, r.Leased!.Value))),
-            ["lease scheduled → hold placed (bus + Billing)"] = Stats(rows.Where(r => r.Leased is not null && r.Held is not null).Select(r => Ms(r.Leased!.Value, r.Held!.Value))),
-        };
+            var mine = rows.Where(r => kindOf[r.Id] == k).ToList();
+            var s = Stages(mine);
+            return new KindReport(OrderMix.Name(k), placed.Count(p => p.Kind == k), mine.Count(r => r.Status == "filled"),
+                mine.Count(r => r.Status == "cancelled"), mine.Count(r => r.Status is not ("filled" or "cancelled")),
+                s[AcceptedToLease], s[AcceptedToMatched], s[MatchedToLease], s[LeaseToHold], Stats(placed.Where(p => p.Kind == k).Select(p => p.AcceptMs)));
+        }).ToList();
+        // Why the orders that did not end are still open, as their renters would read it.
+        var reasons = (await db.QueryAsync<(string Status, string? Reason, int Count)>("""
+            SELECT status, status_reason, count(*)::int FROM bidding.orders
+            WHERE id = ANY(@ids) AND status NOT IN ('filled','cancelled') GROUP BY 1, 2 ORDER BY 3 DESC
+            """, new { ids })).ToDictionary(r => $"{r.Status}: {r.Reason ?? "no reason given"}", r => r.Count);
         var leased = rows.Where(r => r.Leased is not null).ToList();
         var bookingsPerSecond = leased.Count < 2 ? 0 : leased.Count / Math.Max(0.001, (leased.Max(r => r.Leased!.Value) - rows.Min(r => r.Created)).TotalSeconds);
 
-        var report = new LoadReport(o, o.Providers * nodesPerProvider, o.Providers * nodesPerProvider * GpusPerNode, placed.Count,
-            rows.Count(r => r.Status == "filled"), rows.Count(r => r.Status == "cancelled"), unfinished, placed.Count / placingSeconds, bookingsPerSecond,
-            stages, Stats(placed.Select(p => p.AcceptMs)), new Dictionary<string, int>(errors), tps, pgbenchCommand, idle, underLoad);
+        var report = new LoadReport(o, providers, fleets.Sum(f => f.Simulator.Nodes.Count), fleets.Sum(f => f.Simulator.Nodes.Sum(n => n.AcceleratorCount)),
+            fleets.Sum(f => f.Simulator.HeartbeatsSent), fleets.Sum(f => f.Simulator.HeartbeatsFailed),
+            placed.Count, rows.Count(r => r.Status == "filled"), rows.Count(r => r.Status == "cancelled"), unfinished, placed.Count / placingSeconds, bookingsPerSecond,
+            stages, Stats(placed.Select(p => p.AcceptMs)), kinds, new Dictionary<string, int>(errors), reasons, tps, pgbenchCommand, idle, underLoad);
         Print(report);
         if (o.JsonPath is not null)
             await File.WriteAllTextAsync(o.JsonPath, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }), ct);
         return report;
     }
 
-    private async Task PlaceAsync(HttpClient renter, bool ioc, ConcurrentBag<Placed> placed, ConcurrentDictionary<string, int> errors, CancellationToken ct)
+    private const string AcceptedToLease = "order accepted → lease scheduled";
+    private const string AcceptedToMatched = "  order accepted → matched (Bidding)";
+    private const string MatchedToLease = "  matched → lease scheduled (bus + Scheduling)";
+    private const string LeaseToHold = "lease scheduled → hold placed (bus + Billing)";
+
+    // Npgsql reads timestamptz as UTC DateTime; Dapper maps records by exact constructor types.
+    private sealed record Row(Guid Id, string Status, DateTime Created, DateTime? Matched, DateTime? Leased, DateTime? Held);
+
+    private static Dictionary<string, Percentiles> Stages(List<Row> rows)
+    {
+        static double Ms(DateTime a, DateTime b) => (b - a).TotalMilliseconds;
+        return new Dictionary<string, Percentiles>
+        {
+            [AcceptedToLease] = Stats(rows.Where(r => r.Leased is not null).Select(r => Ms(r.Created, r.Leased!.Value))),
+            [AcceptedToMatched] = Stats(rows.Where(r => r.Matched is not null).Select(r => Ms(r.Created, r.Matched!.Value))),
+            [MatchedToLease] = Stats(rows.Where(r => r.Matched is not null && r.Leased is not null).Select(r => Ms(r.Matched!.Value, r.Leased!.Value))),
+            [LeaseToHold] = Stats(rows.Where(r => r.Leased is not null && r.Held is not null).Select(r => Ms(r.Leased!.Value, r.Held!.Value))),
+        };
+    }
+
+    /// <summary>The order a renter places for <paramref name="kind"/>; every on-demand tenth is immediate-or-cancel.</summary>
+    private object OrderBody(OrderKind kind, int n)
+    {
+        var start = DateTimeOffset.UtcNow.AddSeconds(ReservedLeadSeconds);
+        var max = new { amount = 5000, currency = Currency };
+        return kind switch
+        {
+            OrderKind.OnDemand => new
+            {
+                type = "on_demand", accelerator_model = Model, accelerator_count = 1, duration_seconds = o.LeaseSeconds,
+                max_price_per_hour = max, time_in_force = n % 10 == 9 ? "ioc" : "gtc",
+            },
+            OrderKind.ReservedFixed => new
+            {
+                type = "reserved", accelerator_model = Model, accelerator_count = 1, duration_seconds = o.LeaseSeconds,
+                max_price_per_hour = max, earliest_start = start, latest_end = start.AddSeconds(o.LeaseSeconds),
+            },
+            OrderKind.ReservedFlexible => new
+            {
+                type = "reserved", accelerator_model = Model, accelerator_count = 1, duration_seconds = o.LeaseSeconds,
+                max_price_per_hour = max, earliest_start = start, latest_end = start.AddSeconds(o.LeaseSeconds + 600),
+            },
+            OrderKind.Interruptible => (object)new
+            {
+                type = "interruptible", accelerator_model = InterruptibleModel, accelerator_count = 1, duration_seconds = o.LeaseSeconds,
+                bid_per_hour = new { amount = 700, currency = Currency },
+            },
+            _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+        };
+    }
+
+    private async Task PlaceAsync(HttpClient renter, OrderKind kind, int n, ConcurrentBag<Placed> placed, ConcurrentDictionary<string, int> errors, CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
         try
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/orders")
-            {
-                Content = JsonContent.Create(new
-                {
-                    type = "on_demand", accelerator_model = Model, accelerator_count = 1, duration_seconds = o.LeaseSeconds,
-                    max_price_per_hour = new { amount = 5000, currency = Currency }, time_in_force = ioc ? "ioc" : "gtc",
-                }),
-            };
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/orders") { Content = JsonContent.Create(OrderBody(kind, n)) };
             request.Headers.Add("Idempotency-Key", Guid.NewGuid().ToString());
             using var response = await renter.SendAsync(request, ct);
             var text = await response.Content.ReadAsStringAsync(ct);
-            if (!response.IsSuccessStatusCode) { errors.AddOrUpdate($"POST /v1/orders → {(int)response.StatusCode}", 1, (_, c) => c + 1); return; }
+            if (!response.IsSuccessStatusCode) { errors.AddOrUpdate($"POST /v1/orders ({OrderMix.Name(kind)}) → {(int)response.StatusCode}", 1, (_, c) => c + 1); return; }
             var id = Guid.Parse((string)JsonNode.Parse(text)!["id"]!);
-            placed.Add(new Placed(id, Stopwatch.GetElapsedTime(started).TotalMilliseconds, ioc));
+            placed.Add(new Placed(id, kind, Stopwatch.GetElapsedTime(started).TotalMilliseconds));
         }
         catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
         {
-            errors.AddOrUpdate($"POST /v1/orders → {ex.GetType().Name}", 1, (_, c) => c + 1);
+            errors.AddOrUpdate($"POST /v1/orders ({OrderMix.Name(kind)}) → {ex.GetType().Name}", 1, (_, c) => c + 1);
         }
     }
 
-    private async Task ProviderAsync(Api admin, string run, int i, int nodes, CancellationToken ct)
+    private sealed record Fleet(AgentSimulator Simulator, Task Heartbeats);
+
+    /// <summary>
+    /// A provider org whose agents register its nodes (each with its own node key) and heartbeat them until the run ends;
+    /// once every node is healthy, one offer over its on-demand nodes and one interruptible offer over the others.
+    /// </summary>
+    private async Task<Fleet> ProviderAsync(Api admin, string run, int i, int mainNodes, int spotNodes, CancellationToken heartbeatCt)
     {
-        using var provider = await OrgAsync(admin, $"load provider {run}-{i}", "provider", ct);
-        var cluster = await provider.PostAsync("/v1/clusters", new { name = $"load-{i}", region = "cn-east", jurisdiction = "CN" }, null, ct);
-        var nodeIds = new List<string>();
-        for (var n = 0; n < nodes; n++)
-            nodeIds.Add((string)(await provider.PostAsync($"/v1/clusters/{cluster["id"]}/nodes",
-                new { hostname = $"load-{run}-{i}-{n}", accelerator_model = Model, accelerator_count = GpusPerNode }, null, ct))["id"]!);
-        var now = DateTimeOffset.UtcNow;
-        await provider.PostAsync("/v1/offers", new
+        var (provider, key) = await OrgAsync(admin, $"load provider {run}-{i}", "provider", heartbeatCt);
+        using var _ = provider;
+        var sim = new AgentSimulator(new AgentSimOptions
         {
-            cluster_id = cluster["id"], node_ids = nodeIds, window_start = now.AddMinutes(-1), window_end = now.AddHours(3),
-            ask_per_hour = new { amount = 1000 + 10 * i, currency = Currency }, min_lease_seconds = o.LeaseSeconds, interruptible_allowed = false,
-        }, null, ct);
+            Gateway = o.Gateway, ProviderKey = key, ClusterName = $"load-{run}-{i}", Region = "cn-east", Jurisdiction = "CN",
+            Fleet = [.. new[] { new FleetEntry(Model, mainNodes, GpusPerNode), new FleetEntry(InterruptibleModel, spotNodes, GpusPerNode) }.Where(e => e.Nodes > 0)],
+            HeartbeatInterval = TimeSpan.FromSeconds(o.HeartbeatSeconds), Concurrency = 4,
+        });
+        var nodes = await sim.RegisterAsync(heartbeatCt);
+        var heartbeats = sim.RunAsync(heartbeatCt);
+        var clusterId = sim.ClusterIds[0];
+        await provider.WaitForAsync($"/v1/clusters/{clusterId}", c => c["nodes"]!.AsArray().All(n => (string?)n!["health"] == "healthy"),
+            TimeSpan.FromSeconds(60), $"the first heartbeat of every node of provider {i}", heartbeatCt);
+        var now = DateTimeOffset.UtcNow;
+        if (mainNodes > 0)
+            await provider.PostAsync("/v1/offers", new
+            {
+                cluster_id = clusterId, node_ids = nodes.Where(n => n.Model == Model).Select(n => n.NodeId), window_start = now.AddMinutes(-1),
+                window_end = now.AddHours(3), ask_per_hour = new { amount = 1000 + 10 * i, currency = Currency }, min_lease_seconds = o.LeaseSeconds,
+                interruptible_allowed = false,
+            }, null, heartbeatCt);
+        if (spotNodes > 0)
+            await provider.PostAsync("/v1/offers", new
+            {
+                cluster_id = clusterId, node_ids = nodes.Where(n => n.Model == InterruptibleModel).Select(n => n.NodeId), window_start = now.AddMinutes(-1),
+                window_end = now.AddHours(3), ask_per_hour = new { amount = 900, currency = Currency }, min_lease_seconds = o.LeaseSeconds,
+                interruptible_allowed = true, interruptible_floor_per_hour = new { amount = 500, currency = Currency }, preemption_notice_seconds = 20,
+            }, null, heartbeatCt);
+        return new Fleet(sim, heartbeats);
     }
 
     private async Task<HttpClient> RenterAsync(Api admin, string run, int i, CancellationToken ct)
     {
-        using var renter = await OrgAsync(admin, $"load renter {run}-{i}", "renter", ct, out var key);
+        var (renter, key) = await OrgAsync(admin, $"load renter {run}-{i}", "renter", ct);
+        using var _ = renter;
         await renter.PostAsync("/v1/wallet/top-ups", new { amount = new { amount = 100_000_000, currency = Currency } }, Guid.NewGuid().ToString(), ct);
         await renter.WaitForAsync("/v1/wallet", w => w["balances"]!.AsArray().Any(b => (long)b!["available"]!["amount"]! >= 100_000_000),
             TimeSpan.FromSeconds(60), "the top-up webhook", ct);
         var http = new HttpClient { BaseAddress = o.Gateway, Timeout = TimeSpan.FromSeconds(30) };
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key.Value);
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
         return http;
     }
 
-    private sealed class Box { public string Value = ""; }
-
-    private Task<Api> OrgAsync(Api admin, string name, string role, CancellationToken ct) => OrgAsync(admin, name, role, ct, out _);
-
-    private Task<Api> OrgAsync(Api admin, string name, string role, CancellationToken ct, out Box key)
+    private async Task<(Api Client, string Key)> OrgAsync(Api admin, string name, string role, CancellationToken ct)
     {
-        var box = key = new Box();
-        return Create();
-        async Task<Api> Create()
-        {
-            var org = await admin.PostAsync("/v1/orgs", new { name, roles = new[] { role } }, null, ct);
-            var created = await admin.PostAsync($"/v1/orgs/{org["id"]}/api-keys", new { name = "load" }, null, ct);
-            box.Value = (string)created["key"]!;
-            return new Api(o.Gateway, box.Value);
-        }
+        var org = await admin.PostAsync("/v1/orgs", new { name, roles = new[] { role } }, null, ct);
+        var created = await admin.PostAsync($"/v1/orgs/{org["id"]}/api-keys", new { name = "load" }, null, ct);
+        var key = (string)created["key"]!;
+        return (new Api(o.Gateway, key), key);
     }
 
     private static Percentiles Stats(IEnumerable<double> values)
@@ -199,6 +293,8 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
     private void Print(LoadReport r)
     {
         log.WriteLine();
+        log.WriteLine($"fleet: {r.Providers} providers, {r.Nodes} nodes, {r.Gpus} GPUs; {r.Heartbeats} heartbeats sent, {r.HeartbeatsFailed} failed");
+        log.WriteLine();
         log.WriteLine($"| orders placed | filled | cancelled | not finished | placed/s | bookings/s | pgbench tps | bookings/s ÷ tps |");
         log.WriteLine($"|---:|---:|---:|---:|---:|---:|---:|---:|");
         log.WriteLine($"| {r.Placed} | {r.Filled} | {r.Cancelled} | {r.Unfinished} | {r.PlacedPerSecond:0.0} | {r.BookingsPerSecond:0.0} | " +
@@ -209,7 +305,16 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         foreach (var (name, p) in r.Stages.Append(KeyValuePair.Create("POST /v1/orders answered (client)", r.AcceptLatency)))
             log.WriteLine($"| {name} | {p.Count} | {p.P50:0.0} | {p.P95:0.0} | {p.P99:0.0} | {p.Max:0.0} |");
         log.WriteLine();
+        log.WriteLine("| order type | placed | filled | cancelled | not finished | accepted → lease p50 / p95 / p99 | accepted → matched p50 / p99 | matched → lease p50 / p99 | lease → hold p50 / p99 | POST p50 / p99 |");
+        log.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var k in r.Kinds)
+            log.WriteLine($"| {k.Kind} | {k.Placed} | {k.Filled} | {k.Cancelled} | {k.Unfinished} | {k.AcceptedToLease.P50:0} / {k.AcceptedToLease.P95:0} / {k.AcceptedToLease.P99:0} | " +
+                          $"{k.AcceptedToMatched.P50:0} / {k.AcceptedToMatched.P99:0} | {k.MatchedToLease.P50:0} / {k.MatchedToLease.P99:0} | " +
+                          $"{k.LeaseToHold.P50:0} / {k.LeaseToHold.P99:0} | {k.Post.P50:0} / {k.Post.P99:0} |");
+        log.WriteLine();
         log.WriteLine("errors: " + (r.Errors.Count == 0 ? "none" : string.Join(", ", r.Errors.Select(e => $"{e.Key} ×{e.Value}"))));
+        foreach (var (reason, count) in r.UnfinishedReasons)
+            log.WriteLine($"not finished: {count} × {reason}");
         log.WriteLine();
         log.WriteLine("| process | idle RSS MiB | idle PSS MiB | under load RSS MiB | under load PSS MiB |");
         log.WriteLine("|---|---:|---:|---:|---:|");

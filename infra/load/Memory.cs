@@ -30,9 +30,10 @@ internal static class Memory
 
     /// <summary>
     /// The five services (and the Stripe stand-in) from infra/up.sh's pid files; the PostgreSQL server listening on
-    /// <paramref name="pgPort"/> with all its backends summed; every RabbitMQ node (beam.smp) on the machine.
+    /// <paramref name="pgPort"/> with all its backends summed; the RabbitMQ nodes (beam.smp) listening on
+    /// <paramref name="rabbitPorts"/> (other people's brokers on the machine are not the marketplace's).
     /// </summary>
-    public static List<Sample> Take(string runDir, int pgPort)
+    public static List<Sample> Take(string runDir, int pgPort, IReadOnlyCollection<int> rabbitPorts)
     {
         var samples = new List<Sample>();
         foreach (var file in Directory.Exists(runDir) ? Directory.GetFiles(runDir, "*.pid").Order().ToArray() : [])
@@ -50,10 +51,22 @@ internal static class Memory
         }
         foreach (var beam in all.Where(p => Comm(p).StartsWith("beam.smp", StringComparison.Ordinal)))
         {
-            var node = CmdLine(beam).Split([" -sname ", " -name "], StringSplitOptions.None).ElementAtOrDefault(1)?.Split(' ')[0] ?? "?";
-            samples.Add(Of(node == "?" ? "rabbitmq (beam.smp)" : $"rabbitmq {node}", beam));
+            // rabbitmq-server passes its node name and port to the VM in the environment, not on the command line.
+            var env = Environ(beam);
+            if (!int.TryParse(env.GetValueOrDefault("RABBITMQ_NODE_PORT"), out var port) || !rabbitPorts.Contains(port)) continue;
+            samples.Add(Of($"rabbitmq {env.GetValueOrDefault("RABBITMQ_NODENAME", "?")}", beam));
         }
         return samples;
+    }
+
+    private static Dictionary<string, string> Environ(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/environ").Split('\0', StringSplitOptions.RemoveEmptyEntries)
+                .Select(v => v.Split('=', 2)).Where(kv => kv.Length == 2).GroupBy(kv => kv[0]).ToDictionary(g => g.Key, g => g.First()[1]);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return []; }
     }
 
     private static int SafeParent(int pid)

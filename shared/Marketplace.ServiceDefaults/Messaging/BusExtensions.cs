@@ -13,8 +13,17 @@ public sealed class RabbitMqOptions
     [Required] public string VirtualHost { get; set; } = "marketplace";
     [Required] public string Username { get; set; } = "marketplace";
     [Required] public string Password { get; set; } = "marketplace";
-    /// <summary>Quorum queues (replicated) in production; classic queues for a single development node.</summary>
+    /// <summary>
+    /// Quorum queues (replicated) in production; classic queues for a single development node. Every receive endpoint
+    /// and its <c>_error</c>/<c>_skipped</c> queues; the bus's own temporary queue stays classic (a quorum queue cannot
+    /// auto-delete).
+    /// </summary>
     public bool QuorumQueues { get; set; }
+    /// <summary>
+    /// The nodes of a RabbitMQ cluster ("host:port"). When given, the bus connects to the first that answers and moves to
+    /// another when it is lost; <see cref="Host"/> and <see cref="Port"/> then only name the bus.
+    /// </summary>
+    public string[] ClusterNodes { get; set; } = [];
     [Range(1, 10_000)] public int PrefetchCount { get; set; } = 100;
 }
 
@@ -39,6 +48,12 @@ public static class BusExtensions
         {
             x.SetEndpointNameFormatter(new KebabCaseEndpointNameFormatter(serviceName, false));
             consumers?.Invoke(x);
+            // Per endpoint: SetQuorumQueue on the bus configurator would only reach the bus's own temporary queue.
+            x.AddConfigureEndpointsCallback((context, _, endpoint) =>
+            {
+                if (endpoint is IRabbitMqReceiveEndpointConfigurator rabbit && context.GetRequiredService<IOptions<RabbitMqOptions>>().Value.QuorumQueues)
+                    rabbit.SetQuorumQueue();
+            });
             x.UsingRabbitMq((context, cfg) =>
             {
                 var o = context.GetRequiredService<IOptions<RabbitMqOptions>>().Value;
@@ -47,9 +62,10 @@ public static class BusExtensions
                     h.Username(o.Username);
                     h.Password(o.Password);
                     h.PublisherConfirmation = true;
+                    if (o.ClusterNodes.Length > 0)
+                        h.UseCluster(c => { foreach (var node in o.ClusterNodes) c.Node(node); });
                 });
                 cfg.PrefetchCount = o.PrefetchCount;
-                if (o.QuorumQueues) cfg.SetQuorumQueue();
                 cfg.UseConsumeFilter(typeof(ConsumeLoggingFilter<>), context);
                 cfg.UseMessageRetry(r => r.Exponential(5, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(5), TimeSpan.FromMilliseconds(200)));
                 cfg.ConfigureEndpoints(context);
