@@ -51,13 +51,14 @@ public sealed class ProbeDueHandler : IDueWorkHandler
 /// <summary>A service host built from the shared defaults, on the real servers, with the probe consumer.</summary>
 public static class ProbeHost
 {
-    public static WebApplication Build(TestDatabase db, TestVirtualHost vhost, TimeProvider? time = null, int? rabbitPort = null)
+    public static WebApplication Build(TestDatabase db, TestVirtualHost vhost, TimeProvider? time = null, int? rabbitPort = null,
+        string connectionStringSuffix = "")
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Testing" });
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
         {
-            ["ConnectionStrings:Postgres"] = db.ConnectionString("listings"),
+            ["ConnectionStrings:Postgres"] = db.ConnectionString("listings") + connectionStringSuffix,
             ["RabbitMq:Port"] = (rabbitPort ?? TestServers.RabbitPort).ToString(),
             ["RabbitMq:VirtualHost"] = vhost.Name,
             ["RabbitMq:Username"] = TestServers.RabbitUser,
