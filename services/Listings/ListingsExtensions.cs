@@ -35,6 +35,7 @@ public static class ListingsExtensions
         PublishOffer.Map(app);
         ChangeOffer.Map(app);
         SearchOffers.Map(app);
+        GetOffer.Map(app);
         WithdrawOffer.Map(app);
         return app;
     }

@@ -63,6 +63,27 @@ public sealed class OfferTests(ListingsApp app) : IClassFixture<ListingsApp>
     }
 
     [Fact]
+    public async Task An_active_offer_is_read_by_anyone_a_withdrawn_one_only_by_its_provider()
+    {
+        var provider = app.Provider(Guid.NewGuid());
+        var renter = app.Renter(Guid.NewGuid());
+        var otherProvider = app.Provider(Guid.NewGuid());
+        var cluster = await app.CreateClusterAsync(provider);
+        var node = await app.CreateNodeAsync(provider, cluster.Id, "l40s", 2);
+        var offer = await app.PublishOfferAsync(provider, cluster.Id, [node.Id], T0, T0.AddHours(6));
+
+        var read = await ListingsApp.ReadAsync<Offer>(await renter.GetAsync($"/v1/offers/{offer.Id}"), HttpStatusCode.OK);
+        Assert.Equal((offer.Id, "active", 2), (read.Id, read.Status, read.AcceleratorCount));
+        Assert.Equal([node.Id], read.NodeIds);
+
+        await ListingsApp.ReadAsync<Offer>(await provider.DeleteAsync($"/v1/offers/{offer.Id}"), HttpStatusCode.OK);
+        Assert.Equal("withdrawn", (await ListingsApp.ReadAsync<Offer>(await provider.GetAsync($"/v1/offers/{offer.Id}"), HttpStatusCode.OK)).Status);
+        await ListingsApp.ReadAsync<Problem>(await renter.GetAsync($"/v1/offers/{offer.Id}"), HttpStatusCode.NotFound);
+        await ListingsApp.ReadAsync<Problem>(await otherProvider.GetAsync($"/v1/offers/{offer.Id}"), HttpStatusCode.NotFound);
+        await ListingsApp.ReadAsync<Problem>(await renter.GetAsync($"/v1/offers/{Guid.NewGuid()}"), HttpStatusCode.NotFound);
+    }
+
+    [Fact]
     public async Task A_node_already_offered_for_an_overlapping_window_is_rejected_but_an_adjacent_window_is_accepted()
     {
         var client = app.Provider(Guid.NewGuid());
