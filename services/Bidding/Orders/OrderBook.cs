@@ -36,7 +36,7 @@ internal static class OrderBook
         var offers = (await tx.Connection.QueryAsync<OfferRow>(new CommandDefinition("""
             SELECT offer_id, provider_org_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count, window_start,
                    window_end, ask_amount, ask_currency, min_lease_seconds, published_at, interruptible_allowed,
-                   interruptible_floor_amount, preemption_notice_seconds, sla_level, windows::text AS windows, region_group
+                   interruptible_floor_amount, preemption_notice_seconds, sla_level, windows::text AS windows, region_group, slot_ids
             FROM offers
             WHERE accelerator_model = @model AND status = 'active' AND window_end > @now
               AND (@group::text IS NULL OR region_group = @group) AND (@exceptGroup::text IS NULL OR region_group <> @exceptGroup)
@@ -109,6 +109,8 @@ internal static class OrderBook
                 Interruptible = fill.Interruptible,
                 PreemptionNoticeSeconds = offer.PreemptionNoticeSeconds,
                 SlaLevel = offer.SlaLevel,
+                SlotIds = offer.SlotIds,
+                VerifiedOnly = row.VerifiedOnly,
             }, ct);
             markets[market] = (new Money(fill.PriceAmount, fill.Currency), row.AcceleratorModel, offer.RegionGroup);
         }
@@ -230,6 +232,9 @@ internal static class OrderBook
         public string SlaLevel { get; init; } = "standard";
         public string? Windows { get; init; }
         public string RegionGroup { get; init; } = "";
+
+        /// <summary>The offered slots when the offer is part of its nodes; null: whole nodes.</summary>
+        public Guid[]? SlotIds { get; init; }
     }
 
     private sealed class BookingRow

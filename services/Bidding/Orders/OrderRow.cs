@@ -29,11 +29,12 @@ internal sealed class OrderRow
     public DateTimeOffset? ExpiresAt { get; init; }
     public DateTimeOffset PriorityAt { get; init; }
     public string[] Alternatives { get; init; } = [];
+    public bool VerifiedOnly { get; init; }
 
     public const string Columns = """
         id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, status_reason, accelerator_model,
         accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction, created_at, lease_id,
-        region_group, earliest_start, latest_end, expires_at, priority_at, alternatives
+        region_group, earliest_start, latest_end, expires_at, priority_at, alternatives, verified_only
         """;
 
     /// <summary>The order as the engine sees it at <paramref name="now"/>: on-demand and interruptible orders start now.</summary>
@@ -85,12 +86,13 @@ public sealed record OrderResponse(
     DateTimeOffset? EarliestStart,
     DateTimeOffset? LatestEnd,
     DateTimeOffset? ExpiresAt,
-    IReadOnlyList<string> Alternatives)
+    IReadOnlyList<string> Alternatives,
+    bool VerifiedOnly)
 {
     internal static OrderResponse From(OrderRow o, MatchRow? m) => new(
         o.Id, o.RenterOrgId, o.Type, o.TimeInForce, o.Status, o.StatusReason, o.AcceleratorModel, o.AcceleratorCount,
         o.DurationSeconds, new Money(o.MaxPriceAmount, o.MaxPriceCurrency), o.Region, o.Jurisdiction, o.CreatedAt,
         m is null ? null : new OrderMatchResponse(m.OfferId, new Money(m.PriceAmount, m.PriceCurrency), m.StartAt, m.EndAt,
             m.Interruptible, m.PreemptedAt),
-        o.LeaseId, o.EarliestStart, o.LatestEnd, o.ExpiresAt, o.Alternatives);
+        o.LeaseId, o.EarliestStart, o.LatestEnd, o.ExpiresAt, o.Alternatives, o.VerifiedOnly);
 }

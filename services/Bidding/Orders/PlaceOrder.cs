@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Dapper;
 using Marketplace.Bidding.Domain;
 using Marketplace.ServiceDefaults.Data;
@@ -26,7 +27,9 @@ public sealed record PlaceOrderRequest(
     DateTimeOffset? EarliestStart = null,
     DateTimeOffset? LatestEnd = null,
     MoneyInput? BidPerHour = null,
-    DateTimeOffset? ExpiresAt = null);
+    DateTimeOffset? ExpiresAt = null,
+    // Left out of the idempotency hash when absent, so the hash of an order placed before the field existed is unchanged.
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? VerifiedOnly = null);
 
 internal static class PlaceOrder
 {
@@ -57,6 +60,8 @@ internal static class PlaceOrder
             Region = NullIfBlank(request.Region),
             Jurisdiction = NullIfBlank(request.Jurisdiction),
             TimeInForce = NullIfBlank(request.TimeInForce) ?? "gtc",
+            // false is the default: absent and false are the same order.
+            VerifiedOnly = request.VerifiedOnly == true ? true : null,
         };
         var hash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(normalized))));
 
@@ -67,10 +72,11 @@ internal static class PlaceOrder
         var inserted = await tx.Connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO orders (id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, accelerator_model,
                                 accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction,
-                                created_at, updated_at, priority_at, region_group, earliest_start, latest_end, expires_at)
+                                created_at, updated_at, priority_at, region_group, earliest_start, latest_end, expires_at,
+                                verified_only)
             VALUES (@orderId, @org, @idempotencyKey, @hash, @Type, @TimeInForce, 'open', @AcceleratorModel,
                     @count, @duration, @amount, @currency, @Region, @Jurisdiction, @now, @now, @now, @group, @EarliestStart,
-                    @LatestEnd, @ExpiresAt)
+                    @LatestEnd, @ExpiresAt, @verifiedOnly)
             ON CONFLICT (renter_org_id, idempotency_key) DO NOTHING
             """, new
             {
@@ -79,7 +85,7 @@ internal static class PlaceOrder
                 amount = normalized.MaxPricePerHour!.Amount!.Value, currency = normalized.MaxPricePerHour.Currency,
                 normalized.Region, normalized.Jurisdiction, now,
                 group = normalized.Region is null ? null : Markets.RegionGroup(normalized.Region),
-                normalized.EarliestStart, normalized.LatestEnd, normalized.ExpiresAt,
+                normalized.EarliestStart, normalized.LatestEnd, normalized.ExpiresAt, verifiedOnly = normalized.VerifiedOnly == true,
             }, tx.Transaction, cancellationToken: ct));
 
         if (inserted == 0)
