@@ -53,6 +53,8 @@ internal sealed class OfferPublishedConsumer(Db db, ILogger<OfferPublishedConsum
                 windows = m.Windows is null ? null : JsonSerializer.Serialize(m.Windows, JsonSerializerOptions.Web),
             }, tx.Transaction, cancellationToken: ct));
 
+        // Matches not started yet that the new terms no longer hold are revoked (their quantity requeued) before the book clears.
+        await OrderBook.RevokeUnfitMatchesAsync(tx, m.OfferId, ct);
         var matched = await OrderBook.ClearStandingAsync(tx, m.AcceleratorModel, group, ct);
         var quote = await MarketQuote.ReadAsync(tx, m.AcceleratorModel, group, m.AskPerHour.Currency, ct);
         await tx.PublishAsync(new PriceTicked(Markets.Key(m.AcceleratorModel, group), null, quote.BestBid, quote.BestAsk, tx.Now), ct);

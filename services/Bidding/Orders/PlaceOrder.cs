@@ -102,13 +102,9 @@ internal static class PlaceOrder
 
         var order = await tx.Connection.QuerySingleAsync<OrderRow>(new CommandDefinition(
             $"SELECT {OrderRow.Columns} FROM orders WHERE id = @orderId", new { orderId }, tx.Transaction, cancellationToken: ct));
-        // A standing order leaves the book when its time runs out: at expires_at (gtt), or at a reserved window's latest start.
-        DateTimeOffset? due = order.ExpiresAt;
-        if (order.LatestEnd is { } latestEnd && (due is null || latestEnd.AddSeconds(-order.DurationSeconds) < due))
-            due = latestEnd.AddSeconds(-order.DurationSeconds);
-        if (due is { } at && order.TimeInForce != "ioc")
-            await tx.ScheduleAsync(ExpireOrder.Kind, orderId.ToString(), at, ct);
-        await OrderBook.ClearOneAsync(tx, order, placedNow: true, ct);
+        await OrderBook.ScheduleExpiryAsync(tx, order, ct);
+        var bidBefore = await OrderBook.BestBidAsync(tx, order, ct, except: orderId);
+        await OrderBook.ClearOneAsync(tx, order, placedNow: true, bidBefore, ct);
         var response = (await OrderBook.ReadAsync(tx, orderId, caller.OrgId, ct))!;
         await tx.CommitAsync(ct);
         return TypedResults.Created($"/v1/orders/{orderId}", response);
