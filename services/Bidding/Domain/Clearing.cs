@@ -239,9 +239,12 @@ public static class Clearing
         }
 
         /// <summary>The earliest start in [earliest, latestStart] where the offer holds the order; feasibility only improves where a booking or a window ends/starts.</summary>
-        public DateTimeOffset? EarliestFit(DateTimeOffset earliest, DateTimeOffset latestStart, TimeSpan duration, int count, int span)
+        /// <param name="starts">A scratch list (reused: this runs for every candidate offer of every reserved order).</param>
+        public DateTimeOffset? EarliestFit(DateTimeOffset earliest, DateTimeOffset latestStart, TimeSpan duration, int count, int span,
+            List<DateTimeOffset> starts)
         {
-            var starts = new List<DateTimeOffset>(Bookings.Count + 2) { earliest };
+            starts.Clear();
+            starts.Add(earliest);
             foreach (var b in Bookings)
                 if (b.End > earliest && b.End <= latestStart) starts.Add(b.End);
             if (Offer.WindowStart > earliest && Offer.WindowStart <= latestStart) starts.Add(Offer.WindowStart);
@@ -297,6 +300,7 @@ public static class Clearing
         public OfferIndex(OfferState[] states, bool interruptible)
         {
             States = states;
+            _slotTrees = new int[]?[states.Length > 0 ? states[0].SlotFree.Length : 0];
             _prices = new long[States.Length];
             for (var i = 0; i < States.Length; i++) _prices[i] = Price(States[i].Offer, interruptible);
             _size = 1;
@@ -339,7 +343,7 @@ public static class Clearing
         /// <summary>Keeps the tree of an hour slot current, if that slot was ever asked about.</summary>
         public void UpdateSlot(int slot, int position, int value)
         {
-            if (_slotTrees.TryGetValue(slot, out var tree)) Set(tree, position, value);
+            if (_slotTrees[slot] is { } tree) Set(tree, position, value);
         }
 
         private void Set(int[] tree, int position, int value)
@@ -356,7 +360,7 @@ public static class Clearing
         public int FirstWithRoomInSlot(int slot, int from, int to, int count)
         {
             if (from >= to) return -1;
-            if (!_slotTrees.TryGetValue(slot, out var tree))
+            if (_slotTrees[slot] is not { } tree)
             {
                 tree = new int[2 * _size];
                 Array.Fill(tree, int.MinValue);
@@ -367,7 +371,8 @@ public static class Clearing
             return Find(tree, from, to, count);
         }
 
-        private readonly Dictionary<int, int[]> _slotTrees = [];
+        /// <summary>Per hour slot, built when first asked about.</summary>
+        private readonly int[]?[] _slotTrees;
 
         /// <summary>
         /// The first position in [from, to) that may hold <paramref name="count"/> in every slot of [s, s + span) (slots past
@@ -439,6 +444,7 @@ public static class Clearing
         private readonly int _horizon = offers.Count == 0 ? 0
             : (int)Math.Clamp(Math.Ceiling((offers.Max(o => o.WindowEnd) - now).TotalHours), 0, 31 * 24);
         private readonly Dictionary<IndexKey, OfferIndex> _indexes = [];
+        private readonly List<DateTimeOffset> _starts = [];
         private int _interruptibleBookings = offers.Sum(o => o.Bookings.Count(b => b.Interruptible));
         // The lowest bid of any interruptible booking seen (a lower bound): a bid at or below it can outbid nobody.
         private long _lowestInterruptibleBid = offers.SelectMany(o => o.Bookings).Where(b => b.Interruptible)
@@ -496,7 +502,7 @@ public static class Clearing
                     if (best < 0) break;
                     var s = index.States[best];
                     if (order.DurationSeconds >= s.Offer.MinLeaseSeconds
-                        && s.EarliestFit(earliest, latestStart, duration, order.Count, span) is { } start)
+                        && s.EarliestFit(earliest, latestStart, duration, order.Count, span, _starts) is { } start)
                         return Take(s, order, start, [], 0);
                     from = best + 1;
                 }
