@@ -287,9 +287,37 @@ internal static class OrderBook
     }
 
     /// <summary>The best bid of an order's market (interruptible bids are not bids of the book), leaving out <paramref name="except"/>.</summary>
-    public static async Task<Money?> BestBidAsync(Tx tx, OrderRow order, CancellationToken ct, Guid? except = null) =>
+    public static async Task<Money?> BestBidAsync(Tx tx, OrderRow order, CancellationToken ct, Guid[]? except = null) =>
         order.Type == "interruptible" ? null
             : (await MarketQuote.ReadAsync(tx, order.AcceleratorModel, order.RegionGroup, order.MaxPriceCurrency, ct, except)).BestBid;
+
+    /// <summary>
+    /// Clears newly placed orders of one market (model and region group, or the model for orders without a region) that
+    /// no clearing has seen yet (open, no reason), all in one clearing: lock, load the supply once, clear, record, tick.
+    /// An unfilled ioc order is cancelled. Orders another clearing got to first are skipped.
+    /// </summary>
+    public static async Task<int> ClearPlacedAsync(Tx tx, string model, string? group, Guid[] ids, CancellationToken ct)
+    {
+        await LockAsync(tx, model, group, ct);
+        var orders = (await tx.Connection.QueryAsync<OrderRow>(new CommandDefinition($"""
+            SELECT {OrderRow.Columns} FROM orders
+            WHERE id = ANY(@ids) AND status = 'open' AND status_reason IS NULL
+            ORDER BY id
+            FOR UPDATE
+            """, new { ids }, tx.Transaction, cancellationToken: ct))).AsList();
+        if (orders.Count == 0) return 0;
+        // The best bid before these orders came, per currency: if the ones left resting move it, PriceTicked says so.
+        var bidders = orders.Where(o => o.Type != "interruptible").GroupBy(o => o.MaxPriceCurrency).Select(g => g.First()).ToList();
+        var bidsBefore = new List<(OrderRow Order, Money? Bid)>();
+        foreach (var o in bidders) bidsBefore.Add((o, await BestBidAsync(tx, o, ct, ids)));
+
+        var supply = await LoadSupplyAsync(tx, model, group, ct);
+        var others = group is null ? [] : (await LoadSupplyAsync(tx, model, null, ct, exceptGroup: group)).Candidates;
+        var result = await ClearAsync(tx, orders, supply, others, cancelUnfilledIoc: true, ct);
+        if (result.Fills.Count == 0)
+            foreach (var (o, before) in bidsBefore) await TickIfBestBidMovedAsync(tx, o, before, ct);
+        return orders.Count;
+    }
 
     /// <summary>
     /// Publishes PriceTicked when an order resting, amended, cancelled or expiring moved its market's best bid. An order

@@ -42,6 +42,8 @@ internal static class PlaceOrder
         Db db,
         IOptions<MarketOptions> market,
         TimeProvider time,
+        PlacedOrders placed,
+        ILogger<PlacedOrders> logger,
         CancellationToken ct)
     {
         if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only renters place orders.");
@@ -65,6 +67,28 @@ internal static class PlaceOrder
         };
         var hash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(normalized))));
 
+        // Accepted in a short transaction of its own; its connection is back in the pool before the wait below.
+        var (early, order) = await AcceptAsync(db, caller, idempotencyKey!, hash, normalized, ct);
+        if (early is { } refused) return refused;
+        var orderId = order!.Id;
+
+        // Accepted: the order is matched by its market's next batch, which the response waits for (a few ms normally).
+        try
+        {
+            await placed.ClearAsync(order).WaitAsync(TimeSpan.FromSeconds(10), ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            // Still accepted; its state says "open" without a reason until due work clears it.
+            logger.LogWarning(e, "Order {OrderId} was accepted but not cleared in time", orderId);
+        }
+        await using var read = await db.BeginAsync(ct);
+        return TypedResults.Created($"/v1/orders/{orderId}", (await OrderBook.ReadAsync(read, orderId, caller.OrgId, ct))!);
+    }
+
+    private static async Task<(Results<Created<OrderResponse>, Ok<OrderResponse>, ValidationProblem, ProblemHttpResult>? Early, OrderRow? Order)>
+        AcceptAsync(Db db, Caller caller, string idempotencyKey, string hash, PlaceOrderRequest normalized, CancellationToken ct)
+    {
         await using var tx = await db.BeginAsync(ct);
         var orderId = NewId.NextGuid();
         var now = tx.Now;
@@ -94,20 +118,18 @@ internal static class PlaceOrder
                 "SELECT id, request_hash FROM orders WHERE renter_org_id = @org AND idempotency_key = @idempotencyKey",
                 new { org = caller.OrgId, idempotencyKey }, tx.Transaction, cancellationToken: ct));
             if (existing.RequestHash != hash)
-                return Problems.Unprocessable("idempotency-key-reused",
+                return (Problems.Unprocessable("idempotency-key-reused",
                     $"The Idempotency-Key '{idempotencyKey}' was already used for a different order ({existing.Id}). "
-                    + "Use a new key for a new order, or resend exactly the same body to get the original order.");
-            return TypedResults.Ok((await OrderBook.ReadAsync(tx, existing.Id, caller.OrgId, ct))!);
+                    + "Use a new key for a new order, or resend exactly the same body to get the original order."), null);
+            return (TypedResults.Ok((await OrderBook.ReadAsync(tx, existing.Id, caller.OrgId, ct))!), null);
         }
 
         var order = await tx.Connection.QuerySingleAsync<OrderRow>(new CommandDefinition(
             $"SELECT {OrderRow.Columns} FROM orders WHERE id = @orderId", new { orderId }, tx.Transaction, cancellationToken: ct));
         await OrderBook.ScheduleExpiryAsync(tx, order, ct);
-        var bidBefore = await OrderBook.BestBidAsync(tx, order, ct, except: orderId);
-        await OrderBook.ClearOneAsync(tx, order, placedNow: true, bidBefore, ct);
-        var response = (await OrderBook.ReadAsync(tx, orderId, caller.OrgId, ct))!;
+        await tx.ScheduleAsync(ClearPlacedOrder.Kind, orderId.ToString(), now + ClearPlacedOrder.Delay, ct);
         await tx.CommitAsync(ct);
-        return TypedResults.Created($"/v1/orders/{orderId}", response);
+        return (null, order);
     }
 
     private const int MaxAdvanceDays = 90;
