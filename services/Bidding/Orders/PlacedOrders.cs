@@ -1,3 +1,4 @@
+using Dapper;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Messaging;
 
@@ -92,9 +93,9 @@ internal sealed class ClearPlacedOrder : IDueWorkHandler
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
         var id = Guid.Parse(item.Key);
-        var market = await Dapper.SqlMapper.QuerySingleOrDefaultAsync<(string Model, string? Group)?>(tx.Connection,
-            new Dapper.CommandDefinition("SELECT accelerator_model, region_group FROM orders WHERE id = @id AND status = 'open' AND status_reason IS NULL",
-                new { id }, tx.Transaction, cancellationToken: ct));
+        var market = await tx.Connection.QuerySingleOrDefaultAsync<(string Model, string? Group)?>(new CommandDefinition(
+            "SELECT accelerator_model, region_group FROM orders WHERE id = @id AND status = 'open' AND status_reason IS NULL",
+            new { id }, tx.Transaction, cancellationToken: ct));
         if (market is { } m) await OrderBook.ClearPlacedAsync(tx, m.Model, m.Group, [id], ct);
     }
 }
