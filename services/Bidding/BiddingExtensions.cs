@@ -22,6 +22,8 @@ public static class BiddingExtensions
             bus.AddConsumer<LeaseEndedConsumer, LeaseEndedConsumerDefinition>();
         });
         builder.Services.AddDueWorkHandler<ExpireOrder>();
+        builder.Services.AddDueWorkHandler<ClearPlacedOrder>();
+        builder.Services.AddSingleton<PlacedOrders>();
         return builder;
     }
 

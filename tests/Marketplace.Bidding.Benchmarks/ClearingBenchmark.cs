@@ -4,7 +4,7 @@ using Marketplace.Bidding.Domain;
 
 if (args.Contains("--profile"))
 {
-    // A quick look without BenchmarkDotNet: one clearing per order kind mix, timed by a stopwatch.
+    // A quick look without BenchmarkDotNet: one clearing per order kind mix, next to the sort.
     var b = new ClearingBenchmark { Orders = 100_000, Offers = 10_000 };
     b.Setup();
     foreach (var (name, kinds) in new (string, OrderKind[])[]
@@ -15,17 +15,28 @@ if (args.Contains("--profile"))
              })
     {
         var subset = b.OrdersOf(kinds);
-        var best = long.MaxValue;
-        ClearingResult? result = null;
-        for (var run = 0; run < 5; run++)
+        // Best of 5, by the wall clock and by the process's CPU time: on a shared machine the CPU time is the steadier.
+        var process = System.Diagnostics.Process.GetCurrentProcess();
+        (long Wall, double Cpu) Time(Action run)
         {
-            var watch = System.Diagnostics.Stopwatch.StartNew();
-            result = Clearing.Clear(subset, b.OfferBook, ClearingBenchmark.Now);
-            best = Math.Min(best, watch.ElapsedMilliseconds);
+            (long Wall, double Cpu) best = (long.MaxValue, double.MaxValue);
+            for (var i = 0; i < 5; i++)
+            {
+                process.Refresh();
+                var cpu = process.TotalProcessorTime;
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                run();
+                var wall = watch.ElapsedMilliseconds;
+                process.Refresh();
+                best = (Math.Min(best.Wall, wall), Math.Min(best.Cpu, (process.TotalProcessorTime - cpu).TotalMilliseconds));
+            }
+            return best;
         }
-        var sortWatch = System.Diagnostics.Stopwatch.StartNew();
-        b.SortOrders();
-        Console.WriteLine($"{name,-20} {subset.Length,7} orders: best of 5 {best,6} ms, {result!.Fills.Count} filled (a sort of all: {sortWatch.ElapsedMilliseconds} ms)");
+        ClearingResult? result = null;
+        var clear = Time(() => result = Clearing.Clear(subset, b.OfferBook, ClearingBenchmark.Now));
+        var sort = Time(() => b.SortOrders());
+        Console.WriteLine($"{name,-20} {subset.Length,7} orders: best of 5 {clear.Wall,5} ms (CPU {clear.Cpu,5:0} ms), "
+                          + $"{result!.Fills.Count} filled; sort of all 100k: {sort.Wall,4} ms (CPU {sort.Cpu,4:0} ms)");
     }
     return;
 }

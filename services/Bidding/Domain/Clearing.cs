@@ -57,6 +57,7 @@ public sealed record ClearingResult(IReadOnlyList<Fill> Fills, IReadOnlyList<Gui
 /// </summary>
 public static class Clearing
 {
+
     public static ClearingResult Clear(IReadOnlyList<BookOrder> orders, IReadOnlyList<OfferCandidate> offers, DateTimeOffset now)
     {
         var book = new Book(offers, now);
@@ -187,13 +188,19 @@ public static class Clearing
 
         private int ComputeSlotFree(int slot)
         {
-            var (start, end) = (_now.AddHours(slot), _now.AddHours(slot + 1));
-            var open = Offer.WindowStart < end && Offer.WindowEnd > start
-                       && (Offer.Windows is null || Offer.Windows.Any(w => w.Start < end && w.End > start));
-            if (!open) return -1;
+            // In ticks: this runs for every slot of every offer when a book is built.
+            long start = _now.UtcTicks + slot * TimeSpan.TicksPerHour, end = start + TimeSpan.TicksPerHour;
+            if (Offer.WindowStart.UtcTicks >= end || Offer.WindowEnd.UtcTicks <= start) return -1;
+            if (Offer.Windows is { } windows)
+            {
+                var open = false;
+                foreach (var (ws, we) in windows)
+                    if (ws.UtcTicks < end && we.UtcTicks > start) { open = true; break; }
+                if (!open) return -1;
+            }
             var used = 0;
             foreach (var b in Bookings)
-                if (b.Start <= start && b.End >= end) used += b.Count;
+                if (b.Start.UtcTicks <= start && b.End.UtcTicks >= end) used += b.Count;
             return Offer.Capacity - used;
         }
 
@@ -232,9 +239,12 @@ public static class Clearing
         }
 
         /// <summary>The earliest start in [earliest, latestStart] where the offer holds the order; feasibility only improves where a booking or a window ends/starts.</summary>
-        public DateTimeOffset? EarliestFit(DateTimeOffset earliest, DateTimeOffset latestStart, TimeSpan duration, int count, int span)
+        /// <param name="starts">A scratch list (reused: this runs for every candidate offer of every reserved order).</param>
+        public DateTimeOffset? EarliestFit(DateTimeOffset earliest, DateTimeOffset latestStart, TimeSpan duration, int count, int span,
+            List<DateTimeOffset> starts)
         {
-            var starts = new List<DateTimeOffset>(Bookings.Count + 2) { earliest };
+            starts.Clear();
+            starts.Add(earliest);
             foreach (var b in Bookings)
                 if (b.End > earliest && b.End <= latestStart) starts.Add(b.End);
             if (Offer.WindowStart > earliest && Offer.WindowStart <= latestStart) starts.Add(Offer.WindowStart);
@@ -286,17 +296,13 @@ public static class Clearing
         private readonly int[] _tree;
         private readonly int _size;
 
-        public OfferIndex(List<OfferState> states, bool interruptible)
+        /// <param name="states">The eligible offers, already in price-time priority (<see cref="Compare"/>).</param>
+        public OfferIndex(OfferState[] states, bool interruptible)
         {
-            states.Sort((a, b) =>
-            {
-                var c = Price(a.Offer, interruptible).CompareTo(Price(b.Offer, interruptible));
-                if (c != 0) return c;
-                c = a.Offer.PublishedAt.CompareTo(b.Offer.PublishedAt);
-                return c != 0 ? c : a.Offer.OfferId.CompareTo(b.Offer.OfferId);
-            });
-            States = [.. states];
-            _prices = [.. States.Select(s => Price(s.Offer, interruptible))];
+            States = states;
+            _slotTrees = new int[]?[states.Length > 0 ? states[0].SlotFree.Length : 0];
+            _prices = new long[States.Length];
+            for (var i = 0; i < States.Length; i++) _prices[i] = Price(States[i].Offer, interruptible);
             _size = 1;
             while (_size < Math.Max(1, States.Length)) _size <<= 1;
             _tree = new int[2 * _size];
@@ -310,6 +316,15 @@ public static class Clearing
         }
 
         private static long Price(OfferCandidate o, bool interruptible) => interruptible ? o.Floor : o.AskAmount;
+
+        /// <summary>Price-time priority of offers: the lowest ask (interruptible: floor), the earliest published, the id.</summary>
+        public static int Compare(OfferState a, OfferState b, bool interruptible)
+        {
+            var c = Price(a.Offer, interruptible).CompareTo(Price(b.Offer, interruptible));
+            if (c != 0) return c;
+            c = a.Offer.PublishedAt.CompareTo(b.Offer.PublishedAt);
+            return c != 0 ? c : a.Offer.OfferId.CompareTo(b.Offer.OfferId);
+        }
 
         /// <summary>How many offers are priced at or below <paramref name="limit"/> (they come first).</summary>
         public int CountAtOrBelow(long limit)
@@ -328,7 +343,7 @@ public static class Clearing
         /// <summary>Keeps the tree of an hour slot current, if that slot was ever asked about.</summary>
         public void UpdateSlot(int slot, int position, int value)
         {
-            if (_slotTrees.TryGetValue(slot, out var tree)) Set(tree, position, value);
+            if (_slotTrees[slot] is { } tree) Set(tree, position, value);
         }
 
         private void Set(int[] tree, int position, int value)
@@ -339,13 +354,13 @@ public static class Clearing
         }
 
         /// <summary>The first position in [from, to) whose free-now capacity is at least <paramref name="count"/>, or -1.</summary>
-        public int FirstWithRoom(int from, int to, int count) => from >= to ? -1 : Find(_tree, 1, 0, _size, from, to, count);
+        public int FirstWithRoom(int from, int to, int count) => from >= to ? -1 : Find(_tree, from, to, count);
 
         /// <summary>The first position in [from, to) that may have <paramref name="count"/> free in hour slot <paramref name="slot"/>, or -1.</summary>
         public int FirstWithRoomInSlot(int slot, int from, int to, int count)
         {
             if (from >= to) return -1;
-            if (!_slotTrees.TryGetValue(slot, out var tree))
+            if (_slotTrees[slot] is not { } tree)
             {
                 tree = new int[2 * _size];
                 Array.Fill(tree, int.MinValue);
@@ -353,18 +368,71 @@ public static class Clearing
                 for (var i = _size - 1; i >= 1; i--) tree[i] = Math.Max(tree[2 * i], tree[2 * i + 1]);
                 _slotTrees[slot] = tree;
             }
-            return Find(tree, 1, 0, _size, from, to, count);
+            return Find(tree, from, to, count);
         }
 
-        private readonly Dictionary<int, int[]> _slotTrees = [];
+        /// <summary>Per hour slot, built when first asked about.</summary>
+        private readonly int[]?[] _slotTrees;
 
-        private static int Find(int[] tree, int node, int lo, int hi, int from, int to, int count)
+        /// <summary>
+        /// The first position in [from, to) that may hold <paramref name="count"/> in every slot of [s, s + span) (slots past
+        /// the horizon unchecked) for some start slot s in [first, last], or -1. Per start slot the slot trees leapfrog: each
+        /// answers the first position at or after the others' (a "leapfrog join"), until all the slots agree.
+        /// </summary>
+        public int FirstMayFit(int first, int last, int span, int horizon, int from, int to, int count)
         {
-            if (hi <= from || lo >= to || tree[node] < count) return -1;
-            if (hi - lo == 1) return lo;
-            var mid = (lo + hi) >>> 1;
-            var left = Find(tree, 2 * node, lo, mid, from, to, count);
-            return left >= 0 ? left : Find(tree, 2 * node + 1, mid, hi, from, to, count);
+            var best = -1;
+            for (var s = first; s <= last && from < to; s++)
+            {
+                var end = Math.Min(s + span, horizon);
+                int p = from, agreed = 0, x = s;
+                while (agreed < end - s)
+                {
+                    var q = FirstWithRoomInSlot(x, p, to, count);
+                    if (q < 0) { p = -1; break; }
+                    if (q == p) agreed++;
+                    else { p = q; agreed = 1; }
+                    x = x + 1 == end ? s : x + 1;
+                }
+                // A later start slot only matters if it finds a cheaper offer.
+                if (p >= 0) best = to = p;
+            }
+            return best;
+        }
+
+        /// <summary>
+        /// The first leaf in [from, to) of a max-tree holding at least <paramref name="count"/>, bottom-up: the range splits
+        /// into O(log n) whole subtrees, the left ones met in position order and the right ones in reverse; the first whose
+        /// maximum is big enough is descended.
+        /// </summary>
+        private int Find(int[] tree, int from, int to, int count)
+        {
+            Span<int> right = stackalloc int[64];
+            var pending = 0;
+            int l = from + _size, r = to + _size;
+            while (l < r)
+            {
+                if ((l & 1) == 1)
+                {
+                    if (tree[l] >= count) return Descend(tree, l, count);
+                    l++;
+                }
+                if ((r & 1) == 1) right[pending++] = --r;
+                l >>= 1;
+                r >>= 1;
+            }
+            while (pending > 0)
+            {
+                var node = right[--pending];
+                if (tree[node] >= count) return Descend(tree, node, count);
+            }
+            return -1;
+        }
+
+        private int Descend(int[] tree, int node, int count)
+        {
+            while (node < _size) node = tree[2 * node] >= count ? 2 * node : 2 * node + 1;
+            return node - _size;
         }
     }
 
@@ -376,6 +444,7 @@ public static class Clearing
         private readonly int _horizon = offers.Count == 0 ? 0
             : (int)Math.Clamp(Math.Ceiling((offers.Max(o => o.WindowEnd) - now).TotalHours), 0, 31 * 24);
         private readonly Dictionary<IndexKey, OfferIndex> _indexes = [];
+        private readonly List<DateTimeOffset> _starts = [];
         private int _interruptibleBookings = offers.Sum(o => o.Bookings.Count(b => b.Interruptible));
         // The lowest bid of any interruptible booking seen (a lower bound): a bid at or below it can outbid nobody.
         private long _lowestInterruptibleBid = offers.SelectMany(o => o.Bookings).Where(b => b.Interruptible)
@@ -383,6 +452,19 @@ public static class Clearing
         private OfferState[]? _states;
 
         private OfferState[] States => _states ??= [.. offers.Select(o => new OfferState(o, now, _horizon))];
+
+        private OfferState[]? _byAsk, _byFloor;
+
+        private OfferState[] ByAsk => _byAsk ??= Sorted(interruptible: false);
+
+        private OfferState[] ByFloor => _byFloor ??= Sorted(interruptible: true);
+
+        private OfferState[] Sorted(bool interruptible)
+        {
+            var sorted = (OfferState[])States.Clone();
+            Array.Sort(sorted, (a, b) => OfferIndex.Compare(a, b, interruptible));
+            return sorted;
+        }
 
         public Taken? TryFill(BookOrder order)
         {
@@ -413,20 +495,14 @@ public static class Clearing
                 var span = Math.Max(1, (int)(duration.Ticks / TimeSpan.TicksPerHour));
                 for (var from = 0; from < affordable;)
                 {
-                    // The cheapest offer that may have room in some start slot; beyond the horizon, every offer in turn.
-                    var best = -1;
-                    if (lastSlot >= _horizon) best = from;
-                    else
-                        for (var slot = firstSlot; slot <= lastSlot; slot++)
-                        {
-                            var i = index.FirstWithRoomInSlot(slot, from, best < 0 ? affordable : best, order.Count);
-                            if (i >= 0) best = i;
-                        }
+                    // The cheapest offer that may have room in every slot a lease from some start slot surely overlaps;
+                    // beyond the horizon, every offer in turn.
+                    var best = lastSlot >= _horizon ? from
+                        : index.FirstMayFit(firstSlot, lastSlot, span, _horizon, from, affordable, order.Count);
                     if (best < 0) break;
                     var s = index.States[best];
                     if (order.DurationSeconds >= s.Offer.MinLeaseSeconds
-                        && (lastSlot >= _horizon || s.SlotsMayFit(firstSlot, lastSlot, span, order.Count))
-                        && s.EarliestFit(earliest, latestStart, duration, order.Count, span) is { } start)
+                        && s.EarliestFit(earliest, latestStart, duration, order.Count, span, _starts) is { } start)
                         return Take(s, order, start, [], 0);
                     from = best + 1;
                 }
@@ -503,11 +579,15 @@ public static class Clearing
         private OfferIndex IndexFor(IndexKey key)
         {
             if (_indexes.TryGetValue(key, out var index)) return index;
-            var eligible = States.Where(s => s.Offer.Model == key.Model && s.Offer.Currency == key.Currency
-                                              && (key.Region is null || s.Offer.Region == key.Region)
-                                              && (key.Jurisdiction is null || s.Offer.Jurisdiction == key.Jurisdiction)
-                                              && (!key.Interruptible || s.Offer.InterruptibleAllowed)).ToList();
-            return _indexes[key] = new OfferIndex(eligible, key.Interruptible);
+            // Filtering offers already in priority keeps them in priority: two sorts for all the indexes, not one each.
+            var eligible = new List<OfferState>();
+            foreach (var s in key.Interruptible ? ByFloor : ByAsk)
+                if (s.Offer.Model == key.Model && s.Offer.Currency == key.Currency
+                    && (key.Region is null || s.Offer.Region == key.Region)
+                    && (key.Jurisdiction is null || s.Offer.Jurisdiction == key.Jurisdiction)
+                    && (!key.Interruptible || s.Offer.InterruptibleAllowed))
+                    eligible.Add(s);
+            return _indexes[key] = new OfferIndex([.. eligible], key.Interruptible);
         }
 
         public IReadOnlyList<OfferCandidate> Snapshot() => [.. States.Select(s => s.Offer with { Bookings = s.Bookings.ToArray() })];

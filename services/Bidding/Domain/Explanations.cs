@@ -6,7 +6,8 @@ public sealed record Explanation(string Reason, IReadOnlyList<string> Alternativ
 /// <summary>
 /// Explains an unfilled order against the market after clearing, in terms a renter can act on: the first rule that stands
 /// in the way (<see cref="Matching.Choose"/>), then the nearest alternatives – another price, another window, another
-/// region of the market, or the gang split.
+/// region of the market, another model, or the gang split. <c>offers</c> may hold offers of other models: they only
+/// feed the "another model" alternative.
 /// </summary>
 public static class Explanations
 {
@@ -88,6 +89,17 @@ public static class Explanations
                 alternatives.Add("another region: " + string.Join(", ",
                     elsewhere.Select(x => $"{x.Region} has room at {Matching.Price(x.Ask, order.Currency)}")));
         }
+
+        // Another model: offers of other models, in place and in the order's currency, that hold the whole order in its
+        // window within its price (the market for a model may be empty or full while a comparable one has room).
+        var otherModels = offers.Where(o => o.Model != order.Model && o.Currency == order.Currency && InPlace(o)
+                                            && order.DurationSeconds >= o.MinLeaseSeconds && o.AskAmount <= order.LimitAmount
+                                            && RoomNow(o))
+            .GroupBy(o => o.Model).Select(g => (Model: g.Key, Ask: g.Min(o => o.AskAmount)))
+            .OrderBy(x => x.Ask).ThenBy(x => x.Model, StringComparer.Ordinal).Take(3).ToList();
+        if (otherModels.Count > 0)
+            alternatives.Add("another model: " + string.Join(", ",
+                otherModels.Select(x => $"{x.Model} has {order.Count} free at {Matching.Price(x.Ask, order.Currency)}")));
 
         // The gang split: enough free in total, but not in one offer.
         var free = affordable.Where(o => o.Covers(spec.Start, spec.End))

@@ -12,19 +12,21 @@ internal sealed record MarketQuote(Money? BestBid, Money? BestAsk)
     /// price (they buy what nobody else has bought), shown as the interruptible clearing price. The best ask is the lowest
     /// ask of an offer with an accelerator free now.
     /// </remarks>
-    public static async Task<MarketQuote> ReadAsync(Tx tx, string model, string? group, string currency, CancellationToken ct)
+    public static async Task<MarketQuote> ReadAsync(Tx tx, string model, string? group, string currency, CancellationToken ct,
+        Guid[]? exceptOrders = null)
     {
         var (bid, ask) = await tx.Connection.QuerySingleAsync<(long? Bid, long? Ask)>(new CommandDefinition("""
             SELECT (SELECT max(max_price_amount) FROM orders
                     WHERE accelerator_model = @model AND status = 'open' AND type <> 'interruptible' AND max_price_currency = @currency
-                      AND (@group::text IS NULL OR region_group = @group OR region_group IS NULL)),
+                      AND (@group::text IS NULL OR region_group = @group OR region_group IS NULL)
+                      AND (@exceptOrders::uuid[] IS NULL OR id <> ALL(@exceptOrders))),
                    (SELECT min(ask_amount) FROM offers o
                     WHERE accelerator_model = @model AND status = 'active' AND window_start <= @now AND window_end > @now
                       AND ask_currency = @currency AND (@group::text IS NULL OR region_group = @group)
                       AND accelerator_count > (SELECT coalesce(sum(m.accelerator_count), 0) FROM matches m
                                                WHERE m.offer_id = o.offer_id AND m.state = 'active'
                                                  AND m.start_at <= @now AND m.end_at > @now))
-            """, new { model, group, currency, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+            """, new { model, group, currency, now = tx.Now, exceptOrders }, tx.Transaction, cancellationToken: ct));
         return new MarketQuote(bid is { } b ? new Money(b, currency) : null, ask is { } a ? new Money(a, currency) : null);
     }
 }

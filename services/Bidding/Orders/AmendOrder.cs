@@ -57,11 +57,12 @@ internal static class AmendOrder
             return v.Problem;
         }
 
+        var bidBefore = await OrderBook.BestBidAsync(tx, order, ct);
         var amended = await tx.Connection.QuerySingleAsync<OrderRow>(new CommandDefinition($"""
             UPDATE orders SET max_price_amount = @amount, priority_at = @now, updated_at = @now WHERE id = @id
             RETURNING {OrderRow.Columns}
             """, new { id, amount = price.Amount!.Value, now = tx.Now }, tx.Transaction, cancellationToken: ct));
-        await OrderBook.ClearOneAsync(tx, amended, placedNow: false, ct);
+        await OrderBook.ClearOneAsync(tx, amended, placedNow: false, bidBefore, ct);
         var response = (await OrderBook.ReadAsync(tx, id, caller.OrgId, ct))!;
         await tx.CommitAsync(ct);
         return TypedResults.Ok(response);

@@ -12,10 +12,11 @@ internal static class CancelOrder
         if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only renters cancel orders.");
         await using var tx = await db.BeginAsync(ct);
         // Only an open order leaves the book here; a matched one is already on its way to a lease (cancel the lease instead).
-        var status = await tx.Connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition("""
-            SELECT status FROM orders WHERE id = @id AND renter_org_id = @org FOR UPDATE
+        var row = await tx.Connection.QuerySingleOrDefaultAsync<OrderRow>(new CommandDefinition($"""
+            SELECT {OrderRow.Columns} FROM orders WHERE id = @id AND renter_org_id = @org FOR UPDATE
             """, new { id, org = caller.OrgId }, tx.Transaction, cancellationToken: ct));
-        if (status is null) return Problems.NotFound("order", id);
+        if (row is null) return Problems.NotFound("order", id);
+        var status = row.Status;
         if (status != "open")
             return Problems.Conflict("order-not-open", status switch
             {
@@ -23,9 +24,11 @@ internal static class CancelOrder
                 "filled" => $"Order {id} is filled; cancel its lease instead (POST /v1/leases/{{id}}/cancel).",
                 _ => $"Order {id} is {status} and on its way to a lease; cancel the lease once it is scheduled.",
             });
+        var bidBefore = await OrderBook.BestBidAsync(tx, row, ct);
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE orders SET status = 'cancelled', status_reason = 'cancelled by the renter', updated_at = @now WHERE id = @id
             """, new { id, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        await OrderBook.TickIfBestBidMovedAsync(tx, row, bidBefore, ct);
         var order = (await OrderBook.ReadAsync(tx, id, caller.OrgId, ct))!;
         await tx.CommitAsync(ct);
         return TypedResults.Ok(order);

@@ -17,6 +17,11 @@ internal sealed class ExpireOrder : IDueWorkHandler
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
         var id = Guid.Parse(item.Key);
+        var order = await tx.Connection.QuerySingleOrDefaultAsync<OrderRow>(new CommandDefinition(
+            $"SELECT {OrderRow.Columns} FROM orders WHERE id = @id AND status = 'open' FOR UPDATE", new { id }, tx.Transaction,
+            cancellationToken: ct));
+        if (order is null) return;
+        var bidBefore = await OrderBook.BestBidAsync(tx, order, ct);
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE orders
             SET status = 'cancelled', alternatives = '{}', updated_at = @now,
@@ -29,5 +34,6 @@ internal sealed class ExpireOrder : IDueWorkHandler
                 END
             WHERE id = @id AND status = 'open'
             """, new { id, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        await OrderBook.TickIfBestBidMovedAsync(tx, order, bidBefore, ct);
     }
 }

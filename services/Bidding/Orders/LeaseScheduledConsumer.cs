@@ -24,6 +24,17 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
             WHERE o.id = @OrderId
               AND EXISTS (SELECT 1 FROM matches x WHERE x.id = @MatchId AND x.order_id = o.id)
             """, new { m.LeaseId, m.OrderId, m.MatchId, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        // A match preempted or revoked before Scheduling had booked its lease: that request found no lease and changed
+        // nothing, so it is made again now that the lease exists (a second request for a lease with notice is a no-op).
+        var taken = await tx.Connection.QuerySingleOrDefaultAsync<(string State, DateTimeOffset EndAt, string Reason)?>(new CommandDefinition("""
+            SELECT state, end_at, coalesce(preempt_reason, release_reason, 'preempted') FROM matches
+            WHERE id = @MatchId AND preempted_at IS NOT NULL
+            """, new { m.MatchId }, tx.Transaction, cancellationToken: ct));
+        if (taken is { } t)
+        {
+            var notice = t.State == "active" ? Math.Max(0, (int)Math.Ceiling((t.EndAt - tx.Now).TotalSeconds)) : 0;
+            await tx.PublishAsync(new PreemptionRequested(m.MatchId, m.OrderId, t.Reason, notice, tx.Now), ct);
+        }
         await tx.CommitAsync(ct);
     }
 }

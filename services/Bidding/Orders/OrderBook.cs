@@ -29,43 +29,55 @@ internal static class OrderBook
             : $"SELECT pg_advisory_xact_lock_shared({ModelLocks}, hashtext(@model)); SELECT pg_advisory_xact_lock({MarketLocks}, hashtext(@market));",
             new { model, market = group is null ? null : Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
 
+    private const string OfferColumns = """
+        offer_id, provider_org_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count, window_start,
+        window_end, ask_amount, ask_currency, min_lease_seconds, published_at, interruptible_allowed,
+        interruptible_floor_amount, preemption_notice_seconds, sla_level, windows::text AS windows, region_group, slot_ids, status
+        """;
+
     /// <summary>Active offers of a model (of one group, or of all groups but <paramref name="exceptGroup"/>) with their bookings.</summary>
     public static async Task<Supply> LoadSupplyAsync(Tx tx, string model, string? group, CancellationToken ct, string? exceptGroup = null)
     {
-        var now = tx.Now;
-        var offers = (await tx.Connection.QueryAsync<OfferRow>(new CommandDefinition("""
-            SELECT offer_id, provider_org_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count, window_start,
-                   window_end, ask_amount, ask_currency, min_lease_seconds, published_at, interruptible_allowed,
-                   interruptible_floor_amount, preemption_notice_seconds, sla_level, windows::text AS windows, region_group
-            FROM offers
+        var offers = (await tx.Connection.QueryAsync<OfferRow>(new CommandDefinition($"""
+            SELECT {OfferColumns} FROM offers
             WHERE accelerator_model = @model AND status = 'active' AND window_end > @now
               AND (@group::text IS NULL OR region_group = @group) AND (@exceptGroup::text IS NULL OR region_group <> @exceptGroup)
-            """, new { model, group, exceptGroup, now }, tx.Transaction, cancellationToken: ct))).AsList();
+            """, new { model, group, exceptGroup, now = tx.Now }, tx.Transaction, cancellationToken: ct))).AsList();
+        return await WithBookingsAsync(tx, offers, ct);
+    }
+
+    /// <summary>
+    /// For the "another model" alternative: the cheapest active offers of the model's other models priced within
+    /// <paramref name="maxLimit"/> (an ask, or an interruptible floor) in one of <paramref name="currencies"/>.
+    /// </summary>
+    private static async Task<List<OfferCandidate>> LoadOtherModelsAsync(Tx tx, string model, string[] currencies, long maxLimit,
+        CancellationToken ct)
+    {
+        var offers = (await tx.Connection.QueryAsync<OfferRow>(new CommandDefinition($"""
+            SELECT {OfferColumns} FROM offers
+            WHERE accelerator_model <> @model AND status = 'active' AND window_end > @now AND ask_currency = ANY(@currencies)
+              AND least(ask_amount, coalesce(interruptible_floor_amount, ask_amount)) <= @maxLimit
+            ORDER BY least(ask_amount, coalesce(interruptible_floor_amount, ask_amount)), offer_id
+            LIMIT 200
+            """, new { model, currencies, maxLimit, now = tx.Now }, tx.Transaction, cancellationToken: ct))).AsList();
+        return (await WithBookingsAsync(tx, offers, ct)).Candidates;
+    }
+
+    private static async Task<Supply> WithBookingsAsync(Tx tx, List<OfferRow> offers, CancellationToken ct)
+    {
         if (offers.Count == 0) return new Supply([], []);
-        var bookings = (await tx.Connection.QueryAsync<BookingRow>(new CommandDefinition("""
-            SELECT id, offer_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at FROM matches
-            WHERE state = 'active' AND end_at > @now AND offer_id = ANY(@ids)
-            """, new { now, ids = offers.Select(o => o.OfferId).ToArray() }, tx.Transaction, cancellationToken: ct)))
-            .ToLookup(b => b.OfferId, b => new Booking(b.StartAt, b.EndAt, b.AcceleratorCount)
-            {
-                MatchId = b.Id,
-                // Already preempted: its capacity comes back at its (shortened) end, it is not preempted twice.
-                Interruptible = b.Interruptible && b.PreemptedAt is null,
-                BidAmount = b.BidAmount ?? 0,
-                MatchedAt = b.CreatedAt,
-            });
-        var candidates = offers.Select(o => new OfferCandidate(o.OfferId, o.AcceleratorModel, o.Region, o.Jurisdiction,
-            o.AcceleratorCount, o.WindowStart, o.WindowEnd, o.AskAmount, o.AskCurrency, o.MinLeaseSeconds, o.PublishedAt,
-            bookings[o.OfferId].ToList())
-        {
-            InterruptibleAllowed = o.InterruptibleAllowed,
-            InterruptibleFloorAmount = o.InterruptibleFloorAmount ?? 0,
-            PreemptionNoticeSeconds = o.PreemptionNoticeSeconds,
-            Windows = o.Windows is null ? null
-                : JsonSerializer.Deserialize<List<TimeWindow>>(o.Windows, JsonSerializerOptions.Web)!.Select(w => (w.Start, w.End)).ToList(),
-        }).ToList();
+        var bookings = (await LoadBookingsAsync(tx, offers.Select(o => o.OfferId).ToArray(), ct))
+            .ToLookup(b => b.OfferId, b => b.ToBooking(forClearing: true));
+        var candidates = offers.Select(o => o.ToCandidate(bookings[o.OfferId].ToList())).ToList();
         return new Supply(candidates, offers.ToDictionary(o => o.OfferId));
     }
+
+    private static async Task<List<BookingRow>> LoadBookingsAsync(Tx tx, Guid[] offerIds, CancellationToken ct) =>
+        (await tx.Connection.QueryAsync<BookingRow>(new CommandDefinition("""
+            SELECT id, offer_id, order_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at
+            FROM matches
+            WHERE state = 'active' AND end_at > @now AND offer_id = ANY(@offerIds)
+            """, new { now = tx.Now, offerIds }, tx.Transaction, cancellationToken: ct))).AsList();
 
     /// <summary>
     /// Clears <paramref name="orders"/> (open, locked) against <paramref name="supply"/> and records the outcome: matches and
@@ -109,11 +121,20 @@ internal static class OrderBook
                 Interruptible = fill.Interruptible,
                 PreemptionNoticeSeconds = offer.PreemptionNoticeSeconds,
                 SlaLevel = offer.SlaLevel,
+                SlotIds = offer.SlotIds,
+                VerifiedOnly = row.VerifiedOnly,
             }, ct);
             markets[market] = (new Money(fill.PriceAmount, fill.Currency), row.AcceleratorModel, offer.RegionGroup);
         }
 
         var after = result.Offers.Concat(explainAgainst).ToList();
+        if (result.Unfilled.Count > 0)
+        {
+            var unfilled = result.Unfilled.Select(id => book[id].Row).ToList();
+            var model = unfilled[0].AcceleratorModel;
+            after.AddRange(await LoadOtherModelsAsync(tx, model, [.. unfilled.Select(o => o.MaxPriceCurrency).Distinct()],
+                unfilled.Max(o => o.MaxPriceAmount), ct));
+        }
         foreach (var id in result.Unfilled)
         {
             var (row, order) = book[id];
@@ -156,20 +177,159 @@ internal static class OrderBook
             RETURNING order_id
             """, new { matchId = p.MatchId, endsAt = p.EndsAt, now, reason }, tx.Transaction, cancellationToken: ct));
         if (orderId is not { } id) return;
+        // A standing (gtc, gtt) interruptible order keeps wanting its capacity: its quantity goes back to the book.
+        var requeued = await RequeueAsync(tx, id, p.EndsAt, reason, ct);
+        var shown = requeued is { } next ? $"{reason}; back in the book as order {next}" : reason;
         await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE orders SET status_reason = @reason, updated_at = @now WHERE id = @id",
-            new { id, reason, now }, tx.Transaction, cancellationToken: ct));
+            "UPDATE orders SET status_reason = @shown, updated_at = @now WHERE id = @id",
+            new { id, shown, now }, tx.Transaction, cancellationToken: ct));
         await tx.PublishAsync(new PreemptionRequested(p.MatchId, id, reason, p.NoticeSeconds, now), ct);
     }
 
-    /// <summary>Places one new (or amended) order into its market: lock, load, clear, record.</summary>
-    public static async Task ClearOneAsync(Tx tx, OrderRow order, bool placedNow, CancellationToken ct)
+    /// <summary>
+    /// Puts the quantity of an order whose match was taken back (preempted, or revoked by an offer change) into the book
+    /// again as a new standing order with the same terms, linked both ways (requeued_from / requeued_as), starting no
+    /// earlier than <paramref name="notBefore"/>. Only gtc orders and gtt orders whose time has not run out are requeued,
+    /// once per order. The new order has a new id because the old one keeps its lease (and Scheduling one lease per order).
+    /// </summary>
+    private static async Task<Guid?> RequeueAsync(Tx tx, Guid orderId, DateTimeOffset notBefore, string why, CancellationToken ct)
+    {
+        var now = tx.Now;
+        var next = await tx.Connection.QuerySingleOrDefaultAsync<OrderRow>(new CommandDefinition($"""
+            INSERT INTO orders (id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, status_reason,
+                                accelerator_model, accelerator_count, duration_seconds, max_price_amount, max_price_currency, region,
+                                jurisdiction, created_at, updated_at, priority_at, region_group, earliest_start, latest_end,
+                                expires_at, verified_only, not_before, requeued_from)
+            SELECT @newId, renter_org_id, idempotency_key || '/requeued/' || @newId, request_hash, type, time_in_force, 'open',
+                   'requeued from order ' || id || ' (' || @why || '); waiting for capacity from '
+                       || to_char(@notBefore AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                   accelerator_model, accelerator_count, duration_seconds, max_price_amount, max_price_currency, region,
+                   jurisdiction, @now, @now, @now, region_group, earliest_start, latest_end, expires_at, verified_only,
+                   @notBefore, id
+            FROM orders
+            WHERE id = @orderId AND requeued_as IS NULL
+              AND (time_in_force = 'gtc' OR (time_in_force = 'gtt' AND expires_at > @notBefore))
+            ON CONFLICT DO NOTHING
+            RETURNING {OrderRow.Columns}
+            """, new { newId = NewId.NextGuid(), orderId, notBefore, why, now }, tx.Transaction, cancellationToken: ct));
+        if (next is null) return null;
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE orders SET requeued_as = @newId WHERE id = @orderId", new { newId = next.Id, orderId }, tx.Transaction,
+            cancellationToken: ct));
+        await ScheduleExpiryAsync(tx, next, ct);
+        return next.Id;
+    }
+
+    /// <summary>A standing order leaves the book when its time runs out: at expires_at (gtt), or at a reserved window's latest start.</summary>
+    public static async Task ScheduleExpiryAsync(Tx tx, OrderRow order, CancellationToken ct)
+    {
+        DateTimeOffset? due = order.ExpiresAt;
+        if (order.LatestEnd is { } latestEnd && (due is null || latestEnd.AddSeconds(-order.DurationSeconds) < due))
+            due = latestEnd.AddSeconds(-order.DurationSeconds);
+        if (due is { } at && order.TimeInForce != "ioc")
+            await tx.ScheduleAsync(ExpireOrder.Kind, order.Id.ToString(), at, ct);
+    }
+
+    /// <summary>
+    /// After an offer changed or was withdrawn: its matches that have not started and no longer fit the new terms
+    /// (<see cref="OfferChanges"/>) are revoked. Each revoked match is released, Scheduling is asked to end its lease
+    /// before it starts (PreemptionRequested without notice; repeated when the lease is booked later), the order is
+    /// cancelled with the reason and its quantity requeued as a new standing order (gtc, gtt). Call under the market lock.
+    /// </summary>
+    public static async Task<int> RevokeUnfitMatchesAsync(Tx tx, Guid offerId, CancellationToken ct)
+    {
+        var now = tx.Now;
+        var offer = await tx.Connection.QuerySingleOrDefaultAsync<OfferRow>(new CommandDefinition(
+            $"SELECT {OfferColumns} FROM offers WHERE offer_id = @offerId", new { offerId }, tx.Transaction, cancellationToken: ct));
+        if (offer is null) return 0;
+        var rows = await LoadBookingsAsync(tx, [offerId], ct);
+        if (rows.Count == 0) return 0;
+        var bookings = rows.Select(b => b.ToBooking(forClearing: false)).ToList();
+        var terms = offer.Status == "active" ? offer.ToCandidate([]) : null;
+        var revoked = OfferChanges.Revoked(terms, bookings, now);
+        foreach (var r in revoked)
+        {
+            var orderId = rows.Single(b => b.Id == r.MatchId).OrderId;
+            var reason = OfferChanges.Describe(r.Cause, offerId);
+            await tx.Connection.ExecuteAsync(new CommandDefinition("""
+                UPDATE matches SET state = 'released', released_at = @now, release_reason = @reason,
+                                   preempted_at = coalesce(preempted_at, @now), preempt_reason = coalesce(preempt_reason, @reason)
+                WHERE id = @matchId AND state = 'active'
+                """, new { matchId = r.MatchId, reason, now }, tx.Transaction, cancellationToken: ct));
+            var requeued = await RequeueAsync(tx, orderId, now, reason, ct);
+            await tx.Connection.ExecuteAsync(new CommandDefinition("""
+                UPDATE orders SET status = 'cancelled', status_reason = @shown, updated_at = @now
+                WHERE id = @orderId AND status IN ('matched', 'filled')
+                """, new
+                {
+                    orderId, now,
+                    shown = requeued is { } next ? $"{reason}; back in the book as order {next}"
+                        : $"{reason}; not requeued (immediate-or-cancel, or its time ran out)",
+                }, tx.Transaction, cancellationToken: ct));
+            await tx.PublishAsync(new PreemptionRequested(r.MatchId, orderId, reason, 0, now), ct);
+        }
+        return revoked.Count;
+    }
+
+    /// <summary>
+    /// Places one new (or amended) order into its market: lock, load, clear, record. <paramref name="bidBefore"/> is the
+    /// market's best bid before the order came (or changed): if the order rests and moves it, PriceTicked says so.
+    /// </summary>
+    public static async Task ClearOneAsync(Tx tx, OrderRow order, bool placedNow, Money? bidBefore, CancellationToken ct)
     {
         await LockAsync(tx, order.AcceleratorModel, order.RegionGroup, ct);
         var supply = await LoadSupplyAsync(tx, order.AcceleratorModel, order.RegionGroup, ct);
         var others = order.RegionGroup is null ? []
             : (await LoadSupplyAsync(tx, order.AcceleratorModel, null, ct, exceptGroup: order.RegionGroup)).Candidates;
-        await ClearAsync(tx, [order], supply, others, cancelUnfilledIoc: placedNow, ct);
+        var result = await ClearAsync(tx, [order], supply, others, cancelUnfilledIoc: placedNow, ct);
+        // A trade already ticked with the new quote.
+        if (result.Fills.Count == 0) await TickIfBestBidMovedAsync(tx, order, bidBefore, ct);
+    }
+
+    /// <summary>The best bid of an order's market (interruptible bids are not bids of the book), leaving out <paramref name="except"/>.</summary>
+    public static async Task<Money?> BestBidAsync(Tx tx, OrderRow order, CancellationToken ct, Guid[]? except = null) =>
+        order.Type == "interruptible" ? null
+            : (await MarketQuote.ReadAsync(tx, order.AcceleratorModel, order.RegionGroup, order.MaxPriceCurrency, ct, except)).BestBid;
+
+    /// <summary>
+    /// Clears newly placed orders of one market (model and region group, or the model for orders without a region) that
+    /// no clearing has seen yet (open, no reason), all in one clearing: lock, load the supply once, clear, record, tick.
+    /// An unfilled ioc order is cancelled. Orders another clearing got to first are skipped.
+    /// </summary>
+    public static async Task<int> ClearPlacedAsync(Tx tx, string model, string? group, Guid[] ids, CancellationToken ct)
+    {
+        await LockAsync(tx, model, group, ct);
+        var orders = (await tx.Connection.QueryAsync<OrderRow>(new CommandDefinition($"""
+            SELECT {OrderRow.Columns} FROM orders
+            WHERE id = ANY(@ids) AND status = 'open' AND status_reason IS NULL
+            ORDER BY id
+            FOR UPDATE
+            """, new { ids }, tx.Transaction, cancellationToken: ct))).AsList();
+        if (orders.Count == 0) return 0;
+        // The best bid before these orders came, per currency: if the ones left resting move it, PriceTicked says so.
+        var bidders = orders.Where(o => o.Type != "interruptible").GroupBy(o => o.MaxPriceCurrency).Select(g => g.First()).ToList();
+        var bidsBefore = new List<(OrderRow Order, Money? Bid)>();
+        foreach (var o in bidders) bidsBefore.Add((o, await BestBidAsync(tx, o, ct, ids)));
+
+        var supply = await LoadSupplyAsync(tx, model, group, ct);
+        var others = group is null ? [] : (await LoadSupplyAsync(tx, model, null, ct, exceptGroup: group)).Candidates;
+        var result = await ClearAsync(tx, orders, supply, others, cancelUnfilledIoc: true, ct);
+        if (result.Fills.Count == 0)
+            foreach (var (o, before) in bidsBefore) await TickIfBestBidMovedAsync(tx, o, before, ct);
+        return orders.Count;
+    }
+
+    /// <summary>
+    /// Publishes PriceTicked when an order resting, amended, cancelled or expiring moved its market's best bid. An order
+    /// without a region bids in every group of its model: its tick names the market "model/*".
+    /// </summary>
+    public static async Task TickIfBestBidMovedAsync(Tx tx, OrderRow order, Money? bidBefore, CancellationToken ct)
+    {
+        if (order.Type == "interruptible") return;
+        var quote = await MarketQuote.ReadAsync(tx, order.AcceleratorModel, order.RegionGroup, order.MaxPriceCurrency, ct);
+        if (quote.BestBid == bidBefore) return;
+        await tx.PublishAsync(new PriceTicked(Markets.Key(order.AcceleratorModel, order.RegionGroup ?? "*"), null, quote.BestBid,
+            quote.BestAsk, tx.Now), ct);
     }
 
     /// <summary>
@@ -230,6 +390,21 @@ internal static class OrderBook
         public string SlaLevel { get; init; } = "standard";
         public string? Windows { get; init; }
         public string RegionGroup { get; init; } = "";
+
+        /// <summary>The offered slots when the offer is part of its nodes; null: whole nodes.</summary>
+        public Guid[]? SlotIds { get; init; }
+
+        public string Status { get; init; } = "active";
+
+        public OfferCandidate ToCandidate(List<Booking> bookings) => new(OfferId, AcceleratorModel, Region, Jurisdiction,
+            AcceleratorCount, WindowStart, WindowEnd, AskAmount, AskCurrency, MinLeaseSeconds, PublishedAt, bookings)
+        {
+            InterruptibleAllowed = InterruptibleAllowed,
+            InterruptibleFloorAmount = InterruptibleFloorAmount ?? 0,
+            PreemptionNoticeSeconds = PreemptionNoticeSeconds,
+            Windows = Windows is null ? null
+                : JsonSerializer.Deserialize<List<TimeWindow>>(Windows, JsonSerializerOptions.Web)!.Select(w => (w.Start, w.End)).ToList(),
+        };
     }
 
     private sealed class BookingRow
@@ -243,5 +418,18 @@ internal static class OrderBook
         public DateTimeOffset? PreemptedAt { get; init; }
         public long? BidAmount { get; init; }
         public DateTimeOffset CreatedAt { get; init; }
+        public Guid OrderId { get; init; }
+
+        /// <param name="forClearing">
+        /// True: an already preempted match is no longer interruptible (its capacity comes back at its shortened end, it
+        /// is not preempted twice). False: as made (for offer changes).
+        /// </param>
+        public Booking ToBooking(bool forClearing) => new(StartAt, EndAt, AcceleratorCount)
+        {
+            MatchId = Id,
+            Interruptible = Interruptible && (!forClearing || PreemptedAt is null),
+            BidAmount = BidAmount ?? 0,
+            MatchedAt = CreatedAt,
+        };
     }
 }

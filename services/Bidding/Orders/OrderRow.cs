@@ -29,20 +29,27 @@ internal sealed class OrderRow
     public DateTimeOffset? ExpiresAt { get; init; }
     public DateTimeOffset PriorityAt { get; init; }
     public string[] Alternatives { get; init; } = [];
+    public bool VerifiedOnly { get; init; }
+    public DateTimeOffset? NotBefore { get; init; }
+    public Guid? RequeuedFrom { get; init; }
+    public Guid? RequeuedAs { get; init; }
 
     public const string Columns = """
         id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, status_reason, accelerator_model,
         accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction, created_at, lease_id,
-        region_group, earliest_start, latest_end, expires_at, priority_at, alternatives
+        region_group, earliest_start, latest_end, expires_at, priority_at, alternatives, verified_only, not_before, requeued_from,
+        requeued_as
         """;
 
     /// <summary>The order as the engine sees it at <paramref name="now"/>: on-demand and interruptible orders start now.</summary>
     public BookOrder ToBookOrder(DateTimeOffset now)
     {
         var kind = Type switch { "reserved" => OrderKind.Reserved, "interruptible" => OrderKind.Interruptible, _ => OrderKind.OnDemand };
+        // A requeued order starts no earlier than its predecessor's capacity is taken back.
+        var from = NotBefore is { } notBefore && notBefore > now ? notBefore : now;
         var (earliest, latestEnd) = kind == OrderKind.Reserved
-            ? (EarliestStart!.Value, LatestEnd!.Value)
-            : (now, now.AddSeconds(DurationSeconds));
+            ? (NotBefore is { } nb && nb > EarliestStart!.Value ? nb : EarliestStart!.Value, LatestEnd!.Value)
+            : (from, from.AddSeconds(DurationSeconds));
         return new BookOrder(Id, kind, AcceleratorModel, AcceleratorCount, MaxPriceAmount, MaxPriceCurrency, Region, Jurisdiction,
             earliest, latestEnd, DurationSeconds, PriorityAt);
     }
@@ -85,12 +92,17 @@ public sealed record OrderResponse(
     DateTimeOffset? EarliestStart,
     DateTimeOffset? LatestEnd,
     DateTimeOffset? ExpiresAt,
-    IReadOnlyList<string> Alternatives)
+    IReadOnlyList<string> Alternatives,
+    bool VerifiedOnly,
+    DateTimeOffset? NotBefore,
+    Guid? RequeuedFrom,
+    Guid? RequeuedAs)
 {
     internal static OrderResponse From(OrderRow o, MatchRow? m) => new(
         o.Id, o.RenterOrgId, o.Type, o.TimeInForce, o.Status, o.StatusReason, o.AcceleratorModel, o.AcceleratorCount,
         o.DurationSeconds, new Money(o.MaxPriceAmount, o.MaxPriceCurrency), o.Region, o.Jurisdiction, o.CreatedAt,
         m is null ? null : new OrderMatchResponse(m.OfferId, new Money(m.PriceAmount, m.PriceCurrency), m.StartAt, m.EndAt,
             m.Interruptible, m.PreemptedAt),
-        o.LeaseId, o.EarliestStart, o.LatestEnd, o.ExpiresAt, o.Alternatives);
+        o.LeaseId, o.EarliestStart, o.LatestEnd, o.ExpiresAt, o.Alternatives, o.VerifiedOnly, o.NotBefore, o.RequeuedFrom,
+        o.RequeuedAs);
 }

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Dapper;
 using Marketplace.Bidding.Domain;
 using Marketplace.ServiceDefaults.Data;
@@ -26,7 +27,9 @@ public sealed record PlaceOrderRequest(
     DateTimeOffset? EarliestStart = null,
     DateTimeOffset? LatestEnd = null,
     MoneyInput? BidPerHour = null,
-    DateTimeOffset? ExpiresAt = null);
+    DateTimeOffset? ExpiresAt = null,
+    // Left out of the idempotency hash when absent, so the hash of an order placed before the field existed is unchanged.
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? VerifiedOnly = null);
 
 internal static class PlaceOrder
 {
@@ -39,6 +42,8 @@ internal static class PlaceOrder
         Db db,
         IOptions<MarketOptions> market,
         TimeProvider time,
+        PlacedOrders placed,
+        ILogger<PlacedOrders> logger,
         CancellationToken ct)
     {
         if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only renters place orders.");
@@ -57,9 +62,33 @@ internal static class PlaceOrder
             Region = NullIfBlank(request.Region),
             Jurisdiction = NullIfBlank(request.Jurisdiction),
             TimeInForce = NullIfBlank(request.TimeInForce) ?? "gtc",
+            // false is the default: absent and false are the same order.
+            VerifiedOnly = request.VerifiedOnly == true ? true : null,
         };
         var hash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(normalized))));
 
+        // Accepted in a short transaction of its own; its connection is back in the pool before the wait below.
+        var (early, order) = await AcceptAsync(db, caller, idempotencyKey!, hash, normalized, ct);
+        if (early is { } refused) return refused;
+        var orderId = order!.Id;
+
+        // Accepted: the order is matched by its market's next batch, which the response waits for (a few ms normally).
+        try
+        {
+            await placed.ClearAsync(order).WaitAsync(TimeSpan.FromSeconds(10), ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            // Still accepted; its state says "open" without a reason until due work clears it.
+            logger.LogWarning(e, "Order {OrderId} was accepted but not cleared in time", orderId);
+        }
+        await using var read = await db.BeginAsync(ct);
+        return TypedResults.Created($"/v1/orders/{orderId}", (await OrderBook.ReadAsync(read, orderId, caller.OrgId, ct))!);
+    }
+
+    private static async Task<(Results<Created<OrderResponse>, Ok<OrderResponse>, ValidationProblem, ProblemHttpResult>? Early, OrderRow? Order)>
+        AcceptAsync(Db db, Caller caller, string idempotencyKey, string hash, PlaceOrderRequest normalized, CancellationToken ct)
+    {
         await using var tx = await db.BeginAsync(ct);
         var orderId = NewId.NextGuid();
         var now = tx.Now;
@@ -67,10 +96,11 @@ internal static class PlaceOrder
         var inserted = await tx.Connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO orders (id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, accelerator_model,
                                 accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction,
-                                created_at, updated_at, priority_at, region_group, earliest_start, latest_end, expires_at)
+                                created_at, updated_at, priority_at, region_group, earliest_start, latest_end, expires_at,
+                                verified_only)
             VALUES (@orderId, @org, @idempotencyKey, @hash, @Type, @TimeInForce, 'open', @AcceleratorModel,
                     @count, @duration, @amount, @currency, @Region, @Jurisdiction, @now, @now, @now, @group, @EarliestStart,
-                    @LatestEnd, @ExpiresAt)
+                    @LatestEnd, @ExpiresAt, @verifiedOnly)
             ON CONFLICT (renter_org_id, idempotency_key) DO NOTHING
             """, new
             {
@@ -79,7 +109,7 @@ internal static class PlaceOrder
                 amount = normalized.MaxPricePerHour!.Amount!.Value, currency = normalized.MaxPricePerHour.Currency,
                 normalized.Region, normalized.Jurisdiction, now,
                 group = normalized.Region is null ? null : Markets.RegionGroup(normalized.Region),
-                normalized.EarliestStart, normalized.LatestEnd, normalized.ExpiresAt,
+                normalized.EarliestStart, normalized.LatestEnd, normalized.ExpiresAt, verifiedOnly = normalized.VerifiedOnly == true,
             }, tx.Transaction, cancellationToken: ct));
 
         if (inserted == 0)
@@ -88,24 +118,18 @@ internal static class PlaceOrder
                 "SELECT id, request_hash FROM orders WHERE renter_org_id = @org AND idempotency_key = @idempotencyKey",
                 new { org = caller.OrgId, idempotencyKey }, tx.Transaction, cancellationToken: ct));
             if (existing.RequestHash != hash)
-                return Problems.Unprocessable("idempotency-key-reused",
+                return (Problems.Unprocessable("idempotency-key-reused",
                     $"The Idempotency-Key '{idempotencyKey}' was already used for a different order ({existing.Id}). "
-                    + "Use a new key for a new order, or resend exactly the same body to get the original order.");
-            return TypedResults.Ok((await OrderBook.ReadAsync(tx, existing.Id, caller.OrgId, ct))!);
+                    + "Use a new key for a new order, or resend exactly the same body to get the original order."), null);
+            return (TypedResults.Ok((await OrderBook.ReadAsync(tx, existing.Id, caller.OrgId, ct))!), null);
         }
 
         var order = await tx.Connection.QuerySingleAsync<OrderRow>(new CommandDefinition(
             $"SELECT {OrderRow.Columns} FROM orders WHERE id = @orderId", new { orderId }, tx.Transaction, cancellationToken: ct));
-        // A standing order leaves the book when its time runs out: at expires_at (gtt), or at a reserved window's latest start.
-        DateTimeOffset? due = order.ExpiresAt;
-        if (order.LatestEnd is { } latestEnd && (due is null || latestEnd.AddSeconds(-order.DurationSeconds) < due))
-            due = latestEnd.AddSeconds(-order.DurationSeconds);
-        if (due is { } at && order.TimeInForce != "ioc")
-            await tx.ScheduleAsync(ExpireOrder.Kind, orderId.ToString(), at, ct);
-        await OrderBook.ClearOneAsync(tx, order, placedNow: true, ct);
-        var response = (await OrderBook.ReadAsync(tx, orderId, caller.OrgId, ct))!;
+        await OrderBook.ScheduleExpiryAsync(tx, order, ct);
+        await tx.ScheduleAsync(ClearPlacedOrder.Kind, orderId.ToString(), now + ClearPlacedOrder.Delay, ct);
         await tx.CommitAsync(ct);
-        return TypedResults.Created($"/v1/orders/{orderId}", response);
+        return (null, order);
     }
 
     private const int MaxAdvanceDays = 90;

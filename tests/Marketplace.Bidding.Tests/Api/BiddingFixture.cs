@@ -74,7 +74,8 @@ public sealed class BiddingFixture : IAsyncLifetime
     /// <summary>Publishes an offer as Listings would and waits until Bidding has its copy.</summary>
     public async Task<OfferPublished> PublishOfferAsync(string model, long ask = 235, int count = 8, string currency = "CNY",
         string region = "cn-east", string jurisdiction = "CN", int minLeaseSeconds = 60, DateTimeOffset? windowStart = null,
-        DateTimeOffset? windowEnd = null, bool interruptible = false, long? floor = null, int noticeSeconds = 0, Guid? offerId = null)
+        DateTimeOffset? windowEnd = null, bool interruptible = false, long? floor = null, int noticeSeconds = 0, Guid? offerId = null,
+        IReadOnlyList<Guid>? slotIds = null)
     {
         var now = DateTimeOffset.UtcNow;
         var offer = new OfferPublished(offerId ?? Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), [Guid.NewGuid()], model, region, jurisdiction,
@@ -83,6 +84,7 @@ public sealed class BiddingFixture : IAsyncLifetime
             InterruptibleFloorPerHour = floor is { } f ? new Money(f, currency) : null,
             PreemptionNoticeSeconds = noticeSeconds,
             SlaLevel = "gold",
+            SlotIds = slotIds,
         };
         await Bus.Publish(offer);
         await Eventually.True(async () => await ScalarAsync<long>(

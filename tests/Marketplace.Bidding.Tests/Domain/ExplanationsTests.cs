@@ -65,4 +65,32 @@ public sealed class ExplanationsTests
         Assert.Equal("no h100-sxm offer allows interruptible use at the moment", e.Reason);
         Assert.Contains("place an on_demand order instead", e.Alternatives);
     }
+
+    private static OfferCandidate OtherModel(string model, long ask, int capacity = 8, string currency = "CNY", string region = "cn-east") =>
+        new(Guid.NewGuid(), model, region, "CN", capacity, Now.AddDays(-1), Now.AddDays(1), ask, currency, 60, Now.AddHours(-1), []);
+
+    [Fact]
+    public void Another_model_with_room_in_the_window_within_the_price_is_suggested()
+    {
+        var full = Offer(capacity: 4, bookings: new Booking(Now.AddHours(-1), Now.AddHours(3), 4));
+        var e = Explanations.Explain(OnDemand(max: 300, region: "cn-east"), [
+            full,
+            OtherModel("a100-80gb", ask: 200),
+            OtherModel("h200", ask: 280),
+            OtherModel("b200", ask: 310),                       // above the renter's price
+            OtherModel("mi300x", ask: 150, currency: "USD"),    // another currency
+            OtherModel("l40s", ask: 100, region: "cn-north"),   // outside the order's region
+            OtherModel("h100-pcie", ask: 120, capacity: 2),     // too small for the gang of 4
+        ], Now);
+        Assert.Contains("another model: a100-80gb has 4 free at 2.00 CNY/h, h200 has 4 free at 2.80 CNY/h", e.Alternatives);
+        // The reason is still about the model asked for.
+        Assert.Contains("the most free in one offer is 0", e.Reason);
+    }
+
+    [Fact]
+    public void No_other_model_is_suggested_when_none_has_room_within_the_price()
+    {
+        var e = Explanations.Explain(OnDemand(max: 210), [Offer(ask: 235), OtherModel("h200", ask: 250)], Now);
+        Assert.DoesNotContain(e.Alternatives, a => a.StartsWith("another model", StringComparison.Ordinal));
+    }
 }
