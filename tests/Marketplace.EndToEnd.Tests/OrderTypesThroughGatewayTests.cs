@@ -261,4 +261,62 @@ public sealed class OrderTypesThroughGatewayTests(StackFixture fixture)
         Assert.Contains("best ask 5.00 CNY/h, your max 4.00 CNY/h", (string?)expired["status_reason"]);
         Assert.Null(expired["lease_id"]);
     }
+
+    [Fact]
+    public async Task An_offer_of_part_of_a_node_is_leased_only_on_its_offered_slots()
+    {
+        var people = await PeopleAsync();
+        var (region, cluster, nodes) = await ClusterAsync(people.Provider);
+        var start = DateTimeOffset.UtcNow.AddMinutes(-1);
+        // Four of the first node's eight accelerators; the other four stay the provider's.
+        var offer = await PostJson(people.Provider, "/v1/offers", new
+        {
+            cluster_id = cluster, nodes = new[] { new { node_id = nodes[0], gpus = 4 } }, window_start = start, window_end = start.AddHours(6),
+            ask_per_hour = new { amount = 520, currency = Currency }, min_lease_seconds = StackFixture.LeaseSeconds,
+            interruptible_allowed = false,
+        });
+        Assert.Equal(4, (int)offer["accelerator_count"]!);
+        var offered = offer["slots"]!.AsArray().Select(x => (string)x!["id"]!).ToHashSet();
+        Assert.Equal(4, offered.Count);
+        Assert.All(offer["slots"]!.AsArray(), x => Assert.Equal(nodes[0], (string?)x!["node_id"]));
+        var from = Uri.EscapeDataString(start.AddMinutes(1).ToString("O"));
+        var to = Uri.EscapeDataString(start.AddMinutes(2).ToString("O"));
+        await Eventually.True(async () => (await GetJson(people.Provider,
+                $"/v1/market/{Model}/depth?region={region}&currency={Currency}&window_start={from}&window_end={to}"))["asks"]!
+            .AsArray().Any(a => Amount(a!["price_per_hour"]) == 520), what: "the part-of-a-node offer in the market's depth");
+
+        // Two renters' orders of two accelerators each fill the offer: both leases stay inside the offered four.
+        var (_, first) = await PlaceAsync(people.Renter, Order("on_demand", region, max: 600, count: 2));
+        var (_, second) = await PlaceAsync(people.Renter, Order("on_demand", region, max: 600, count: 2));
+        var (_, firstLease) = await FilledAsync(people.Renter, first);
+        var (_, secondLease) = await FilledAsync(people.Renter, second);
+        var leased = firstLease["slots"]!.AsArray().Concat(secondLease["slots"]!.AsArray()).Select(x => (string)x!["slot_id"]!).ToList();
+        Assert.Equal(4, leased.Distinct().Count());
+        Assert.Subset(offered, leased.ToHashSet());
+
+        // The offer is sold out: a third order finds no capacity, though the node has four free accelerators.
+        var (_, third) = await PlaceAsync(people.Renter, Order("on_demand", region, max: 600, count: 2));
+        Assert.NotEqual("filled", (string?)third["status"]);
+        Assert.Null(third["lease_id"]);
+    }
+
+    [Fact]
+    public async Task A_verified_only_order_is_not_placed_on_unverified_nodes_and_says_so()
+    {
+        var people = await PeopleAsync();
+        var (region, cluster, nodes) = await ClusterAsync(people.Provider); // registered by API, no agent: unverified
+        await OfferAsync(people.Provider, cluster, nodes, ask: 500);
+
+        var (_, order) = await PlaceAsync(people.Renter, new
+        {
+            type = "on_demand", accelerator_model = Model, accelerator_count = 2, duration_seconds = StackFixture.LeaseSeconds, region,
+            max_price_per_hour = new { amount = 600, currency = Currency }, verified_only = true,
+        });
+        Assert.Equal(true, (bool?)order["verified_only"]);
+
+        var refused = await Eventually.Get(async () => (JsonNode?)await GetJson(people.Renter, $"/v1/orders/{order["id"]}"),
+            o => ((string?)o["status_reason"] ?? "").Contains("unverified"), what: "Scheduling to refuse the unverified nodes and say so");
+        Assert.NotEqual("filled", (string?)refused["status"]);
+        Assert.Null(refused["lease_id"]);
+    }
 }

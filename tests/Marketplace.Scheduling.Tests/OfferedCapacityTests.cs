@@ -77,6 +77,21 @@ public sealed class OfferedCapacityTests(SchedulingFixture f) : IClassFixture<Sc
     }
 
     [Fact]
+    public async Task A_node_no_agent_has_reported_on_is_not_verified_capacity_until_Listings_says_so()
+    {
+        var provider = Guid.NewGuid();
+        var node = await f.RegisterNodeAsync(provider, 8);
+        var start = f.Clock.GetUtcNow().AddHours(1);
+        var match = f.Match(Guid.NewGuid(), provider, [node.NodeId], 4, start, start.AddHours(1)) with { VerifiedOnly = true };
+
+        var refused = Assert.IsType<PlacementFailed>(await f.PlaceAsync(match));
+        Assert.Contains("1 is unverified", refused.Reason, StringComparison.Ordinal);
+
+        await f.PublishAndWaitAsync(new NodeHealthChanged(node.NodeId, node.ClusterId, provider, "healthy", true, "healthy", f.Clock.GetUtcNow()));
+        await f.ScheduleAsync(match with { MatchId = Guid.NewGuid(), OrderId = Guid.NewGuid() });
+    }
+
+    [Fact]
     public async Task A_verified_only_lease_is_never_moved_onto_an_unverified_spare_node()
     {
         var provider = Guid.NewGuid();
@@ -84,6 +99,9 @@ public sealed class OfferedCapacityTests(SchedulingFixture f) : IClassFixture<Sc
         var primary = await f.RegisterNodeAsync(provider, 4, cluster: cluster, fabric: "ib");
         var unverified = await f.RegisterNodeAsync(provider, 4, cluster: cluster, fabric: "ib");
         var verified = await f.RegisterNodeAsync(provider, 8, cluster: cluster, fabric: "ib"); // best fit alone would pick the unverified one
+        // A node is unverified until its agent's inventory matched (Listings says so); these two have.
+        foreach (var node in new[] { primary, verified })
+            await f.PublishAndWaitAsync(new NodeHealthChanged(node.NodeId, cluster, provider, "healthy", true, "healthy", f.Clock.GetUtcNow()));
         await f.PublishAndWaitAsync(new NodeHealthChanged(unverified.NodeId, cluster, provider, "healthy", false, "inventory differs", f.Clock.GetUtcNow()));
         var start = f.Clock.GetUtcNow();
         var match = f.Match(Guid.NewGuid(), provider, [primary.NodeId], 4, start, start.AddHours(1)) with { VerifiedOnly = true };
