@@ -15,6 +15,9 @@ namespace Marketplace.Billing.Runs;
 public sealed class BillingRunHooks
 {
     public Func<int, CancellationToken, Task>? AfterBatch { get; set; }
+
+    /// <summary>Called after a batch is read and rated, before its holds are claimed (a test changes a hold here).</summary>
+    public Func<CancellationToken, Task>? BeforeClaim { get; set; }
 }
 
 /// <summary>
@@ -32,7 +35,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     private sealed record Candidate(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
         DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
         DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount,
-        IReadOnlyList<DowntimeInterval> Downtime);
+        long HoldVersion, IReadOnlyList<DowntimeInterval> Downtime);
 
     private sealed record PendingPayout(Guid Id, Guid StatementId, int Sequence, long Amount, string Currency, string Destination, Guid ProviderOrgId);
 
@@ -85,9 +88,17 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             var t = Stopwatch.GetTimestamp();
             await using var tx = await db.BeginAsync(ct);
             var batch = await CandidatesAsync(tx, p, after, o.RunBatchSize, ct);
-            t = profile.Lap("select and lock leases", t);
+            t = profile.Lap("select leases and downtime", t);
             if (batch.Count == 0) break;
-            t = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, profile, t, ct);
+            var done = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, hooks, profile, t, ct);
+            if (done is null)
+            {
+                // A hold changed between the read and the claim (an extension or a void committed in between): nothing of
+                // this batch is kept (the transaction is rolled back when disposed); read it again, with the new values.
+                logger.LogInformation("Billing run {Period}: a hold of the batch after {After} changed while it was rated; rating it again", p.Name, after);
+                continue;
+            }
+            t = done.Value;
             await tx.CommitAsync(ct);
             profile.Lap("commit", t);
             after = batch[^1].LeaseId;
@@ -97,7 +108,8 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         return closed;
     }
 
-    private static async Task<long> CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, RunProfile profile, long t,
+    /// <summary>Closes the batch in <paramref name="tx"/>; null if a hold changed since it was read (the caller rolls back and retries).</summary>
+    private static async Task<long?> CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, BillingRunHooks hooks, RunProfile profile, long t,
         CancellationToken ct)
     {
         var ran = batch.Where(b => b.StartedAt is not null).ToList();
@@ -107,7 +119,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
 
         var lines = new List<LineRow>(ran.Count);
         var perLease = new List<LedgerTransaction>(batch.Count);
-        var holds = new List<(Guid Id, string Status, long Charged)>(batch.Count);
+        var holds = new List<(Guid Id, long Version, string Status, long Charged)>(batch.Count);
         foreach (var lease in batch)
         {
             if (lease.StartedAt is not { } startedAt)
@@ -115,7 +127,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                 // Never ran: no usage, no invoice line; the whole hold goes back.
                 if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, null) is { } release)
                     perLease.Add(release);
-                holds.Add((lease.HoldId, "voided", 0));
+                holds.Add((lease.HoldId, lease.HoldVersion, "voided", 0));
                 continue;
             }
             var metered = Metering.Meter(new LeaseUsage(lease.StartAt, lease.EndAt, startedAt, lease.EndedAt, lease.EndStatus, lease.EndCause,
@@ -123,13 +135,44 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             var priced = Settlement.Price(lease.PricePerHour, lease.AcceleratorCount, metered, feeBp, lease.HoldAmount);
             if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, priced) is { } settle)
                 perLease.Add(settle);
-            holds.Add((lease.HoldId, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
+            holds.Add((lease.HoldId, lease.HoldVersion, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
             lines.Add(new LineRow(NewId.NextSequentialGuid(), invoiceIds[(lease.RenterOrgId, lease.Currency)],
                 statementIds[(lease.ProviderOrgId, lease.Currency)], lease, startedAt, metered, priced));
         }
         t = profile.Lap("metering and pricing (C#)", t);
 
-        // Straight into the table: a lease is in at most one batch (its hold is locked and pending), and a line that
+        // Claim and settle the holds in one write, guarded by the version read with the batch (xmin): a hold that an
+        // extension or a void changed since (or settled already) is not claimed, and then nothing of the batch is kept.
+        // No row is locked while the batch is rated; the claim itself locks, and a concurrent writer waits for it.
+        if (hooks.BeforeClaim is { } beforeClaim) await beforeClaim(ct);
+        var settlement = Settlement.SettleMany($"settle:{p.Name}:{batch[0].LeaseId}", perLease);
+        Guid? settledBy = settlement is null ? null : NewId.NextSequentialGuid();
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "CREATE TEMP TABLE IF NOT EXISTS holds_in (id uuid, version bigint, status text, charged bigint) ON COMMIT DROP; TRUNCATE holds_in;",
+            transaction: tx.Transaction, cancellationToken: ct));
+        await using (var w = await tx.Connection.BeginBinaryImportAsync("COPY holds_in (id, version, status, charged) FROM STDIN (FORMAT BINARY)", ct))
+        {
+            foreach (var h in holds)
+            {
+                await w.StartRowAsync(ct);
+                await w.WriteAsync(h.Id, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(h.Version, NpgsqlDbType.Bigint, ct);
+                await w.WriteAsync(h.Status, NpgsqlDbType.Text, ct);
+                await w.WriteAsync(h.Charged, NpgsqlDbType.Bigint, ct);
+            }
+            await w.CompleteAsync(ct);
+        }
+        var claimed = await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now, settled_by = @settledBy
+            FROM holds_in x WHERE h.id = x.id AND h.status = 'pending' AND h.xmin::text::bigint = x.version
+            """, new { now = tx.Now, settledBy }, tx.Transaction, cancellationToken: ct));
+        if (claimed != holds.Count) return null;
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE billing_runs SET leases_done = leases_done + @n WHERE period = @Name",
+            new { n = batch.Count, p.Name }, tx.Transaction, cancellationToken: ct));
+        t = profile.Lap("claim and settle holds", t);
+
+        // Straight into the table: a lease is in at most one batch (its hold is claimed above), and a line that
         // exists already fails the batch on invoice_lines.lease_id's unique index, loudly.
         await using (var w = await tx.Connection.BeginBinaryImportAsync("""
             COPY invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
@@ -169,39 +212,17 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         // The whole batch is one journal transaction, summed per account (the invoice lines are the per-lease detail).
         // Exactly once per lease because the batch commits with its holds leaving 'pending'; the key is the batch's
         // first lease, which no other batch can ever contain.
-        var settlement = Settlement.SettleMany($"settle:{p.Name}:{batch[0].LeaseId}", perLease);
-        Guid? settledBy = settlement is null ? null : await LedgerStore.PostLargeAsync(tx, settlement, ct)
-            ?? throw new InvalidOperationException($"{settlement.IdempotencyKey} was posted before while its holds are still pending");
-        t = profile.Lap("ledger insert", t);
-
-        await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "CREATE TEMP TABLE IF NOT EXISTS holds_in (id uuid, status text, charged bigint) ON COMMIT DROP; TRUNCATE holds_in;",
-            transaction: tx.Transaction, cancellationToken: ct));
-        await using (var w = await tx.Connection.BeginBinaryImportAsync("COPY holds_in (id, status, charged) FROM STDIN (FORMAT BINARY)", ct))
-        {
-            foreach (var h in holds)
-            {
-                await w.StartRowAsync(ct);
-                await w.WriteAsync(h.Id, NpgsqlDbType.Uuid, ct);
-                await w.WriteAsync(h.Status, NpgsqlDbType.Text, ct);
-                await w.WriteAsync(h.Charged, NpgsqlDbType.Bigint, ct);
-            }
-            await w.CompleteAsync(ct);
-        }
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now, settled_by = @settledBy
-            FROM holds_in x WHERE h.id = x.id;
-            UPDATE billing_runs SET leases_done = leases_done + @n WHERE period = @Name;
-            """, new { now = tx.Now, n = batch.Count, p.Name, settledBy }, tx.Transaction, cancellationToken: ct));
-        return profile.Lap("hold updates", t);
+        if (settlement is not null && await LedgerStore.PostLargeAsync(tx, settlement, ct, settledBy) is null)
+            throw new InvalidOperationException($"{settlement.IdempotencyKey} was posted before while its holds were still pending");
+        return profile.Lap("ledger insert", t);
     }
 
     private static Task WriteNullableAsync(NpgsqlBinaryImporter w, string? value, CancellationToken ct) =>
         value is null ? w.WriteNullAsync(ct) : w.WriteAsync(value, NpgsqlDbType.Text, ct);
 
     /// <summary>
-    /// The next batch: pending holds of leases whose usage ended in the period (and before now), in lease order, locked;
-    /// then their downtime intervals. "After" is repeated on every table: PostgreSQL does not carry an inequality across
+    /// The next batch: pending holds of leases whose usage ended in the period (and before now), in lease order, with each
+    /// hold's version (not locked: the claim checks the version); then their downtime intervals. "After" is repeated on every table: PostgreSQL does not carry an inequality across
     /// a join, and without it a merge join re-reads usage and leases from the first lease in every batch (quadratic).
     /// </summary>
     private static async Task<List<Candidate>> CandidatesAsync(Tx tx, BillingPeriod p, Guid after, int limit, CancellationToken ct)
@@ -209,12 +230,11 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         var rows = (await tx.Connection.QueryAsync<CandidateRow>(new CommandDefinition("""
             SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
                    l.price_per_hour, l.currency, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
-                   h.id AS hold_id, h.amount AS hold_amount
+                   h.id AS hold_id, h.amount AS hold_amount, h.xmin::text::bigint AS hold_version
             FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
             WHERE h.status = 'pending' AND h.lease_id > @after AND u.lease_id > @after AND l.lease_id > @after
               AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
             ORDER BY h.lease_id LIMIT @limit
-            FOR UPDATE OF h
             """, new { after, p.From, p.To, now = tx.Now, limit }, tx.Transaction, cancellationToken: ct))).ToList();
         if (rows.Count == 0) return [];
 
@@ -235,12 +255,12 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
         return rows.Select(c => new Candidate(c.LeaseId, c.RenterOrgId, c.ProviderOrgId, c.AcceleratorModel, c.AcceleratorCount, c.StartAt,
             c.EndAt, c.PricePerHour, c.Currency.Trim(), c.Interruptible, c.SlaLevel, c.StartedAt, c.EndedAt, c.EndStatus, c.EndCause, c.HoldId,
-            c.HoldAmount, downtime.TryGetValue(c.LeaseId, out var d) ? d : [])).ToList();
+            c.HoldAmount, c.HoldVersion, downtime.TryGetValue(c.LeaseId, out var d) ? d : [])).ToList();
     }
 
     private sealed record CandidateRow(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
         DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
-        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount);
+        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount, long HoldVersion);
 
     private sealed record LineRow(Guid Id, Guid InvoiceId, Guid StatementId, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
 
