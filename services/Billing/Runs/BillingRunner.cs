@@ -66,12 +66,14 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     private async Task<int> CloseUsageAsync(BillingPeriod p, RunProfile profile, CancellationToken ct)
     {
         var o = options.Value;
+        DateTimeOffset startedAt;
         await using (var tx = await db.BeginAsync(ct))
         {
+            startedAt = tx.Now;
             var remaining = await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition("""
                 SELECT count(*)::int FROM holds h JOIN usage u USING (lease_id)
                 WHERE h.status = 'pending' AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
-                """, new { p.From, p.To, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+                """, new { p.From, p.To, now = startedAt }, tx.Transaction, cancellationToken: ct));
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO billing_runs (period, first_run_at, last_run_at, runs, state, leases_total, leases_done)
                 VALUES (@Name, @now, @now, 1, 'running', @remaining, 0)
@@ -81,29 +83,37 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             await tx.CommitAsync(ct);
         }
 
-        var after = Guid.Empty;
+        // The period is read once, in lease order, by one streaming query on a second connection (hash joins over the
+        // period, like the aggregation), and closed in batches on the first. Nothing is locked by the read: each batch's
+        // claim checks that its holds are still the versions read, and a batch with a changed hold is read again.
         int batchNo = 0, closed = 0;
-        while (true)
+        await using var read = await db.DataSource.OpenConnectionAsync(ct);
+        await foreach (var streamed in CandidatesAsync(read, null, p, startedAt, o.RunBatchSize, profile, ct))
         {
-            var t = Stopwatch.GetTimestamp();
-            await using var tx = await db.BeginAsync(ct);
-            var batch = await CandidatesAsync(tx, p, after, o.RunBatchSize, ct);
-            t = profile.Lap("select leases and downtime", t);
-            if (batch.Count == 0) break;
-            var done = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, hooks, profile, t, ct);
-            if (done is null)
+            var batch = streamed;
+            while (batch.Count > 0)
             {
+                var t = Stopwatch.GetTimestamp();
+                await using var tx = await db.BeginAsync(ct);
+                var done = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, hooks, profile, t, ct);
+                if (done is { } committedAt)
+                {
+                    await tx.CommitAsync(ct);
+                    profile.Lap("commit", committedAt);
+                    closed += batch.Count;
+                    if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
+                    break;
+                }
                 // A hold changed between the read and the claim (an extension or a void committed in between): nothing of
-                // this batch is kept (the transaction is rolled back when disposed); read it again, with the new values.
-                logger.LogInformation("Billing run {Period}: a hold of the batch after {After} changed while it was rated; rating it again", p.Name, after);
-                continue;
+                // this batch is kept (the transaction is rolled back when disposed); read its leases again, as they are now.
+                logger.LogInformation("Billing run {Period}: a hold of the batch from lease {First} changed while it was rated; rating it again",
+                    p.Name, batch[0].LeaseId);
+                var ids = batch.Select(c => c.LeaseId).ToArray();
+                var reread = new List<Candidate>(batch.Count);
+                await using (var fresh = await db.DataSource.OpenConnectionAsync(ct))
+                    await foreach (var again in CandidatesAsync(fresh, ids, p, startedAt, ids.Length, profile, ct)) reread.AddRange(again);
+                batch = reread;
             }
-            t = done.Value;
-            await tx.CommitAsync(ct);
-            profile.Lap("commit", t);
-            after = batch[^1].LeaseId;
-            closed += batch.Count;
-            if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
         }
         return closed;
     }
@@ -221,46 +231,58 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         value is null ? w.WriteNullAsync(ct) : w.WriteAsync(value, NpgsqlDbType.Text, ct);
 
     /// <summary>
-    /// The next batch: pending holds of leases whose usage ended in the period (and before now), in lease order, with each
-    /// hold's version (not locked: the claim checks the version); then their downtime intervals. "After" is repeated on every table: PostgreSQL does not carry an inequality across
-    /// a join, and without it a merge join re-reads usage and leases from the first lease in every batch (quadratic).
+    /// Pending holds of leases whose usage ended in the period (and before the run began), in lease order, with each hold's
+    /// version (xmin) and the lease's downtime intervals (one index range per lease), streamed in batches of
+    /// <paramref name="size"/>; only the leases in <paramref name="ids"/> when given (a batch read again).
     /// </summary>
-    private static async Task<List<Candidate>> CandidatesAsync(Tx tx, BillingPeriod p, Guid after, int limit, CancellationToken ct)
+    private static async IAsyncEnumerable<List<Candidate>> CandidatesAsync(NpgsqlConnection read, Guid[]? ids, BillingPeriod p, DateTimeOffset now,
+        int size, RunProfile profile, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
-        var rows = (await tx.Connection.QueryAsync<CandidateRow>(new CommandDefinition("""
+        var t = Stopwatch.GetTimestamp();
+        await using var cmd = new NpgsqlCommand($"""
             SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
                    l.price_per_hour, l.currency, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
-                   h.id AS hold_id, h.amount AS hold_amount, h.xmin::text::bigint AS hold_version
+                   h.id, h.amount, h.xmin::text::bigint, d.starts, d.ends, d.causes
             FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
-            WHERE h.status = 'pending' AND h.lease_id > @after AND u.lease_id > @after AND l.lease_id > @after
-              AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
-            ORDER BY h.lease_id LIMIT @limit
-            """, new { after, p.From, p.To, now = tx.Now, limit }, tx.Transaction, cancellationToken: ct))).ToList();
-        if (rows.Count == 0) return [];
-
-        // One range scan over the downtime index for the batch's lease range (rows of leases outside the batch are skipped).
-        var downtime = new Dictionary<Guid, List<DowntimeInterval>>(rows.Count);
-        await using (var cmd = new NpgsqlCommand(
-            "SELECT lease_id, started_at, ended_at, cause FROM downtime WHERE lease_id > @after AND lease_id <= @last", tx.Connection, tx.Transaction))
+                 LEFT JOIN LATERAL (SELECT array_agg(x.started_at ORDER BY x.started_at) AS starts,
+                                           array_agg(x.ended_at ORDER BY x.started_at) AS ends,
+                                           array_agg(x.cause ORDER BY x.started_at) AS causes
+                                    FROM downtime x WHERE x.lease_id = h.lease_id) d ON true
+            WHERE h.status = 'pending' AND u.ended_at >= @from AND u.ended_at < @to AND u.ended_at <= @now
+              {(ids is null ? "" : "AND h.lease_id = ANY(@ids)")}
+            ORDER BY h.lease_id
+            """, read);
+        cmd.Parameters.AddWithValue("from", p.From);
+        cmd.Parameters.AddWithValue("to", p.To);
+        cmd.Parameters.AddWithValue("now", now);
+        if (ids is not null) cmd.Parameters.AddWithValue("ids", ids);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        var batch = new List<Candidate>(size);
+        while (await r.ReadAsync(ct))
         {
-            cmd.Parameters.AddWithValue("after", after);
-            cmd.Parameters.AddWithValue("last", rows[^1].LeaseId);
-            await using var r = await cmd.ExecuteReaderAsync(ct);
-            while (await r.ReadAsync(ct))
+            IReadOnlyList<DowntimeInterval> downtime = [];
+            if (!r.IsDBNull(18))
             {
-                var lease = r.GetGuid(0);
-                if (!downtime.TryGetValue(lease, out var list)) downtime[lease] = list = new List<DowntimeInterval>(4);
-                list.Add(new DowntimeInterval(r.GetDateTime(1), r.IsDBNull(2) ? null : r.GetDateTime(2), r.GetString(3)));
+                var starts = r.GetFieldValue<DateTime[]>(18);
+                var ends = r.GetFieldValue<DateTime?[]>(19);
+                var causes = r.GetFieldValue<string[]>(20);
+                var list = new DowntimeInterval[starts.Length];
+                for (var i = 0; i < starts.Length; i++) list[i] = new DowntimeInterval(starts[i], ends[i], causes[i]);
+                downtime = list;
             }
+            batch.Add(new Candidate(r.GetGuid(0), r.GetGuid(1), r.GetGuid(2), r.GetString(3), r.GetInt32(4), r.GetDateTime(5), r.GetDateTime(6),
+                r.GetInt64(7), r.GetString(8).Trim(), r.GetBoolean(9), r.GetString(10), r.IsDBNull(11) ? null : r.GetDateTime(11),
+                r.GetDateTime(12), r.IsDBNull(13) ? null : r.GetString(13), r.IsDBNull(14) ? null : r.GetString(14), r.GetGuid(15),
+                r.GetInt64(16), r.GetInt64(17), downtime));
+            if (batch.Count < size) continue;
+            profile.Lap("read leases and downtime (streamed)", t);
+            yield return batch;
+            t = Stopwatch.GetTimestamp();
+            batch = new List<Candidate>(size);
         }
-        return rows.Select(c => new Candidate(c.LeaseId, c.RenterOrgId, c.ProviderOrgId, c.AcceleratorModel, c.AcceleratorCount, c.StartAt,
-            c.EndAt, c.PricePerHour, c.Currency.Trim(), c.Interruptible, c.SlaLevel, c.StartedAt, c.EndedAt, c.EndStatus, c.EndCause, c.HoldId,
-            c.HoldAmount, c.HoldVersion, downtime.TryGetValue(c.LeaseId, out var d) ? d : [])).ToList();
+        profile.Lap("read leases and downtime (streamed)", t);
+        if (batch.Count > 0) yield return batch;
     }
-
-    private sealed record CandidateRow(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
-        DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
-        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount, long HoldVersion);
 
     private sealed record LineRow(Guid Id, Guid InvoiceId, Guid StatementId, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
 
