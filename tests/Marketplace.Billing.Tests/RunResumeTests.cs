@@ -84,4 +84,44 @@ public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<Auto
         Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM billing_runs WHERE period = @p AND state = 'completed'", new { p = Day(30) }));
         Assert.True(await fx.LedgerBalancedAsync());
     }
+
+    [Fact]
+    public async Task A_hold_extended_while_the_run_rates_it_is_rated_again_and_its_extra_funds_are_released()
+    {
+        var (renter, _) = await FiveLeasesAsync(daysAgo: 32);
+        Assert.Equal(5, await fx.ScalarAsync("SELECT count(*) FROM holds WHERE renter_org_id = @renter AND status = 'pending'", new { renter }));
+        var hooks = fx.Factory.Services.GetRequiredService<BillingRunHooks>();
+        var extended = 0;
+        // An extension commits between the run's read of the first batch and its claim: 1 000 more held on one lease,
+        // moved from available to held in the journal, as the extension consumer does.
+        hooks.BeforeClaim = async _ =>
+        {
+            if (Interlocked.Exchange(ref extended, 1) == 1) return;
+            await using var c = fx.Database.OpenAdmin();
+            await Dapper.SqlMapper.ExecuteAsync(c, """
+                SET search_path = billing;
+                UPDATE holds SET amount = amount + 1000
+                WHERE id = (SELECT id FROM holds WHERE renter_org_id = @renter AND status = 'pending' ORDER BY lease_id LIMIT 1);
+                WITH t AS (INSERT INTO ledger_transactions (id, idempotency_key, kind, created_at)
+                           VALUES (gen_random_uuid(), 'test-extension:' || @renter::text, 'hold', now()) RETURNING id)
+                INSERT INTO ledger_entries (transaction_id, account, currency, amount)
+                SELECT t.id, e.account, 'CNY', e.amount FROM t,
+                       (VALUES ('renter:' || @renter::text || ':available', -1000::bigint), ('renter:' || @renter::text || ':held', 1000::bigint)) e(account, amount);
+                """, new { renter });
+        };
+        try
+        {
+            await fx.RunPeriodAsync(Day(32));
+        }
+        finally
+        {
+            hooks.BeforeClaim = null;
+        }
+        Assert.Equal(1, extended);
+        // The run saw the change and rated the batch again: every hold settled, nothing stays held (the 1 000 extra included).
+        Assert.Equal(0, (await fx.WalletAsync(renter)).Held);
+        Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM holds WHERE renter_org_id = @renter AND status = 'pending'", new { renter }));
+        Assert.Equal(5, await fx.ScalarAsync("SELECT count(*) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE i.renter_org_id = @renter", new { renter }));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
 }

@@ -53,16 +53,17 @@ internal static class LedgerStore
     /// <summary>
     /// Posts one transaction with many entries (a billing run's batch): the transaction row, then its entries by binary
     /// COPY, which the balance trigger checks as one statement. Returns the transaction's id, or null if its
-    /// idempotency key was posted before (then nothing is written).
+    /// idempotency key was posted before (then nothing is written). <paramref name="id"/> is the id to give it, when the
+    /// caller references the transaction before posting it (a billing run claims its holds first).
     /// </summary>
-    public static async Task<Guid?> PostLargeAsync(Tx tx, LedgerTransaction transaction, CancellationToken ct)
+    public static async Task<Guid?> PostLargeAsync(Tx tx, LedgerTransaction transaction, CancellationToken ct, Guid? id = null)
     {
-        var id = await tx.Connection.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition("""
+        var inserted = await tx.Connection.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition("""
             INSERT INTO ledger_transactions (id, idempotency_key, kind, created_at) VALUES (@id, @IdempotencyKey, @Kind, @now)
             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
-            """, new { id = NewId.NextSequentialGuid(), transaction.IdempotencyKey, transaction.Kind, now = tx.Now }, tx.Transaction,
+            """, new { id = id ?? NewId.NextSequentialGuid(), transaction.IdempotencyKey, transaction.Kind, now = tx.Now }, tx.Transaction,
             cancellationToken: ct));
-        if (id is not { } posted) return null;
+        if (inserted is not { } posted) return null;
         await using var w = await tx.Connection.BeginBinaryImportAsync(
             "COPY ledger_entries (transaction_id, account, currency, amount) FROM STDIN (FORMAT BINARY)", ct);
         foreach (var e in transaction.Entries)

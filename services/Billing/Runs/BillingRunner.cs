@@ -15,6 +15,9 @@ namespace Marketplace.Billing.Runs;
 public sealed class BillingRunHooks
 {
     public Func<int, CancellationToken, Task>? AfterBatch { get; set; }
+
+    /// <summary>Called after a batch is read and rated, before its holds are claimed (a test changes a hold here).</summary>
+    public Func<CancellationToken, Task>? BeforeClaim { get; set; }
 }
 
 /// <summary>
@@ -32,7 +35,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     private sealed record Candidate(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
         DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
         DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount,
-        IReadOnlyList<DowntimeInterval> Downtime);
+        long HoldVersion, IReadOnlyList<DowntimeInterval> Downtime);
 
     private sealed record PendingPayout(Guid Id, Guid StatementId, int Sequence, long Amount, string Currency, string Destination, Guid ProviderOrgId);
 
@@ -63,12 +66,14 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     private async Task<int> CloseUsageAsync(BillingPeriod p, RunProfile profile, CancellationToken ct)
     {
         var o = options.Value;
+        DateTimeOffset startedAt;
         await using (var tx = await db.BeginAsync(ct))
         {
+            startedAt = tx.Now;
             var remaining = await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition("""
                 SELECT count(*)::int FROM holds h JOIN usage u USING (lease_id)
                 WHERE h.status = 'pending' AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
-                """, new { p.From, p.To, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+                """, new { p.From, p.To, now = startedAt }, tx.Transaction, cancellationToken: ct));
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO billing_runs (period, first_run_at, last_run_at, runs, state, leases_total, leases_done)
                 VALUES (@Name, @now, @now, 1, 'running', @remaining, 0)
@@ -78,26 +83,43 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             await tx.CommitAsync(ct);
         }
 
-        var after = Guid.Empty;
+        // The period is read once, in lease order, by one streaming query on a second connection (hash joins over the
+        // period, like the aggregation), and closed in batches on the first. Nothing is locked by the read: each batch's
+        // claim checks that its holds are still the versions read, and a batch with a changed hold is read again.
         int batchNo = 0, closed = 0;
-        while (true)
+        await using var read = await db.DataSource.OpenConnectionAsync(ct);
+        await foreach (var streamed in CandidatesAsync(read, null, p, startedAt, o.RunBatchSize, profile, ct))
         {
-            var t = Stopwatch.GetTimestamp();
-            await using var tx = await db.BeginAsync(ct);
-            var batch = await CandidatesAsync(tx, p, after, o.RunBatchSize, ct);
-            t = profile.Lap("select and lock leases", t);
-            if (batch.Count == 0) break;
-            t = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, profile, t, ct);
-            await tx.CommitAsync(ct);
-            profile.Lap("commit", t);
-            after = batch[^1].LeaseId;
-            closed += batch.Count;
-            if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
+            var batch = streamed;
+            while (batch.Count > 0)
+            {
+                var t = Stopwatch.GetTimestamp();
+                await using var tx = await db.BeginAsync(ct);
+                var done = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, hooks, profile, t, ct);
+                if (done is { } committedAt)
+                {
+                    await tx.CommitAsync(ct);
+                    profile.Lap("commit", committedAt);
+                    closed += batch.Count;
+                    if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
+                    break;
+                }
+                // A hold changed between the read and the claim (an extension or a void committed in between): nothing of
+                // this batch is kept (the transaction is rolled back when disposed); read its leases again, as they are now.
+                logger.LogInformation("Billing run {Period}: a hold of the batch from lease {First} changed while it was rated; rating it again",
+                    p.Name, batch[0].LeaseId);
+                var ids = batch.Select(c => c.LeaseId).ToArray();
+                var reread = new List<Candidate>(batch.Count);
+                await using (var fresh = await db.DataSource.OpenConnectionAsync(ct))
+                    await foreach (var again in CandidatesAsync(fresh, ids, p, startedAt, ids.Length, profile, ct)) reread.AddRange(again);
+                batch = reread;
+            }
         }
         return closed;
     }
 
-    private static async Task<long> CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, RunProfile profile, long t,
+    /// <summary>Closes the batch in <paramref name="tx"/>; null if a hold changed since it was read (the caller rolls back and retries).</summary>
+    private static async Task<long?> CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, BillingRunHooks hooks, RunProfile profile, long t,
         CancellationToken ct)
     {
         var ran = batch.Where(b => b.StartedAt is not null).ToList();
@@ -107,7 +129,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
 
         var lines = new List<LineRow>(ran.Count);
         var perLease = new List<LedgerTransaction>(batch.Count);
-        var holds = new List<(Guid Id, string Status, long Charged)>(batch.Count);
+        var holds = new List<(Guid Id, long Version, string Status, long Charged)>(batch.Count);
         foreach (var lease in batch)
         {
             if (lease.StartedAt is not { } startedAt)
@@ -115,7 +137,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                 // Never ran: no usage, no invoice line; the whole hold goes back.
                 if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, null) is { } release)
                     perLease.Add(release);
-                holds.Add((lease.HoldId, "voided", 0));
+                holds.Add((lease.HoldId, lease.HoldVersion, "voided", 0));
                 continue;
             }
             var metered = Metering.Meter(new LeaseUsage(lease.StartAt, lease.EndAt, startedAt, lease.EndedAt, lease.EndStatus, lease.EndCause,
@@ -123,13 +145,36 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             var priced = Settlement.Price(lease.PricePerHour, lease.AcceleratorCount, metered, feeBp, lease.HoldAmount);
             if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, priced) is { } settle)
                 perLease.Add(settle);
-            holds.Add((lease.HoldId, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
+            holds.Add((lease.HoldId, lease.HoldVersion, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
             lines.Add(new LineRow(NewId.NextSequentialGuid(), invoiceIds[(lease.RenterOrgId, lease.Currency)],
                 statementIds[(lease.ProviderOrgId, lease.Currency)], lease, startedAt, metered, priced));
         }
         t = profile.Lap("metering and pricing (C#)", t);
 
-        // Straight into the table: a lease is in at most one batch (its hold is locked and pending), and a line that
+        // Claim and settle the holds in one write, guarded by the version read with the batch (xmin): a hold that an
+        // extension or a void changed since (or settled already) is not claimed, and then nothing of the batch is kept.
+        // No row is locked while the batch is rated; the claim itself locks, and a concurrent writer waits for it.
+        if (hooks.BeforeClaim is { } beforeClaim) await beforeClaim(ct);
+        var settlement = Settlement.SettleMany($"settle:{p.Name}:{batch[0].LeaseId}", perLease);
+        Guid? settledBy = settlement is null ? null : NewId.NextSequentialGuid();
+        // By arrays, not a temporary table: unnest's small row estimate gives one primary-key probe per hold, where a
+        // temporary table (never analyzed) got a hash join that read the whole holds table on every batch.
+        var claimed = await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now, settled_by = @settledBy
+            FROM unnest(@ids, @versions, @statuses, @charged) AS x(id, version, status, charged)
+            WHERE h.id = x.id AND h.status = 'pending' AND h.xmin::text::bigint = x.version
+            """, new
+            {
+                now = tx.Now, settledBy, ids = holds.Select(h => h.Id).ToArray(), versions = holds.Select(h => h.Version).ToArray(),
+                statuses = holds.Select(h => h.Status).ToArray(), charged = holds.Select(h => h.Charged).ToArray(),
+            }, tx.Transaction, cancellationToken: ct));
+        if (claimed != holds.Count) return null;
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE billing_runs SET leases_done = leases_done + @n WHERE period = @Name",
+            new { n = batch.Count, p.Name }, tx.Transaction, cancellationToken: ct));
+        t = profile.Lap("claim and settle holds", t);
+
+        // Straight into the table: a lease is in at most one batch (its hold is claimed above), and a line that
         // exists already fails the batch on invoice_lines.lease_id's unique index, loudly.
         await using (var w = await tx.Connection.BeginBinaryImportAsync("""
             COPY invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
@@ -169,78 +214,67 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         // The whole batch is one journal transaction, summed per account (the invoice lines are the per-lease detail).
         // Exactly once per lease because the batch commits with its holds leaving 'pending'; the key is the batch's
         // first lease, which no other batch can ever contain.
-        var settlement = Settlement.SettleMany($"settle:{p.Name}:{batch[0].LeaseId}", perLease);
-        Guid? settledBy = settlement is null ? null : await LedgerStore.PostLargeAsync(tx, settlement, ct)
-            ?? throw new InvalidOperationException($"{settlement.IdempotencyKey} was posted before while its holds are still pending");
-        t = profile.Lap("ledger insert", t);
-
-        await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "CREATE TEMP TABLE IF NOT EXISTS holds_in (id uuid, status text, charged bigint) ON COMMIT DROP; TRUNCATE holds_in;",
-            transaction: tx.Transaction, cancellationToken: ct));
-        await using (var w = await tx.Connection.BeginBinaryImportAsync("COPY holds_in (id, status, charged) FROM STDIN (FORMAT BINARY)", ct))
-        {
-            foreach (var h in holds)
-            {
-                await w.StartRowAsync(ct);
-                await w.WriteAsync(h.Id, NpgsqlDbType.Uuid, ct);
-                await w.WriteAsync(h.Status, NpgsqlDbType.Text, ct);
-                await w.WriteAsync(h.Charged, NpgsqlDbType.Bigint, ct);
-            }
-            await w.CompleteAsync(ct);
-        }
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE holds h SET status = x.status, charged = x.charged, settled_at = @now, settled_by = @settledBy
-            FROM holds_in x WHERE h.id = x.id;
-            UPDATE billing_runs SET leases_done = leases_done + @n WHERE period = @Name;
-            """, new { now = tx.Now, n = batch.Count, p.Name, settledBy }, tx.Transaction, cancellationToken: ct));
-        return profile.Lap("hold updates", t);
+        if (settlement is not null && await LedgerStore.PostLargeAsync(tx, settlement, ct, settledBy) is null)
+            throw new InvalidOperationException($"{settlement.IdempotencyKey} was posted before while its holds were still pending");
+        return profile.Lap("ledger insert", t);
     }
 
     private static Task WriteNullableAsync(NpgsqlBinaryImporter w, string? value, CancellationToken ct) =>
         value is null ? w.WriteNullAsync(ct) : w.WriteAsync(value, NpgsqlDbType.Text, ct);
 
     /// <summary>
-    /// The next batch: pending holds of leases whose usage ended in the period (and before now), in lease order, locked;
-    /// then their downtime intervals. "After" is repeated on every table: PostgreSQL does not carry an inequality across
-    /// a join, and without it a merge join re-reads usage and leases from the first lease in every batch (quadratic).
+    /// Pending holds of leases whose usage ended in the period (and before the run began), in lease order, with each hold's
+    /// version (xmin) and the lease's downtime intervals (one index range per lease), streamed in batches of
+    /// <paramref name="size"/>; only the leases in <paramref name="ids"/> when given (a batch read again).
     /// </summary>
-    private static async Task<List<Candidate>> CandidatesAsync(Tx tx, BillingPeriod p, Guid after, int limit, CancellationToken ct)
+    private static async IAsyncEnumerable<List<Candidate>> CandidatesAsync(NpgsqlConnection read, Guid[]? ids, BillingPeriod p, DateTimeOffset now,
+        int size, RunProfile profile, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
-        var rows = (await tx.Connection.QueryAsync<CandidateRow>(new CommandDefinition("""
+        var t = Stopwatch.GetTimestamp();
+        await using var cmd = new NpgsqlCommand($"""
             SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
                    l.price_per_hour, l.currency, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
-                   h.id AS hold_id, h.amount AS hold_amount
+                   h.id, h.amount, h.xmin::text::bigint, d.starts, d.ends, d.causes
             FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
-            WHERE h.status = 'pending' AND h.lease_id > @after AND u.lease_id > @after AND l.lease_id > @after
-              AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
-            ORDER BY h.lease_id LIMIT @limit
-            FOR UPDATE OF h
-            """, new { after, p.From, p.To, now = tx.Now, limit }, tx.Transaction, cancellationToken: ct))).ToList();
-        if (rows.Count == 0) return [];
-
-        // One range scan over the downtime index for the batch's lease range (rows of leases outside the batch are skipped).
-        var downtime = new Dictionary<Guid, List<DowntimeInterval>>(rows.Count);
-        await using (var cmd = new NpgsqlCommand(
-            "SELECT lease_id, started_at, ended_at, cause FROM downtime WHERE lease_id > @after AND lease_id <= @last", tx.Connection, tx.Transaction))
+                 LEFT JOIN LATERAL (SELECT array_agg(x.started_at ORDER BY x.started_at) AS starts,
+                                           array_agg(x.ended_at ORDER BY x.started_at) AS ends,
+                                           array_agg(x.cause ORDER BY x.started_at) AS causes
+                                    FROM downtime x WHERE x.lease_id = h.lease_id) d ON true
+            WHERE h.status = 'pending' AND u.ended_at >= @from AND u.ended_at < @to AND u.ended_at <= @now
+              {(ids is null ? "" : "AND h.lease_id = ANY(@ids)")}
+            ORDER BY h.lease_id
+            """, read);
+        cmd.Parameters.AddWithValue("from", p.From);
+        cmd.Parameters.AddWithValue("to", p.To);
+        cmd.Parameters.AddWithValue("now", now);
+        if (ids is not null) cmd.Parameters.AddWithValue("ids", ids);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        var batch = new List<Candidate>(size);
+        while (await r.ReadAsync(ct))
         {
-            cmd.Parameters.AddWithValue("after", after);
-            cmd.Parameters.AddWithValue("last", rows[^1].LeaseId);
-            await using var r = await cmd.ExecuteReaderAsync(ct);
-            while (await r.ReadAsync(ct))
+            IReadOnlyList<DowntimeInterval> downtime = [];
+            if (!r.IsDBNull(18))
             {
-                var lease = r.GetGuid(0);
-                if (!downtime.TryGetValue(lease, out var list)) downtime[lease] = list = new List<DowntimeInterval>(4);
-                list.Add(new DowntimeInterval(r.GetDateTime(1), r.IsDBNull(2) ? null : r.GetDateTime(2), r.GetString(3)));
+                var starts = r.GetFieldValue<DateTime[]>(18);
+                var ends = r.GetFieldValue<DateTime?[]>(19);
+                var causes = r.GetFieldValue<string[]>(20);
+                var list = new DowntimeInterval[starts.Length];
+                for (var i = 0; i < starts.Length; i++) list[i] = new DowntimeInterval(starts[i], ends[i], causes[i]);
+                downtime = list;
             }
+            batch.Add(new Candidate(r.GetGuid(0), r.GetGuid(1), r.GetGuid(2), r.GetString(3), r.GetInt32(4), r.GetDateTime(5), r.GetDateTime(6),
+                r.GetInt64(7), r.GetString(8).Trim(), r.GetBoolean(9), r.GetString(10), r.IsDBNull(11) ? null : r.GetDateTime(11),
+                r.GetDateTime(12), r.IsDBNull(13) ? null : r.GetString(13), r.IsDBNull(14) ? null : r.GetString(14), r.GetGuid(15),
+                r.GetInt64(16), r.GetInt64(17), downtime));
+            if (batch.Count < size) continue;
+            profile.Lap("read leases and downtime (streamed)", t);
+            yield return batch;
+            t = Stopwatch.GetTimestamp();
+            batch = new List<Candidate>(size);
         }
-        return rows.Select(c => new Candidate(c.LeaseId, c.RenterOrgId, c.ProviderOrgId, c.AcceleratorModel, c.AcceleratorCount, c.StartAt,
-            c.EndAt, c.PricePerHour, c.Currency.Trim(), c.Interruptible, c.SlaLevel, c.StartedAt, c.EndedAt, c.EndStatus, c.EndCause, c.HoldId,
-            c.HoldAmount, downtime.TryGetValue(c.LeaseId, out var d) ? d : [])).ToList();
+        profile.Lap("read leases and downtime (streamed)", t);
+        if (batch.Count > 0) yield return batch;
     }
-
-    private sealed record CandidateRow(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
-        DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
-        DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount);
 
     private sealed record LineRow(Guid Id, Guid InvoiceId, Guid StatementId, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
 
