@@ -67,6 +67,9 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
         string? reason = null;
         if (m.AcceleratorCount <= 0 || end <= start)
             reason = "the match asks for no accelerators or an empty time window";
+        else if (end <= tx.Now)
+            // Delayed past its whole window (the broker or this service was down): a booking in the past could never run.
+            reason = $"its window ended at {Format(end)}, before the match reached the scheduler";
         var eligible = nodes.Where(n => n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel)
             .Select(n => n.Id).ToArray();
         var candidates = eligible.Length == 0
