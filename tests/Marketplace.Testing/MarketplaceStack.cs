@@ -213,10 +213,13 @@ public sealed class ServiceProcess
         _process.BeginErrorReadLine();
     }
 
+    private bool _closed;
+
     private void Write(string? line)
     {
         if (line is null) return;
-        lock (_log) _log.WriteLine(line);
+        // Output of a killed process can still arrive after Kill closed the log: dropped (writing would crash the test host).
+        lock (_log) if (!_closed) _log.WriteLine(line);
     }
 
     public async Task WaitReadyAsync(Uri health, TimeSpan timeout)
@@ -243,6 +246,10 @@ public sealed class ServiceProcess
     {
         try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); _process.WaitForExit(5000); }
         catch (InvalidOperationException) { }
-        lock (_log) _log.Dispose();
+        lock (_log)
+        {
+            _closed = true;
+            _log.Dispose();
+        }
     }
 }
