@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs (when missing), starts and stops the PostgreSQL and RabbitMQ that Marketplace uses,
 # on loopback, on non-default ports, with data under .data/ (ignored by git).
-# Usage: infra/servers.sh start|stop|status
+# Usage: infra/servers.sh start|stop|status [postgres|rabbitmq]
 # Running start twice is harmless; stop stops only the servers this script started.
+# A private pair (the fault scenarios kill and restart theirs; never the shared one): other ports and a data folder
+# of its own through the environment, e.g.
+#   MP_DATA_DIR=/tmp/mp-faults MP_PG_PORT=56432 MP_RABBIT_PORT=56572 MP_RABBIT_MGMT_PORT=56573 \
+#   MP_RABBIT_DIST_PORT=56574 MP_EPMD_PORT=56569 MP_RABBIT_NODENAME=faults@localhost infra/servers.sh start
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd /  # runuser postgres cannot enter a private checkout; every path below is absolute
 
-DATA="$MP_ROOT/.data"
+DATA="${MP_DATA_DIR:-$MP_ROOT/.data}"
 mkdir -p "$DATA"
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
@@ -31,7 +35,7 @@ install_packages() {
 # A checkout under /root is not traversable by postgres: then the data lives in /var/tmp and .data/pg links to it.
 pg_data_dir() {
   if runuser -u postgres -- test -x "$DATA" 2>/dev/null; then echo "$DATA/pg"; else
-    local alt="/var/tmp/marketplace-$(printf '%s' "$MP_ROOT" | cksum | cut -d' ' -f1)"
+    local alt="/var/tmp/marketplace-$(printf '%s' "$MP_ROOT${MP_DATA_DIR:+:$MP_DATA_DIR}" | cksum | cut -d' ' -f1)"
     mkdir -p "$alt"; chmod 755 "$alt"
     [ -L "$DATA/pg" ] || { rm -rf "$DATA/pg"; ln -s "$alt/pg" "$DATA/pg"; }
     echo "$alt/pg"
@@ -96,14 +100,15 @@ stop_postgres() {
   local pgdata; pgdata="$(pg_data_dir)"
   if [ -f "$DATA/pg.started-by-us" ] && pg_running "$pgdata"; then
     log "stopping PostgreSQL"
-    runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null || true
+    # MP_PG_STOP_MODE=immediate is a crash as far as the clients can tell (the fault scenarios use it).
+    runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$pgdata" -m "${MP_PG_STOP_MODE:-fast}" -w stop >/dev/null || true
   fi
   rm -f "$DATA/pg.started-by-us"
 }
 
 rabbit_env() {
   export HOME="$DATA/rabbitmq"
-  export RABBITMQ_NODENAME="marketplace@localhost"
+  export RABBITMQ_NODENAME="${MP_RABBIT_NODENAME:-marketplace@localhost}"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_NODE_PORT="$MP_RABBIT_PORT"
   export RABBITMQ_DIST_PORT="$MP_RABBIT_DIST_PORT"
@@ -122,11 +127,20 @@ ctl() { timeout 60 "$(rabbit_bin)/rabbitmqctl" -n "$RABBITMQ_NODENAME" "$@" </de
 start_rabbitmq() {
   rabbit_env
   mkdir -p "$HOME" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+  # The default_* keys make a fresh node boot with our user and vhost: no CLI call needed (each boots an Erlang VM,
+  # which takes seconds, up to half a minute on a busy machine). A node made before them gets them through the CLI below.
   cat > "$RABBITMQ_CONFIG_FILE.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$MP_RABBIT_PORT
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $MP_RABBIT_MGMT_PORT
 loopback_users = none
+default_user = $MP_RABBIT_USER
+default_pass = $MP_RABBIT_PASSWORD
+default_vhost = $MP_RABBIT_VHOST
+default_user_tags.administrator = true
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
 CONF
   echo '[rabbitmq_management].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
   # Our own epmd on our private port, detached from our output: one that inherits stdout keeps a caller's pipe open.
@@ -139,21 +153,31 @@ CONF
     log "starting RabbitMQ on 127.0.0.1:$MP_RABBIT_PORT (management on $MP_RABBIT_MGMT_PORT)"
     rm -f "$RABBITMQ_PID_FILE"
     ( cd "$HOME" && setsid "$(rabbit_bin)/rabbitmq-server" </dev/null > "$RABBITMQ_LOG_BASE/console.log" 2>&1 & echo $! > "$DATA/rabbitmq/launcher.pid" )
-    # rabbitmq-server writes the pid file itself once the Erlang VM is up.
-    for _ in $(seq 1 100); do [ -s "$RABBITMQ_PID_FILE" ] && break; sleep 0.2; done
-    ctl wait "$RABBITMQ_PID_FILE" --timeout 60 >/dev/null || die "RabbitMQ did not start; see $RABBITMQ_LOG_BASE"
+    # The AMQP listener opens near the end of the boot; the management API (waited for below) comes last.
+    for _ in $(seq 1 600); do port_open "$MP_RABBIT_PORT" && break; sleep 0.2; done
+    port_open "$MP_RABBIT_PORT" || die "RabbitMQ did not start; see $RABBITMQ_LOG_BASE"
     touch "$DATA/rabbit.started-by-us"
   fi
-  ctl list_users --silent | grep -q "^$MP_RABBIT_USER\b" || ctl add_user "$MP_RABBIT_USER" "$MP_RABBIT_PASSWORD" >/dev/null
-  ctl set_user_tags "$MP_RABBIT_USER" administrator >/dev/null
-  ctl list_vhosts --silent | grep -qx "$MP_RABBIT_VHOST" || ctl add_vhost "$MP_RABBIT_VHOST" >/dev/null
-  ctl set_permissions -p "$MP_RABBIT_VHOST" "$MP_RABBIT_USER" '.*' '.*' '.*' >/dev/null
-  # Management API must answer: tests create a vhost per run through it.
-  for _ in $(seq 1 100); do
-    curl -fsS -u "$MP_RABBIT_USER:$MP_RABBIT_PASSWORD" "http://127.0.0.1:$MP_RABBIT_MGMT_PORT/api/overview" >/dev/null 2>&1 && return 0
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MP_RABBIT_MGMT_PORT/api/overview" 2>/dev/null)" != 000 ] && break
     sleep 0.2
   done
+  if ! rabbit_api_ready; then
+    ctl wait "$RABBITMQ_PID_FILE" --timeout 60 >/dev/null || die "RabbitMQ did not start; see $RABBITMQ_LOG_BASE"
+    ctl list_users --silent | grep -q "^$MP_RABBIT_USER\b" || ctl add_user "$MP_RABBIT_USER" "$MP_RABBIT_PASSWORD" >/dev/null
+    ctl set_user_tags "$MP_RABBIT_USER" administrator >/dev/null
+    ctl list_vhosts --silent | grep -qx "$MP_RABBIT_VHOST" || ctl add_vhost "$MP_RABBIT_VHOST" >/dev/null
+    ctl set_permissions -p "$MP_RABBIT_VHOST" "$MP_RABBIT_USER" '.*' '.*' '.*' >/dev/null
+  fi
+  # Management API must answer: tests create a vhost per run through it.
+  for _ in $(seq 1 300); do rabbit_api_ready && return 0; sleep 0.2; done
   die "RabbitMQ management API did not answer on $MP_RABBIT_MGMT_PORT"
+}
+
+# Our user is an administrator with every right on our vhost (and the management API answers).
+rabbit_api_ready() {
+  curl -fsS -u "$MP_RABBIT_USER:$MP_RABBIT_PASSWORD" \
+    "http://127.0.0.1:$MP_RABBIT_MGMT_PORT/api/permissions/$MP_RABBIT_VHOST/$MP_RABBIT_USER" 2>/dev/null | grep -q '"configure":".\*"'
 }
 
 stop_rabbitmq() {
@@ -167,10 +191,15 @@ stop_rabbitmq() {
   timeout 10 epmd -port "$MP_EPMD_PORT" -kill >/dev/null 2>&1 || true
 }
 
+which="${2:-both}"
+case "$which" in both|postgres|rabbitmq) ;; *) echo "usage: $0 start|stop|status [postgres|rabbitmq]" >&2; exit 2 ;; esac
 case "${1:-}" in
-  start) install_packages; start_postgres; start_rabbitmq
+  start) install_packages
+         [ "$which" = rabbitmq ] || start_postgres
+         [ "$which" = postgres ] || start_rabbitmq
          log "PostgreSQL 127.0.0.1:$MP_PG_PORT, RabbitMQ 127.0.0.1:$MP_RABBIT_PORT (management http://127.0.0.1:$MP_RABBIT_MGMT_PORT)" ;;
-  stop) stop_rabbitmq; stop_postgres ;;
+  stop) [ "$which" = postgres ] || stop_rabbitmq
+        [ "$which" = rabbitmq ] || stop_postgres ;;
   status) pg_running "$(pg_data_dir)" && echo "postgres: running" || echo "postgres: stopped"
           rabbit_env; rabbit_running && echo "rabbitmq: running" || echo "rabbitmq: stopped" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;

@@ -10,17 +10,24 @@ namespace Marketplace.Testing;
 public sealed class TestDatabase : IAsyncDisposable
 {
     public string Name { get; }
+    public ServerEndpoints Servers { get; }
 
-    private TestDatabase(string name) => Name = name;
-
-    public static async Task<TestDatabase> CreateAsync()
+    private TestDatabase(string name, ServerEndpoints servers)
     {
+        Name = name;
+        Servers = servers;
+    }
+
+    /// <summary>On the shared servers, or on <paramref name="servers"/> (a private pair).</summary>
+    public static async Task<TestDatabase> CreateAsync(ServerEndpoints? servers = null)
+    {
+        servers ??= TestServers.Shared;
         var name = "t_" + Guid.NewGuid().ToString("N")[..16];
-        await using (var admin = new NpgsqlConnection(TestServers.AdminConnectionString()))
+        await using (var admin = new NpgsqlConnection(servers.AdminConnectionString()))
         {
             await admin.ExecuteAsync($"CREATE DATABASE {name}");
         }
-        await using (var db = new NpgsqlConnection(TestServers.AdminConnectionString(name)))
+        await using (var db = new NpgsqlConnection(servers.AdminConnectionString(name)))
         {
             await db.ExecuteAsync("CREATE EXTENSION IF NOT EXISTS btree_gist");
             foreach (var s in TestServers.Services)
@@ -33,15 +40,15 @@ public sealed class TestDatabase : IAsyncDisposable
                     """);
             }
         }
-        return new TestDatabase(name);
+        return new TestDatabase(name, servers);
     }
 
-    public string ConnectionString(string service) => TestServers.ServiceConnectionString(Name, service);
+    public string ConnectionString(string service) => Servers.ServiceConnectionString(Name, service);
 
     /// <summary>A superuser connection to this database, for assertions that look across schemas.</summary>
     public NpgsqlConnection OpenAdmin()
     {
-        var c = new NpgsqlConnection(TestServers.AdminConnectionString(Name));
+        var c = new NpgsqlConnection(Servers.AdminConnectionString(Name));
         c.Open();
         return c;
     }
@@ -49,7 +56,7 @@ public sealed class TestDatabase : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         NpgsqlConnection.ClearAllPools();
-        await using var admin = new NpgsqlConnection(TestServers.AdminConnectionString());
+        await using var admin = new NpgsqlConnection(Servers.AdminConnectionString());
         await admin.ExecuteAsync($"DROP DATABASE IF EXISTS {Name} WITH (FORCE)");
     }
 }

@@ -17,18 +17,34 @@ public static class TestServers
     public static string RabbitUser => Env("MP_RABBIT_USER", "marketplace");
     public static string RabbitPassword => Env("MP_RABBIT_PASSWORD", "marketplace");
 
-    public static string AdminConnectionString(string database = "postgres") => new NpgsqlConnectionStringBuilder
+    /// <summary>The pair everyone shares (never stopped by a test).</summary>
+    public static ServerEndpoints Shared => new(PgPort, RabbitPort, RabbitManagementPort);
+
+    public static string AdminConnectionString(string database = "postgres") => Shared.AdminConnectionString(database);
+
+    /// <summary>The connection string a service uses: its own login, which owns its own schema.</summary>
+    public static string ServiceConnectionString(string database, string service) => Shared.ServiceConnectionString(database, service);
+
+    public static readonly string[] Services = ["gateway", "listings", "bidding", "scheduling", "billing"];
+}
+
+/// <summary>
+/// A PostgreSQL + RabbitMQ pair: the shared one (<see cref="TestServers.Shared"/>) or a private one that a fault
+/// scenario may kill and restart. Logins are the scripts' (the same for every pair).
+/// </summary>
+public sealed record ServerEndpoints(int PgPort, int RabbitPort, int RabbitManagementPort)
+{
+    public string AdminConnectionString(string database = "postgres") => new NpgsqlConnectionStringBuilder
     {
         Host = "127.0.0.1",
         Port = PgPort,
-        Username = Env("MP_PG_ADMIN_USER", "mp_admin"),
-        Password = Env("MP_PG_ADMIN_PASSWORD", "mp_admin"),
+        Username = TestServers.Env("MP_PG_ADMIN_USER", "mp_admin"),
+        Password = TestServers.Env("MP_PG_ADMIN_PASSWORD", "mp_admin"),
         Database = database,
         Pooling = false,
     }.ConnectionString;
 
-    /// <summary>The connection string a service uses: its own login, which owns its own schema.</summary>
-    public static string ServiceConnectionString(string database, string service) => new NpgsqlConnectionStringBuilder
+    public string ServiceConnectionString(string database, string service) => new NpgsqlConnectionStringBuilder
     {
         Host = "127.0.0.1",
         Port = PgPort,
@@ -37,6 +53,4 @@ public static class TestServers
         Database = database,
         MaxPoolSize = 30,
     }.ConnectionString;
-
-    public static readonly string[] Services = ["gateway", "listings", "bidding", "scheduling", "billing"];
 }

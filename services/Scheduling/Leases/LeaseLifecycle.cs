@@ -100,6 +100,14 @@ internal sealed class ActivateLease(IOptions<SchedulingOptions> options) : IDueW
     {
         var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is not { Status: "scheduled" }) return; // cancelled meanwhile, or already activated
+        if (tx.Now >= lease.EndAt)
+        {
+            // Its start is handled only after its end (this service was down or behind for the whole window): it never ran.
+            // Without this it would stay scheduled for ever: the completion waits for the activation.
+            await LeaseLifecycle.EndAsync(tx, lease, "failed", "platform",
+                "the lease could not be started before its end (the scheduler was unavailable for its whole window); it never ran", ct);
+            return;
+        }
         if (!await Replacement.ReplaceUnusableNodesAsync(tx, lease, options.Value, ct)) return;
         if (options.Value.RequireAgentAck)
             await Assignments.ProvisionAsync(tx, lease, options.Value, ct);

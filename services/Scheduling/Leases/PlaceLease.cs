@@ -80,6 +80,12 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             await RefuseAsync(tx, m, "the match asks for no accelerators or an empty time window", ct);
             return Outcome.Done;
         }
+        if (end <= tx.Now)
+        {
+            // Delayed past its whole window (the broker or this service was down): a booking in the past could never run.
+            await RefuseAsync(tx, m, $"its window ended at {Format(end)}, before the match reached the scheduler", ct);
+            return Outcome.Done;
+        }
         var eligible = nodes.Where(n => n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel)
             .Select(n => n.Id).ToArray();
         var request = Request(m);

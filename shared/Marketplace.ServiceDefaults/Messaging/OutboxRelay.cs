@@ -13,6 +13,14 @@ public sealed class OutboxOptions
 {
     public int BatchSize { get; set; } = 100;
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// How long one publish may wait for the broker's confirm. RabbitMQ.Client 7.2 can leave a publish waiting for ever
+    /// when its connection is closed under it (rabbitmq-dotnet-client#1930; found by the closed-connections fault
+    /// scenario): without a limit the relay, and every row it holds locked, would stop for good. The row stays and is
+    /// published again with the same MessageId; inboxes skip a copy that did arrive.
+    /// </summary>
+    public TimeSpan PublishTimeout { get; set; } = TimeSpan.FromSeconds(15);
 }
 
 /// <summary>
@@ -99,7 +107,7 @@ public sealed class OutboxRelay(
             // Continue the trace of the request that wrote the row, so one request is followed across services.
             ActivityContext.TryParse(row.TraceParent, null, out var parent);
             using var activity = Activities.StartActivity($"outbox relay {type.Name}", ActivityKind.Producer, parent);
-            await bus.Publish(message, type, ctx => ctx.MessageId = row.MessageId, ct);
+            await bus.Publish(message, type, ctx => ctx.MessageId = row.MessageId, ct).WaitAsync(options.Value.PublishTimeout, ct);
             return null;
         }
         catch (Exception ex) when (!ct.IsCancellationRequested)

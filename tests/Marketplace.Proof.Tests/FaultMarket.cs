@@ -1,0 +1,200 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Marketplace.Testing;
+
+namespace Marketplace.Proof.Tests;
+
+/// <summary>
+/// One scenario's market on a running stack: a provider with enough GPUs on offer for every order of the load (so an
+/// order that does not fill is a fault's doing, not a lack of capacity), spare nodes for offers published during the
+/// load, a funded renter and a finance user. Reached only through the gateway(s).
+/// </summary>
+internal sealed class FaultMarket
+{
+    public const string Model = "h100-sxm";
+    public const string Currency = "CNY";
+    public const long TopUp = 100_000_000;
+    private const int GpusPerNode = 16;
+    private const int NodesPerOffer = 4;
+
+    public required MarketplaceStack Stack { get; init; }
+    public required string Name { get; init; }
+    public required Guid RenterOrgId { get; init; }
+    public required Guid ProviderOrgId { get; init; }
+    /// <summary>One renter client per gateway instance, so the load reaches each.</summary>
+    public required IReadOnlyList<HttpClient> Renters { get; init; }
+    public required IReadOnlyList<HttpClient> Providers { get; init; }
+    public required HttpClient Finance { get; init; }
+    public required string ClusterId { get; init; }
+    public required IReadOnlyList<string> SpareNodes { get; init; }
+
+    /// <param name="orders">how many orders the load will place (the capacity offered is sized for them)</param>
+    /// <param name="spareNodes">nodes without an offer, for the offers published during the load</param>
+    public static async Task<FaultMarket> CreateAsync(MarketplaceStack stack, string name, int orders, int spareNodes)
+    {
+        var gateways = stack.GatewayUrls.Count;
+        using var admin = stack.Client(MarketplaceStack.AdminKey);
+        var (providerOrg, providerKey) = await OrgAsync(admin, $"{name} provider", "provider");
+        var (renterOrg, renterKey) = await OrgAsync(admin, $"{name} renter", "renter");
+        var (_, financeKey) = await OrgAsync(admin, $"{name} finance", "finance");
+        var providers = Enumerable.Range(0, gateways).Select(g => stack.Client(providerKey, g)).ToList();
+        var renters = Enumerable.Range(0, gateways).Select(g => stack.Client(renterKey, g)).ToList();
+        var provider = providers[0];
+
+        var cluster = await Api.PostJsonAsync(provider, "/v1/clusters", new { name, region = "cn-east", jurisdiction = "CN" });
+        var clusterId = (string)cluster["id"]!;
+        // Every order is one GPU: twice as many GPUs as orders (a fault may stretch the load), in offers of four nodes.
+        var nodes = Math.Max(NodesPerOffer, (int)Math.Ceiling(orders * 2.0 / GpusPerNode / NodesPerOffer) * NodesPerOffer);
+        var nodeIds = new List<string>();
+        for (var i = 0; i < nodes + spareNodes; i++)
+            nodeIds.Add((string)(await Api.PostJsonAsync(provider, $"/v1/clusters/{clusterId}/nodes",
+                new { hostname = $"{name}-{i}", accelerator_model = Model, accelerator_count = GpusPerNode }))["id"]!);
+        foreach (var chunk in nodeIds.Take(nodes).Chunk(NodesPerOffer))
+            await PublishOfferAsync(provider, clusterId, chunk);
+
+        await Api.PostJsonAsync(renters[0], "/v1/wallet/top-ups", new { amount = new { amount = TopUp, currency = Currency } }, Guid.NewGuid().ToString());
+        await Eventually.True(async () => await Api.AvailableAsync(renters[0], Currency) >= TopUp, TimeSpan.FromSeconds(60), $"{name}'s wallet to be funded");
+
+        return new FaultMarket
+        {
+            Stack = stack, Name = name, RenterOrgId = renterOrg, ProviderOrgId = providerOrg, Renters = renters, Providers = providers,
+            Finance = stack.Client(financeKey), ClusterId = clusterId, SpareNodes = nodeIds.Skip(nodes).ToList(),
+        };
+    }
+
+    public static Task<JsonNode> PublishOfferAsync(HttpClient provider, string clusterId, IEnumerable<string> nodeIds)
+    {
+        var now = DateTimeOffset.UtcNow;
+        return Api.PostJsonAsync(provider, "/v1/offers", new
+        {
+            cluster_id = clusterId, node_ids = nodeIds, window_start = now.AddMinutes(-1), window_end = now.AddHours(3),
+            ask_per_hour = new { amount = 1000, currency = Currency }, min_lease_seconds = LoadProfile.LeaseSeconds, interruptible_allowed = false,
+        });
+    }
+
+    /// <summary>Starts the background load: one-GPU on-demand orders at <paramref name="perSecond"/>, plus an offer every two seconds on the spare nodes.</summary>
+    public OrderStream StartLoad(double perSecond) => OrderStream.Start(this, perSecond);
+
+    private static async Task<(Guid Org, string Key)> OrgAsync(HttpClient admin, string name, string role)
+    {
+        var org = await Api.PostJsonAsync(admin, "/v1/orgs", new { name, roles = new[] { role } });
+        var key = await Api.PostJsonAsync(admin, $"/v1/orgs/{org["id"]}/api-keys", new { name = "load" });
+        return (Guid.Parse((string)org["id"]!), (string)key["key"]!);
+    }
+}
+
+/// <summary>
+/// A renter placing orders at a steady rate through the gateway(s), the way a careful client does: each order has its
+/// own Idempotency-Key and is resent with the same key and body on any failure without a definite answer (connection
+/// refused or reset, timeout, 5xx, 429) until accepted. Meanwhile the provider publishes an offer every two seconds (not
+/// retried: offers take no Idempotency-Key).
+/// </summary>
+internal sealed class OrderStream
+{
+    public static readonly TimeSpan GiveUpAfter = TimeSpan.FromSeconds(120);
+
+    public sealed record Placement(string Key, Guid? OrderId, DateTimeOffset FirstSent, int Attempts, string? Error);
+
+    private readonly FaultMarket _market;
+    private readonly List<Task<Placement>> _orders = [];
+    private readonly CancellationTokenSource _stop = new();
+    private Task _loop = Task.CompletedTask;
+    private Task _offers = Task.CompletedTask;
+    private int _failedAttempts;
+    private int _offersPublished;
+    private int _offersFailed;
+
+    public int FailedAttempts => _failedAttempts;
+    public int OffersPublished => _offersPublished;
+    public int OffersFailed => _offersFailed;
+    public DateTimeOffset StartedAt { get; private set; }
+
+    private OrderStream(FaultMarket market) => _market = market;
+
+    public static OrderStream Start(FaultMarket market, double perSecond)
+    {
+        var stream = new OrderStream(market) { StartedAt = DateTimeOffset.UtcNow };
+        stream._loop = Task.Run(() => stream.PlaceLoopAsync(perSecond));
+        stream._offers = Task.Run(stream.OfferLoopAsync);
+        return stream;
+    }
+
+    /// <summary>Stops placing new orders and waits until every order placed so far has a definite answer.</summary>
+    public async Task<IReadOnlyList<Placement>> StopAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_loop, _offers);
+        Task<Placement>[] all;
+        lock (_orders) all = [.. _orders];
+        return await Task.WhenAll(all);
+    }
+
+    private async Task PlaceLoopAsync(double perSecond)
+    {
+        var start = DateTimeOffset.UtcNow;
+        for (var i = 0; !_stop.IsCancellationRequested; i++)
+        {
+            var due = start + TimeSpan.FromSeconds(i / perSecond);
+            var wait = due - DateTimeOffset.UtcNow;
+            if (wait > TimeSpan.Zero)
+            {
+                try { await Task.Delay(wait, _stop.Token); }
+                catch (OperationCanceledException) { return; }
+            }
+            var n = i;
+            lock (_orders) _orders.Add(Task.Run(() => PlaceAsync(n)));
+        }
+    }
+
+    private async Task<Placement> PlaceAsync(int n)
+    {
+        var key = Guid.NewGuid().ToString();
+        var body = new
+        {
+            type = "on_demand", accelerator_model = FaultMarket.Model, accelerator_count = 1, duration_seconds = LoadProfile.LeaseSeconds,
+            max_price_per_hour = new { amount = 2000, currency = FaultMarket.Currency },
+        };
+        var first = DateTimeOffset.UtcNow;
+        string? error = null;
+        for (var attempt = 1; ; attempt++)
+        {
+            var renter = _market.Renters[(n + attempt) % _market.Renters.Count];
+            try
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/orders") { Content = JsonContent.Create(body) };
+                request.Headers.Add("Idempotency-Key", key);
+                using var response = await renter.SendAsync(request);
+                var text = await response.Content.ReadAsStringAsync();
+                if (response.IsSuccessStatusCode)
+                    return new Placement(key, Guid.Parse((string)JsonNode.Parse(text)!["id"]!), first, attempt, null);
+                if ((int)response.StatusCode < 500 && response.StatusCode != HttpStatusCode.TooManyRequests)
+                    return new Placement(key, null, first, attempt, $"{(int)response.StatusCode}: {text}");
+                error = $"{(int)response.StatusCode}: {text}";
+            }
+            catch (HttpRequestException ex) { error = ex.Message; }
+            catch (TaskCanceledException ex) { error = ex.Message; }
+            Interlocked.Increment(ref _failedAttempts);
+            if (DateTimeOffset.UtcNow - first > GiveUpAfter) return new Placement(key, null, first, attempt, "gave up: " + error);
+            await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(1000, 100 * Math.Pow(2, Math.Min(attempt, 4)))));
+        }
+    }
+
+    private async Task OfferLoopAsync()
+    {
+        foreach (var (node, i) in _market.SpareNodes.Select((node, i) => (node, i)))
+        {
+            try { await Task.Delay(TimeSpan.FromSeconds(2), _stop.Token); }
+            catch (OperationCanceledException) { return; }
+            try
+            {
+                await FaultMarket.PublishOfferAsync(_market.Providers[i % _market.Providers.Count], _market.ClusterId, [node]);
+                Interlocked.Increment(ref _offersPublished);
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or Xunit.Sdk.XunitException)
+            {
+                Interlocked.Increment(ref _offersFailed);
+            }
+        }
+    }
+}

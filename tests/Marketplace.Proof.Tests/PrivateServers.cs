@@ -1,0 +1,117 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Marketplace.Testing;
+
+namespace Marketplace.Proof.Tests;
+
+/// <summary>
+/// A PostgreSQL + RabbitMQ pair of this run's own (<c>infra/servers.sh</c> on free ports and a data folder in the
+/// temp folder), for the scenarios that kill or restart a server: the shared pair other people's tests use is never
+/// touched. Removed again at the end.
+/// </summary>
+public sealed class PrivateServers : IAsyncDisposable
+{
+    private readonly Dictionary<string, string> _env;
+
+    public ServerEndpoints Endpoints { get; }
+    public string DataDirectory { get; }
+
+    private PrivateServers(ServerEndpoints endpoints, string dataDirectory, Dictionary<string, string> env)
+    {
+        Endpoints = endpoints;
+        DataDirectory = dataDirectory;
+        _env = env;
+    }
+
+    public static async Task<PrivateServers> StartAsync()
+    {
+        var ports = FreePorts(5);
+        var id = Guid.NewGuid().ToString("N")[..8];
+        var data = Path.Combine("/tmp", "marketplace-private-" + id);
+        var endpoints = new ServerEndpoints(ports[0], ports[1], ports[2]);
+        var shared = TestServers.Shared;
+        if (ports.Contains(shared.PgPort) || ports.Contains(shared.RabbitPort) || ports.Contains(shared.RabbitManagementPort))
+            throw new InvalidOperationException("a private server may not take a shared server's port");
+        var env = new Dictionary<string, string>
+        {
+            ["MP_DATA_DIR"] = data,
+            ["MP_PG_PORT"] = ports[0].ToString(),
+            ["MP_RABBIT_PORT"] = ports[1].ToString(),
+            ["MP_RABBIT_MGMT_PORT"] = ports[2].ToString(),
+            ["MP_RABBIT_DIST_PORT"] = ports[3].ToString(),
+            ["MP_EPMD_PORT"] = ports[4].ToString(),
+            ["MP_RABBIT_NODENAME"] = $"private{id}@localhost",
+            // A server crash keeps the operating system's page cache, so fsync adds nothing to these scenarios but time.
+            ["MP_PG_FSYNC"] = "off",
+        };
+        var servers = new PrivateServers(endpoints, data, env);
+        try
+        {
+            await servers.ScriptAsync("start");
+            return servers;
+        }
+        catch
+        {
+            await servers.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>kill -9 of the RabbitMQ node (the Erlang VM): no clean shutdown, no goodbye to the clients.</summary>
+    public void KillRabbitMq()
+    {
+        var pid = int.Parse(File.ReadAllText(Path.Combine(DataDirectory, "rabbitmq", "rabbit.pid")).Trim());
+        using var node = Process.GetProcessById(pid);
+        node.Kill(); // SIGKILL
+        node.WaitForExit(10_000);
+    }
+
+    public Task StartRabbitMqAsync() => ScriptAsync("start", "rabbitmq");
+
+    /// <summary>Stops PostgreSQL: <c>fast</c> (clients told, transactions rolled back) or <c>immediate</c> (a crash: recovery at the next start).</summary>
+    public Task StopPostgresAsync(string mode) =>
+        ScriptAsync(new Dictionary<string, string> { ["MP_PG_STOP_MODE"] = mode }, "stop", "postgres");
+
+    public Task StartPostgresAsync() => ScriptAsync("start", "postgres");
+
+    public async ValueTask DisposeAsync()
+    {
+        try { await ScriptAsync("stop"); }
+        catch (InvalidOperationException) { }
+        try { Directory.Delete(DataDirectory, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
+    private Task ScriptAsync(params string[] args) => ScriptAsync(new Dictionary<string, string>(), args);
+
+    private async Task ScriptAsync(Dictionary<string, string> extra, params string[] args)
+    {
+        var psi = new ProcessStartInfo("bash", [Path.Combine(RepoPaths.Root, "infra", "servers.sh"), .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var (k, v) in _env.Concat(extra)) psi.Environment[k] = v;
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        await process.WaitForExitAsync(timeout.Token);
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"infra/servers.sh {string.Join(' ', args)} exited {process.ExitCode}: {await stdout}{await stderr}");
+    }
+
+    private static int[] FreePorts(int count)
+    {
+        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
+        try
+        {
+            listeners.ForEach(l => l.Start());
+            return listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
+        }
+        finally { listeners.ForEach(l => l.Stop()); }
+    }
+}
