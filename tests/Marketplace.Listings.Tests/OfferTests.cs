@@ -63,6 +63,45 @@ public sealed class OfferTests(ListingsApp app) : IClassFixture<ListingsApp>
     }
 
     [Fact]
+    public async Task An_offer_resent_with_its_Idempotency_Key_is_the_same_offer_and_the_key_with_another_body_is_refused()
+    {
+        var client = app.Provider(Guid.NewGuid());
+        var cluster = await app.CreateClusterAsync(client);
+        var node = await app.CreateNodeAsync(client, cluster.Id, "l40s", 2);
+        var body = ListingsApp.OfferBody(cluster.Id, [node.Id], T0.AddHours(1), T0.AddHours(6));
+        var key = Guid.NewGuid().ToString();
+        async Task<HttpResponseMessage> PostAsync(object b, string k)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/offers") { Content = JsonContent.Create(b) };
+            request.Headers.Add("Idempotency-Key", k);
+            return await client.SendAsync(request);
+        }
+
+        var created = await ListingsApp.ReadAsync<Offer>(await PostAsync(body, key), HttpStatusCode.Created);
+        var afterFirst = await app.SnapshotAsync();
+        var again = await ListingsApp.ReadAsync<Offer>(await PostAsync(body, key), HttpStatusCode.OK);
+        Assert.Equal(created.Id, again.Id);
+        Assert.Equal(afterFirst, await app.SnapshotAsync()); // nothing new written, nothing published again
+        await Eventually.Get(() => Task.FromResult(app.Received.OfType<OfferPublished>().FirstOrDefault(e => e.OfferId == created.Id)),
+            _ => true, what: "OfferPublished on the broker");
+        Assert.Single(app.Received.OfType<OfferPublished>(), e => e.OfferId == created.Id);
+
+        var other = ListingsApp.OfferBody(cluster.Id, [node.Id], T0.AddHours(7), T0.AddHours(9));
+        var problem = await ListingsApp.ReadAsync<Problem>(await PostAsync(other, key), (HttpStatusCode)422);
+        Assert.EndsWith("/idempotency-key-reused", problem.Type);
+        Assert.Contains(created.Id.ToString(), problem.Detail);
+        Assert.Equal(afterFirst, await app.SnapshotAsync());
+
+        // Two racing requests with one new key create one offer.
+        var raceKey = Guid.NewGuid().ToString();
+        var raced = ListingsApp.OfferBody(cluster.Id, [node.Id], T0.AddHours(10), T0.AddHours(12));
+        var answers = await Task.WhenAll(PostAsync(raced, raceKey), PostAsync(raced, raceKey));
+        Assert.Equal([HttpStatusCode.OK, HttpStatusCode.Created], answers.Select(a => a.StatusCode).Order());
+        var ids = await Task.WhenAll(answers.Select(a => ListingsApp.ReadAsync<Offer>(a, a.StatusCode)));
+        Assert.Equal(ids[0].Id, ids[1].Id);
+    }
+
+    [Fact]
     public async Task An_active_offer_is_read_by_anyone_a_withdrawn_one_only_by_its_provider()
     {
         var provider = app.Provider(Guid.NewGuid());
