@@ -79,7 +79,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
             cluster_id = clusterId, node_ids = h100Nodes, window_start = now.AddMinutes(-1), window_end = now.AddHours(6),
             ask_per_hour = new { amount = 1500, currency = Currency }, min_lease_seconds = leaseSeconds,
             interruptible_allowed = false, sla_level = "standard",
-        }, null, ct);
+        }, Guid.NewGuid().ToString(), ct); // a key, so a cut-off request can be resent safely
         var offerId = (string)offer["id"]!;
         Say($"offer {offerId}: {offer["accelerator_count"]} × {Model} for 6 h at {Price(offer["ask_per_hour"]!)}/GPU-hour, SLA standard");
         var ascendOffer = await provider.PostAsync("/v1/offers", new
@@ -87,7 +87,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
             cluster_id = clusterId, node_ids = fleet.Where(n => n.Model == AscendModel).Select(n => n.NodeId), window_start = now.AddMinutes(-1),
             window_end = now.AddHours(6), ask_per_hour = new { amount = 900, currency = Currency }, min_lease_seconds = leaseSeconds,
             interruptible_allowed = true, interruptible_floor_per_hour = new { amount = 500, currency = Currency }, preemption_notice_seconds = 20,
-        }, null, ct);
+        }, Guid.NewGuid().ToString(), ct);
         Say($"offer {ascendOffer["id"]}: {ascendOffer["accelerator_count"]} × {AscendModel} at {Price(ascendOffer["ask_per_hour"]!)}/GPU-hour, interruptible from 5.00 CNY with 20 s notice");
 
         Step("Provider connects its Stripe payout account (Stripe Connect onboarding)");
