@@ -44,6 +44,10 @@ public sealed class PrivateServers : IAsyncDisposable
             ["MP_RABBIT_NODENAME"] = $"private{id}@localhost",
             // A server crash keeps the operating system's page cache, so fsync adds nothing to these scenarios but time.
             ["MP_PG_FSYNC"] = "off",
+            // But a commit must be acknowledged only once its WAL left PostgreSQL's memory, or an immediate stop loses
+            // acknowledged orders. Set explicitly: infra/test.sh exports MP_PG_SYNC_COMMIT=off for the shared test
+            // servers, and this process inherits it (CI lost one accepted order to it).
+            ["MP_PG_SYNC_COMMIT"] = "on",
         };
         var servers = new PrivateServers(endpoints, data, env);
         try
