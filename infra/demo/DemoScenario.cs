@@ -44,6 +44,9 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
     public async Task<DemoResult> RunAsync(int leaseSeconds, CancellationToken ct)
     {
         var run = DateTime.UtcNow.ToString("HHmmss", CultureInfo.InvariantCulture);
+        // A region of this run's own (group "cn"): every order pins it, so offers left in a long-lived database by earlier
+        // runs or load tests never take the demo's orders.
+        var region = $"cn-east-{run}";
         using var admin = new Api(gateway, adminKey);
 
         Step("Organisations and API keys (keys are shown once)");
@@ -57,7 +60,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         Say($"catalog: {catalog["data"]!.AsArray().Count} accelerator models, e.g. {string.Join(", ", catalog["data"]!.AsArray().Take(5).Select(a => a!["id"]))}");
         using var agents = new AgentSimulator(new AgentSimOptions
         {
-            Gateway = gateway, ProviderKey = providerKey, ClusterName = "shanghai-a", Region = "cn-east", Jurisdiction = "CN",
+            Gateway = gateway, ProviderKey = providerKey, ClusterName = "shanghai-a", Region = region, Jurisdiction = "CN",
             Fabric = "infiniband", FabricGbps = 400, Compliance = [("data-residency", null), ("mlps", 3)],
             // Four H100 nodes: 8 GPUs for the on-demand lease, 16 for the gang (two whole nodes), one spare for the failure.
             Fleet = [new FleetEntry(Model, 4), new FleetEntry(AscendModel, 2)], HeartbeatInterval = TimeSpan.FromSeconds(2),
@@ -70,7 +73,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
             c => c["nodes"]!.AsArray().All(n => (string?)n!["health"] == "healthy"), TimeSpan.FromSeconds(30), "every node's first heartbeat", ct);
         foreach (var node in cluster["nodes"]!.AsArray())
             Say($"node {node!["hostname"]}: {node["accelerator_count"]} × {node["accelerator_model"]}, {node["health"]}, verified = {node["verified"]}");
-        Say($"cluster {clusterId}: cn-east (CN), InfiniBand 400 Gb/s, data residency + MLPS level 3; agents heartbeat every 2 s");
+        Say($"cluster {clusterId}: {region} (CN), InfiniBand 400 Gb/s, data residency + MLPS level 3; agents heartbeat every 2 s");
 
         var now = DateTimeOffset.UtcNow;
         var h100Nodes = fleet.Where(n => n.Model == Model).Select(n => n.NodeId).ToList();
@@ -99,7 +102,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         Say($"payout account {payoutsEnabled["stripe_account_id"]}: {payoutsEnabled["status"]} (signed account.updated webhook from Stripe)");
 
         Step("Renter searches and funds its wallet through Stripe");
-        var found = await renter.GetAsync($"/v1/offers?accelerator_model={Model}&per_node=8&fabric=infiniband&jurisdiction=CN&compliance=data-residency&currency={Currency}&max_price=1600&sort=price", ct);
+        var found = await renter.GetAsync($"/v1/offers?accelerator_model={Model}&region={region}&per_node=8&fabric=infiniband&jurisdiction=CN&compliance=data-residency&currency={Currency}&max_price=1600&sort=price", ct);
         Say($"search {Model}, 8 per node, InfiniBand, CN, data residency, ≤ 16.00 CNY/h: {found["data"]!.AsArray().Count} offer(s), best {Price(found["data"]![0]!["ask_per_hour"]!)}");
         var topUp = await renter.PostAsync("/v1/wallet/top-ups", new { amount = new { amount = 500_000, currency = Currency } }, Guid.NewGuid().ToString(), ct);
         Say($"top-up {topUp["id"]}: PaymentIntent {topUp["payment_intent_id"]} {topUp["status"]}");
@@ -111,7 +114,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var low = await renter.PostAsync("/v1/orders", new
         {
             type = "on_demand", accelerator_model = Model, accelerator_count = 8, duration_seconds = leaseSeconds,
-            max_price_per_hour = new { amount = 1200, currency = Currency }, region = "cn-east",
+            max_price_per_hour = new { amount = 1200, currency = Currency }, region,
         }, Guid.NewGuid().ToString(), ct);
         var unfilled = await renter.GetAsync($"/v1/orders/{low["id"]}", ct);
         Say($"order {low["id"]} at max {Price(low["max_price_per_hour"]!)}: {unfilled["status"]} — {unfilled["status_reason"]}");
@@ -123,7 +126,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var orderRequest = new
         {
             type = "on_demand", accelerator_model = Model, accelerator_count = 8, duration_seconds = leaseSeconds,
-            max_price_per_hour = new { amount = 1800, currency = Currency }, region = "cn-east",
+            max_price_per_hour = new { amount = 1800, currency = Currency }, region,
         };
         var order = await renter.PostAsync("/v1/orders", orderRequest, idempotencyKey, ct);
         var retried = await renter.PostAsync("/v1/orders", orderRequest, idempotencyKey, ct);
@@ -133,19 +136,19 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var gang = await renter.PostAsync("/v1/orders", new
         {
             type = "on_demand", accelerator_model = Model, accelerator_count = 16, duration_seconds = leaseSeconds,
-            max_price_per_hour = new { amount = 1800, currency = Currency }, region = "cn-east",
+            max_price_per_hour = new { amount = 1800, currency = Currency }, region,
         }, Guid.NewGuid().ToString(), ct);
         Say($"gang order {gang["id"]}: 16 × {Model} as one job (more than one node holds) for {leaseSeconds} s");
         var reserved = await renter.PostAsync("/v1/orders", new
         {
             type = "reserved", accelerator_model = AscendModel, accelerator_count = 8, duration_seconds = leaseSeconds,
             earliest_start = DateTimeOffset.UtcNow.AddSeconds(15), latest_end = DateTimeOffset.UtcNow.AddMinutes(10),
-            max_price_per_hour = new { amount = 1000, currency = Currency },
+            max_price_per_hour = new { amount = 1000, currency = Currency }, region,
         }, Guid.NewGuid().ToString(), ct);
         var interruptible = await renter.PostAsync("/v1/orders", new
         {
             type = "interruptible", accelerator_model = AscendModel, accelerator_count = 8, duration_seconds = leaseSeconds,
-            bid_per_hour = new { amount = 700, currency = Currency },
+            bid_per_hour = new { amount = 700, currency = Currency }, region,
         }, Guid.NewGuid().ToString(), ct);
 
         var filled = await WaitFilledAsync(renter, orderId, ct);
@@ -187,7 +190,7 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         var displacing = await renter.PostAsync("/v1/orders", new
         {
             type = "on_demand", accelerator_model = AscendModel, accelerator_count = 8, duration_seconds = leaseSeconds,
-            max_price_per_hour = new { amount = 1000, currency = Currency },
+            max_price_per_hour = new { amount = 1000, currency = Currency }, region,
         }, Guid.NewGuid().ToString(), ct);
         Say($"on-demand order {displacing["id"]}: 8 × {AscendModel} now; every {AscendModel} is taken (reserved + interruptible), " +
             "so it displaces the lowest interruptible bid");
