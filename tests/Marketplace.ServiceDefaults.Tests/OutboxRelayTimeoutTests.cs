@@ -17,23 +17,8 @@ namespace Marketplace.ServiceDefaults.Tests;
 /// A publish whose confirm never comes (RabbitMQ.Client 7.2 after its connection was closed under it: the closed-connections
 /// fault scenario stopped a relay for good that way) must not stop the relay.
 /// </summary>
-public sealed class OutboxRelayTimeoutTests : IAsyncLifetime
+public sealed class OutboxRelayTimeoutTests : ServersPerTest
 {
-    private TestDatabase _db = null!;
-    private TestVirtualHost _vhost = null!;
-
-    public async Task InitializeAsync()
-    {
-        _db = await TestDatabase.CreateAsync();
-        _vhost = await TestVirtualHost.CreateAsync();
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _vhost.DisposeAsync();
-        await _db.DisposeAsync();
-    }
-
     [Fact]
     public async Task A_publish_that_never_gets_its_confirm_times_out_and_its_row_stays_for_the_next_batch()
     {

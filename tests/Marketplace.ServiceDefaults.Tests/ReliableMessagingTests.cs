@@ -10,23 +10,8 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Marketplace.ServiceDefaults.Tests;
 
 /// <summary>Outbox and inbox on the real PostgreSQL and RabbitMQ.</summary>
-public sealed class ReliableMessagingTests : IAsyncLifetime
+public sealed class ReliableMessagingTests : ServersPerTest
 {
-    private TestDatabase _db = null!;
-    private TestVirtualHost _vhost = null!;
-
-    public async Task InitializeAsync()
-    {
-        _db = await TestDatabase.CreateAsync();
-        _vhost = await TestVirtualHost.CreateAsync();
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _vhost.DisposeAsync();
-        await _db.DisposeAsync();
-    }
-
     private static OfferWithdrawn Message() => new(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UtcNow);
 
     private async Task<long> EffectsAsync(Guid key)

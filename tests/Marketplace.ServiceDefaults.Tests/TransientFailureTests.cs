@@ -15,23 +15,8 @@ namespace Marketplace.ServiceDefaults.Tests;
 /// An overloaded service (its connection pool exhausted) must tell the client to retry, not claim an internal error:
 /// 503 problem+json with Retry-After, and nothing written.
 /// </summary>
-public sealed class TransientFailureTests : IAsyncLifetime
+public sealed class TransientFailureTests : ServersPerTest
 {
-    private TestDatabase _db = null!;
-    private TestVirtualHost _vhost = null!;
-
-    public async Task InitializeAsync()
-    {
-        _db = await TestDatabase.CreateAsync();
-        _vhost = await TestVirtualHost.CreateAsync();
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _vhost.DisposeAsync();
-        await _db.DisposeAsync();
-    }
-
     [Fact]
     public async Task An_exhausted_connection_pool_answers_503_with_retry_after_and_writes_nothing()
     {
