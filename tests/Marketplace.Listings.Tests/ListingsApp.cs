@@ -136,6 +136,14 @@ public class ListingsApp : IAsyncLifetime
             HttpStatusCode.Created);
 
     /// <summary>Every row count of the schema plus the outbox sequence (which moves on every outbox insert, relayed or not).</summary>
+    /// <summary>A 400 problem that names <paramref name="field"/> ("malformed": an unreadable body).</summary>
+    public static async Task AssertRefusedAsync(HttpResponseMessage response, string field)
+    {
+        var problem = await ReadAsync<Problem>(response, HttpStatusCode.BadRequest);
+        if (field == "malformed") Assert.EndsWith("/malformed-request", problem.Type);
+        else Assert.Contains(field + ":", problem.Detail);
+    }
+
     public async Task<Snapshot> SnapshotAsync()
     {
         await using var c = Database.OpenAdmin();
