@@ -15,7 +15,7 @@ public sealed class BillingOptions
     [Range(0, long.MaxValue)] public long LowBalanceThresholdMinor { get; set; }
 
     /// <summary>Leases a billing run closes per database transaction (its unit of progress and of resumption).</summary>
-    [Range(1, 100_000)] public int RunBatchSize { get; set; } = 2000;
+    [Range(1, 100_000)] public int RunBatchSize { get; set; } = 10_000;
 }
 
 public sealed class StripeOptions

@@ -50,7 +50,7 @@ public class BillingRunBenchmark
     private WebApplication _stripe = null!;
     private BillingRunner _runner = null!;
 
-    [Params(5000)] public int BatchSize { get; set; }
+    [Params(10_000)] public int BatchSize { get; set; } = 10_000;
 
     private static string Admin(string database) =>
         $"Host=127.0.0.1;Port=55432;Username=mp_admin;Password=mp_admin;Database={database};Command Timeout=600;Include Error Detail=true";

@@ -7,11 +7,13 @@ using Marketplace.Billing.Benchmarks;
 var rest = new List<string>();
 var profile = false;
 var keep = false;
+var batch = new Marketplace.Billing.BillingOptions().RunBatchSize; // the service's default
 for (var i = 0; i < args.Length; i++)
 {
     if (args[i] == "--leases" && i + 1 < args.Length) BillingRunBenchmark.Leases = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture);
     else if (args[i] == "profile") profile = true;
     else if (args[i] == "--keep") keep = true; // profile: leave the database behind, to look at plans
+    else if (args[i] == "--batch" && i + 1 < args.Length) batch = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture);
 
     else rest.Add(args[i]);
 }
@@ -22,7 +24,7 @@ if (!profile)
     return;
 }
 
-var bench = new BillingRunBenchmark { BatchSize = 5000 };
+var bench = new BillingRunBenchmark { BatchSize = batch };
 await bench.SetupAsync();
 try
 {

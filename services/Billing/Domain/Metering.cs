@@ -28,8 +28,6 @@ public sealed record Metered(long BilledSeconds, long DowntimeSeconds, long SlaE
 public static class Metering
 {
     private const long TicksPerMicro = TimeSpan.TicksPerMicrosecond;
-    private static readonly string[] SlaCauses = ["provider", "platform"];
-    private static readonly string[] EarlyEndStatuses = ["failed", "preempted", "cancelled"];
 
     public static Metered Meter(LeaseUsage u)
     {
@@ -38,31 +36,55 @@ public static class Metering
         var owedEnd = spanStart + booked;
         var spanEnd = Math.Clamp(Micros(u.EndedAt), spanStart, owedEnd);
 
-        var allDown = Union(u.Downtime, spanStart, spanEnd, _ => true);
-        var slaDown = Union(u.Downtime, spanStart, spanEnd, d => SlaCauses.Contains(d.Cause));
+        var (allDown, slaDown) = Downtime(u.Downtime, spanStart, spanEnd);
         var billed = (spanEnd - spanStart - allDown) / 1_000_000;
 
         var level = u.Interruptible ? Sla.None : u.SlaLevel;
-        var endedByThem = EarlyEndStatuses.Contains(u.EndStatus) && SlaCauses.Contains(u.EndCause);
+        var endedByThem = u.EndStatus is "failed" or "preempted" or "cancelled" && CountsForSla(u.EndCause);
         var shortfall = endedByThem && !u.Interruptible ? owedEnd - spanEnd : 0;
         var expected = spanEnd - spanStart + shortfall;
         return new Metered(billed, allDown / 1_000_000, expected, slaDown + shortfall, level);
     }
 
-    /// <summary>Microseconds covered by the matching intervals inside [from, to], overlaps counted once.</summary>
-    private static long Union(IReadOnlyList<DowntimeInterval> intervals, long from, long to, Func<DowntimeInterval, bool> counts)
+    /// <summary>Downtime the provider or the platform caused counts against the SLA; the renter's own does not.</summary>
+    private static bool CountsForSla(string? cause) => cause is "provider" or "platform";
+
+    /// <summary>
+    /// Microseconds covered by the intervals inside [from, to], overlaps counted once: all of them, and those that count
+    /// for the SLA. One sort and one pass (a billing run meters a hundred thousand leases; no allocation for the usual few).
+    /// </summary>
+    private static (long All, long Sla) Downtime(IReadOnlyList<DowntimeInterval> intervals, long from, long to)
     {
-        var clipped = intervals.Where(counts)
-            .Select(d => (Start: Math.Clamp(Micros(d.Start), from, to), End: Math.Clamp(d.End is { } e ? Micros(e) : to, from, to)))
-            .Where(d => d.End > d.Start)
-            .OrderBy(d => d.Start);
-        long total = 0, coveredTo = from;
-        foreach (var (start, end) in clipped)
+        if (intervals.Count == 0) return (0, 0);
+        Span<(long Start, long End, bool Sla)> clipped = intervals.Count <= 32
+            ? stackalloc (long, long, bool)[intervals.Count]
+            : new (long, long, bool)[intervals.Count];
+        var n = 0;
+        foreach (var d in intervals)
         {
-            var s = Math.Max(start, coveredTo);
-            if (end > s) { total += end - s; coveredTo = end; }
+            var start = Math.Clamp(Micros(d.Start), from, to);
+            var end = Math.Clamp(d.End is { } e ? Micros(e) : to, from, to);
+            if (end > start) clipped[n++] = (start, end, CountsForSla(d.Cause));
         }
-        return total;
+        clipped = clipped[..n];
+        clipped.Sort(static (a, b) => a.Start.CompareTo(b.Start));
+        long all = 0, sla = 0, allTo = from, slaTo = from;
+        foreach (var (start, end, counts) in clipped)
+        {
+            all += Covered(start, end, ref allTo);
+            if (counts) sla += Covered(start, end, ref slaTo);
+        }
+        return (all, sla);
+    }
+
+    /// <summary>What [start, end) adds beyond <paramref name="coveredTo"/> (intervals come in start order), moving it on.</summary>
+    private static long Covered(long start, long end, ref long coveredTo)
+    {
+        var s = Math.Max(start, coveredTo);
+        if (end <= s) return 0;
+        var added = end - s;
+        coveredTo = end;
+        return added;
     }
 
     private static long Micros(DateTime t) => t.Ticks / TicksPerMicro;

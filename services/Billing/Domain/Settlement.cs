@@ -37,16 +37,57 @@ public static class Settlement
         if (line is null)
             return holdAmount > 0 ? LedgerTransaction.Transfer($"release:{leaseId}", "release",
                 Accounts.RenterHeld(renter), Accounts.RenterAvailable(renter), currency, holdAmount) : null;
+        var parts = Parts(holdAmount, line);
         var entries = new List<LedgerEntry>(4);
         void Add(string account, long amount)
         {
             if (amount != 0) entries.Add(new LedgerEntry(account, currency, amount));
         }
-        Add(Accounts.RenterHeld(renter), -holdAmount);
-        Add(Accounts.ProviderPayable(provider), line.ProviderNet);
-        Add(Accounts.PlatformRevenue, line.PlatformFee);
-        Add(Accounts.RenterAvailable(renter), holdAmount - line.Amount + line.SlaCredit);
+        Add(Accounts.RenterHeld(renter), parts.Held);
+        Add(Accounts.ProviderPayable(provider), parts.Payable);
+        Add(Accounts.PlatformRevenue, parts.Revenue);
+        Add(Accounts.RenterAvailable(renter), parts.Available);
         return entries.Count == 0 ? null : new LedgerTransaction($"settle:{leaseId}", "settle", entries);
+    }
+
+    /// <summary>What closing one lease moves on each of its accounts (the one formula behind <see cref="Settle"/> and <see cref="SettleBatch"/>).</summary>
+    private static (long Held, long Available, long Payable, long Revenue) Parts(long holdAmount, PricedLine? line) => line is null
+        ? (-holdAmount, holdAmount, 0, 0)
+        : (-holdAmount, holdAmount - line.Amount + line.SlaCredit, line.ProviderNet, line.PlatformFee);
+
+    /// <summary>
+    /// A billing run's batch as ONE journal transaction, straight from its leases: the same entries as
+    /// <see cref="SettleMany"/> over each lease's <see cref="Settle"/>, without building a transaction per lease (sums are
+    /// kept per organisation and currency, account names made once per organisation). Null when nothing moves.
+    /// </summary>
+    public static LedgerTransaction? SettleBatch(string key, IEnumerable<LeaseToSettle> leases)
+    {
+        var renters = new Dictionary<(Guid Org, string Currency), (long Held, long Available)>();
+        var providers = new Dictionary<(Guid Org, string Currency), long>();
+        var platform = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var l in leases)
+        {
+            var parts = Parts(l.HoldAmount, l.Line);
+            var r = renters.GetValueOrDefault((l.Renter, l.Currency));
+            renters[(l.Renter, l.Currency)] = (checked(r.Held + parts.Held), checked(r.Available + parts.Available));
+            if (l.Line is null) continue;
+            providers[(l.Provider, l.Currency)] = checked(providers.GetValueOrDefault((l.Provider, l.Currency)) + parts.Payable);
+            platform[l.Currency] = checked(platform.GetValueOrDefault(l.Currency) + parts.Revenue);
+        }
+        var entries = new List<LedgerEntry>(renters.Count * 2 + providers.Count + platform.Count);
+        void Add(string account, string currency, long amount)
+        {
+            if (amount != 0) entries.Add(new LedgerEntry(account, currency, amount));
+        }
+        foreach (var ((org, currency), (held, available)) in renters)
+        {
+            Add(Accounts.RenterHeld(org), currency, held);
+            Add(Accounts.RenterAvailable(org), currency, available);
+        }
+        foreach (var ((org, currency), payable) in providers) Add(Accounts.ProviderPayable(org), currency, payable);
+        foreach (var (currency, revenue) in platform) Add(Accounts.PlatformRevenue, currency, revenue);
+        entries.Sort((a, b) => string.CompareOrdinal(a.Currency, b.Currency) is var c and not 0 ? c : string.CompareOrdinal(a.Account, b.Account));
+        return entries.Count == 0 ? null : new LedgerTransaction(key, "settle", entries);
     }
 
     /// <summary>
@@ -65,3 +106,6 @@ public static class Settlement
         return entries.Count == 0 ? null : new LedgerTransaction(key, "settle", entries);
     }
 }
+
+/// <summary>One lease of a batch to settle: its hold and its priced line (null: it never ran, the whole hold goes back).</summary>
+public readonly record struct LeaseToSettle(Guid Renter, Guid Provider, string Currency, long HoldAmount, PricedLine? Line);

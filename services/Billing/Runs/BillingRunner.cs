@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Threading.Channels;
 using Dapper;
 using Marketplace.Billing.Domain;
 using Marketplace.Billing.Ledger;
@@ -84,78 +85,132 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
 
         // The period is read once, in lease order, by one streaming query on a second connection (hash joins over the
-        // period, like the aggregation), and closed in batches on the first. Nothing is locked by the read: each batch's
-        // claim checks that its holds are still the versions read, and a batch with a changed hold is read again.
+        // period, like the aggregation), and rated there batch by batch, while the batches before are written on the
+        // first connection: reading, metering and pricing run alongside the writes (a bounded channel of two batches
+        // between them). Nothing is locked by the read: each batch's claim checks that its holds are still the versions
+        // read, and a batch with a changed hold is read and rated again.
         int batchNo = 0, closed = 0;
-        await using var read = await db.DataSource.OpenConnectionAsync(ct);
-        await foreach (var streamed in CandidatesAsync(read, null, p, startedAt, o.RunBatchSize, profile, ct))
+        PeriodDrafts invoices = new("invoices", "renter_org_id"), statements = new("statements", "provider_org_id");
+        var rated = Channel.CreateBounded<RatedBatch>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
+        using var stopReading = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var reader = Task.Run(() => ReadAndRateAsync(p, startedAt, o.RunBatchSize, o.PlatformFeeBasisPoints, rated.Writer, profile, stopReading.Token),
+            CancellationToken.None);
+        try
         {
-            var batch = streamed;
-            while (batch.Count > 0)
+            var waited = Stopwatch.GetTimestamp();
+            await foreach (var next in rated.Reader.ReadAllAsync(ct))
             {
-                var t = Stopwatch.GetTimestamp();
-                await using var tx = await db.BeginAsync(ct);
-                var done = await CloseBatchAsync(tx, p, batch, o.PlatformFeeBasisPoints, hooks, profile, t, ct);
-                if (done is { } committedAt)
+                profile.Lap("waiting for the read", waited);
+                var batch = next;
+                while (batch.Leases.Count > 0)
                 {
-                    await tx.CommitAsync(ct);
-                    profile.Lap("commit", committedAt);
-                    closed += batch.Count;
-                    if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
-                    break;
+                    var t = Stopwatch.GetTimestamp();
+                    await using var tx = await db.BeginAsync(ct);
+                    var done = await CloseBatchAsync(tx, p, batch, invoices, statements, hooks, profile, t, ct);
+                    if (done is { } committedAt)
+                    {
+                        await tx.CommitAsync(ct);
+                        invoices.Committed();
+                        statements.Committed();
+                        profile.Lap("commit", committedAt);
+                        closed += batch.Leases.Count;
+                        if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
+                        break;
+                    }
+                    // A hold changed between the read and the claim (an extension or a void committed in between): nothing of
+                    // this batch is kept (the transaction is rolled back when disposed); read its leases again, as they are now.
+                    logger.LogInformation("Billing run {Period}: a hold of the batch from lease {First} changed while it was rated; rating it again",
+                        p.Name, batch.Leases[0].LeaseId);
+                    invoices.RolledBack();
+                    statements.RolledBack();
+                    var ids = batch.Leases.Select(c => c.LeaseId).ToArray();
+                    var reread = new List<Candidate>(batch.Leases.Count);
+                    await using (var fresh = await db.DataSource.OpenConnectionAsync(ct))
+                        await foreach (var again in CandidatesAsync(fresh, ids, p, startedAt, ids.Length, profile, ct)) reread.AddRange(again);
+                    batch = Rate(p, reread, o.PlatformFeeBasisPoints);
                 }
-                // A hold changed between the read and the claim (an extension or a void committed in between): nothing of
-                // this batch is kept (the transaction is rolled back when disposed); read its leases again, as they are now.
-                logger.LogInformation("Billing run {Period}: a hold of the batch from lease {First} changed while it was rated; rating it again",
-                    p.Name, batch[0].LeaseId);
-                var ids = batch.Select(c => c.LeaseId).ToArray();
-                var reread = new List<Candidate>(batch.Count);
-                await using (var fresh = await db.DataSource.OpenConnectionAsync(ct))
-                    await foreach (var again in CandidatesAsync(fresh, ids, p, startedAt, ids.Length, profile, ct)) reread.AddRange(again);
-                batch = reread;
+                waited = Stopwatch.GetTimestamp();
             }
+        }
+        finally
+        {
+            // The writer stopped (done, or failed: a crashed run resumes later): the reader stops too.
+            await stopReading.CancelAsync();
+            await reader;
         }
         return closed;
     }
 
-    /// <summary>Closes the batch in <paramref name="tx"/>; null if a hold changed since it was read (the caller rolls back and retries).</summary>
-    private static async Task<long?> CloseBatchAsync(Tx tx, BillingPeriod p, List<Candidate> batch, int feeBp, BillingRunHooks hooks, RunProfile profile, long t,
+    /// <summary>Reads the period's candidates and rates them, batch by batch, into <paramref name="output"/> (the reader side of a run).</summary>
+    private async Task ReadAndRateAsync(BillingPeriod p, DateTimeOffset now, int size, int feeBp, ChannelWriter<RatedBatch> output, RunProfile profile,
         CancellationToken ct)
     {
-        var ran = batch.Where(b => b.StartedAt is not null).ToList();
-        var invoiceIds = await DraftsAsync(tx, "invoices", "renter_org_id", ran.Select(b => (b.RenterOrgId, b.Currency)), p.Name, ct);
-        var statementIds = await DraftsAsync(tx, "statements", "provider_org_id", ran.Select(b => (b.ProviderOrgId, b.Currency)), p.Name, ct);
-        t = profile.Lap("draft invoices and statements", t);
+        try
+        {
+            await using var read = await db.DataSource.OpenConnectionAsync(ct);
+            await foreach (var batch in CandidatesAsync(read, null, p, now, size, profile, ct))
+            {
+                var t = Stopwatch.GetTimestamp();
+                var next = Rate(p, batch, feeBp);
+                profile.Lap("metering and pricing (C#)", t);
+                await output.WriteAsync(next, ct);
+            }
+            output.Complete();
+        }
+        catch (Exception e)
+        {
+            output.TryComplete(e);
+        }
+    }
 
-        var lines = new List<LineRow>(ran.Count);
-        var perLease = new List<LedgerTransaction>(batch.Count);
-        var holds = new List<(Guid Id, long Version, string Status, long Charged)>(batch.Count);
+    private readonly record struct HoldClaim(Guid Id, long Version, string Status, long Charged);
+
+    private sealed record RatedLine(Guid Id, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
+
+    /// <summary>A batch of leases metered and priced: its invoice lines, how each hold is settled, and the batch's journal transaction.</summary>
+    private sealed record RatedBatch(List<Candidate> Leases, List<RatedLine> Lines, List<HoldClaim> Holds, LedgerTransaction? Settlement);
+
+    /// <summary>Meters and prices a batch (pure: no database).</summary>
+    private static RatedBatch Rate(BillingPeriod p, List<Candidate> batch, int feeBp)
+    {
+        var lines = new List<RatedLine>(batch.Count);
+        var settle = new List<LeaseToSettle>(batch.Count);
+        var holds = new List<HoldClaim>(batch.Count);
         foreach (var lease in batch)
         {
             if (lease.StartedAt is not { } startedAt)
             {
                 // Never ran: no usage, no invoice line; the whole hold goes back.
-                if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, null) is { } release)
-                    perLease.Add(release);
-                holds.Add((lease.HoldId, lease.HoldVersion, "voided", 0));
+                settle.Add(new LeaseToSettle(lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, null));
+                holds.Add(new HoldClaim(lease.HoldId, lease.HoldVersion, "voided", 0));
                 continue;
             }
             var metered = Metering.Meter(new LeaseUsage(lease.StartAt, lease.EndAt, startedAt, lease.EndedAt, lease.EndStatus, lease.EndCause,
                 lease.Interruptible, lease.SlaLevel, lease.Downtime));
             var priced = Settlement.Price(lease.PricePerHour, lease.AcceleratorCount, metered, feeBp, lease.HoldAmount);
-            if (Settlement.Settle(lease.LeaseId, lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, priced) is { } settle)
-                perLease.Add(settle);
-            holds.Add((lease.HoldId, lease.HoldVersion, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
-            lines.Add(new LineRow(NewId.NextSequentialGuid(), invoiceIds[(lease.RenterOrgId, lease.Currency)],
-                statementIds[(lease.ProviderOrgId, lease.Currency)], lease, startedAt, metered, priced));
+            settle.Add(new LeaseToSettle(lease.RenterOrgId, lease.ProviderOrgId, lease.Currency, lease.HoldAmount, priced));
+            holds.Add(new HoldClaim(lease.HoldId, lease.HoldVersion, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
+            lines.Add(new RatedLine(NewId.NextSequentialGuid(), lease, startedAt, metered, priced));
         }
-        t = profile.Lap("metering and pricing (C#)", t);
+        // The whole batch is one journal transaction, summed per account (the invoice lines are the per-lease detail);
+        // its key is the batch's first lease, which no other batch can ever contain.
+        var settlement = batch.Count == 0 ? null : Settlement.SettleBatch($"settle:{p.Name}:{batch[0].LeaseId}", settle);
+        return new RatedBatch(batch, lines, holds, settlement);
+    }
+
+    /// <summary>Closes the batch in <paramref name="tx"/>; null if a hold changed since it was read (the caller rolls back and retries).</summary>
+    private static async Task<long?> CloseBatchAsync(Tx tx, BillingPeriod p, RatedBatch batch, PeriodDrafts invoiceIds, PeriodDrafts statementIds,
+        BillingRunHooks hooks, RunProfile profile, long t, CancellationToken ct)
+    {
+        await invoiceIds.EnsureAsync(tx, batch.Lines.Select(l => (l.Lease.RenterOrgId, l.Lease.Currency)), p.Name, ct);
+        await statementIds.EnsureAsync(tx, batch.Lines.Select(l => (l.Lease.ProviderOrgId, l.Lease.Currency)), p.Name, ct);
+        t = profile.Lap("draft invoices and statements", t);
+        var (lines, holds, settlement) = (batch.Lines, batch.Holds, batch.Settlement);
 
         // Claim and settle the holds in one write, guarded by the version read with the batch (xmin): a hold that an
         // extension or a void changed since (or settled already) is not claimed, and then nothing of the batch is kept.
         // No row is locked while the batch is rated; the claim itself locks, and a concurrent writer waits for it.
         if (hooks.BeforeClaim is { } beforeClaim) await beforeClaim(ct);
-        var settlement = Settlement.SettleMany($"settle:{p.Name}:{batch[0].LeaseId}", perLease);
         Guid? settledBy = settlement is null ? null : NewId.NextSequentialGuid();
         // By arrays, not a temporary table: unnest's small row estimate gives one primary-key probe per hold, where a
         // temporary table (never analyzed) got a hash join that read the whole holds table on every batch.
@@ -171,7 +226,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         if (claimed != holds.Count) return null;
         await tx.Connection.ExecuteAsync(new CommandDefinition(
             "UPDATE billing_runs SET leases_done = leases_done + @n WHERE period = @Name",
-            new { n = batch.Count, p.Name }, tx.Transaction, cancellationToken: ct));
+            new { n = batch.Leases.Count, p.Name }, tx.Transaction, cancellationToken: ct));
         t = profile.Lap("claim and settle holds", t);
 
         // Straight into the table: a lease is in at most one batch (its hold is claimed above), and a line that
@@ -186,8 +241,8 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             {
                 await w.StartRowAsync(ct);
                 await w.WriteAsync(l.Id, NpgsqlDbType.Uuid, ct);
-                await w.WriteAsync(l.InvoiceId, NpgsqlDbType.Uuid, ct);
-                await w.WriteAsync(l.StatementId, NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(invoiceIds[(l.Lease.RenterOrgId, l.Lease.Currency)], NpgsqlDbType.Uuid, ct);
+                await w.WriteAsync(statementIds[(l.Lease.ProviderOrgId, l.Lease.Currency)], NpgsqlDbType.Uuid, ct);
                 await w.WriteAsync(l.Lease.LeaseId, NpgsqlDbType.Uuid, ct);
                 await w.WriteAsync(l.Lease.ProviderOrgId, NpgsqlDbType.Uuid, ct);
                 await w.WriteAsync(l.Lease.AcceleratorModel, NpgsqlDbType.Text, ct);
@@ -224,7 +279,8 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
 
     /// <summary>
     /// Pending holds of leases whose usage ended in the period (and before the run began), in lease order, with each hold's
-    /// version (xmin) and the lease's downtime intervals (one index range per lease), streamed in batches of
+    /// version (xmin) and the lease's downtime intervals (one index range per lease; the three arrays of one aggregate
+    /// level see the rows in the same order, and metering sorts the intervals itself), streamed in batches of
     /// <paramref name="size"/>; only the leases in <paramref name="ids"/> when given (a batch read again).
     /// </summary>
     private static async IAsyncEnumerable<List<Candidate>> CandidatesAsync(NpgsqlConnection read, Guid[]? ids, BillingPeriod p, DateTimeOffset now,
@@ -236,9 +292,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                    l.price_per_hour, l.currency, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
                    h.id, h.amount, h.xmin::text::bigint, d.starts, d.ends, d.causes
             FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
-                 LEFT JOIN LATERAL (SELECT array_agg(x.started_at ORDER BY x.started_at) AS starts,
-                                           array_agg(x.ended_at ORDER BY x.started_at) AS ends,
-                                           array_agg(x.cause ORDER BY x.started_at) AS causes
+                 LEFT JOIN LATERAL (SELECT array_agg(x.started_at) AS starts, array_agg(x.ended_at) AS ends, array_agg(x.cause) AS causes
                                     FROM downtime x WHERE x.lease_id = h.lease_id) d ON true
             WHERE h.status = 'pending' AND u.ended_at >= @from AND u.ended_at < @to AND u.ended_at <= @now
               {(ids is null ? "" : "AND h.lease_id = ANY(@ids)")}
@@ -276,33 +330,50 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         if (batch.Count > 0) yield return batch;
     }
 
-    private sealed record LineRow(Guid Id, Guid InvoiceId, Guid StatementId, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
-
-    /// <summary>The open (draft) invoice or the statement per (org, currency) of the period, created where missing.</summary>
-    private static async Task<Dictionary<(Guid, string), Guid>> DraftsAsync(Tx tx, string table, string orgColumn,
-        IEnumerable<(Guid Org, string Currency)> keys, string period, CancellationToken ct)
+    /// <summary>
+    /// The period's open (draft) invoices or its statements per (org, currency), created where missing and remembered for
+    /// the rest of the run: each org is looked up once per run, not once per batch. What a batch created is remembered
+    /// only once the batch commits (a rolled-back batch's drafts are gone with it).
+    /// </summary>
+    private sealed class PeriodDrafts(string table, string orgColumn)
     {
-        var distinct = keys.Distinct().ToList();
-        if (distinct.Count == 0) return [];
-        var conflict = table == "invoices" ? "(renter_org_id, period, currency) WHERE status = 'draft'" : "(provider_org_id, period, currency)";
-        var totals = table == "invoices" ? "total" : "gross, platform_fee, net";
-        var zeros = table == "invoices" ? "0" : "0, 0, 0";
-        var orgs = distinct.Select(k => k.Org).ToArray();
-        var currencies = distinct.Select(k => k.Currency).ToArray();
-        await tx.Connection.ExecuteAsync(new CommandDefinition($"""
-            INSERT INTO {table} (id, {orgColumn}, period, currency, created_at, {totals})
-            SELECT id, org, @period, currency, @now, {zeros} FROM unnest(@ids, @orgs, @currencies) AS k(id, org, currency)
-            ORDER BY org, currency
-            ON CONFLICT {conflict} DO NOTHING
-            """, new { ids = distinct.Select(_ => NewId.NextSequentialGuid()).ToArray(), orgs, currencies, period, now = tx.Now },
-            tx.Transaction, cancellationToken: ct));
-        var draft = table == "invoices" ? "AND t.status = 'draft'" : "";
-        var rows = await tx.Connection.QueryAsync<(Guid Id, Guid Org, string Currency)>(new CommandDefinition($"""
-            SELECT t.id, t.{orgColumn}, t.currency FROM {table} t JOIN unnest(@orgs, @currencies) AS k(org, currency)
-              ON t.{orgColumn} = k.org AND t.currency = k.currency
-            WHERE t.period = @period {draft}
-            """, new { orgs, currencies, period }, tx.Transaction, cancellationToken: ct));
-        return rows.ToDictionary(r => (r.Org, r.Currency.Trim()), r => r.Id);
+        private readonly Dictionary<(Guid, string), Guid> _committed = [];
+        private readonly Dictionary<(Guid, string), Guid> _open = [];
+
+        public Guid this[(Guid Org, string Currency) key] => _committed.TryGetValue(key, out var id) ? id : _open[key];
+
+        public void Committed()
+        {
+            foreach (var (key, id) in _open) _committed[key] = id;
+            _open.Clear();
+        }
+
+        public void RolledBack() => _open.Clear();
+
+        public async Task EnsureAsync(Tx tx, IEnumerable<(Guid Org, string Currency)> keys, string period, CancellationToken ct)
+        {
+            var missing = keys.Where(k => !_committed.ContainsKey(k) && !_open.ContainsKey(k)).Distinct().ToList();
+            if (missing.Count == 0) return;
+            var conflict = table == "invoices" ? "(renter_org_id, period, currency) WHERE status = 'draft'" : "(provider_org_id, period, currency)";
+            var totals = table == "invoices" ? "total" : "gross, platform_fee, net";
+            var zeros = table == "invoices" ? "0" : "0, 0, 0";
+            var orgs = missing.Select(k => k.Org).ToArray();
+            var currencies = missing.Select(k => k.Currency).ToArray();
+            await tx.Connection.ExecuteAsync(new CommandDefinition($"""
+                INSERT INTO {table} (id, {orgColumn}, period, currency, created_at, {totals})
+                SELECT id, org, @period, currency, @now, {zeros} FROM unnest(@ids, @orgs, @currencies) AS k(id, org, currency)
+                ORDER BY org, currency
+                ON CONFLICT {conflict} DO NOTHING
+                """, new { ids = missing.Select(_ => NewId.NextSequentialGuid()).ToArray(), orgs, currencies, period, now = tx.Now },
+                tx.Transaction, cancellationToken: ct));
+            var draft = table == "invoices" ? "AND t.status = 'draft'" : "";
+            var rows = await tx.Connection.QueryAsync<(Guid Id, Guid Org, string Currency)>(new CommandDefinition($"""
+                SELECT t.id, t.{orgColumn}, t.currency FROM {table} t JOIN unnest(@orgs, @currencies) AS k(org, currency)
+                  ON t.{orgColumn} = k.org AND t.currency = k.currency
+                WHERE t.period = @period {draft}
+                """, new { orgs, currencies, period }, tx.Transaction, cancellationToken: ct));
+            foreach (var r in rows) _open[(r.Org, r.Currency.Trim())] = r.Id;
+        }
     }
 
     /// <summary>Totals from the lines, drafts finalized, statements recomputed, what is still owed queued as payouts.</summary>
