@@ -55,7 +55,7 @@ public sealed class FinanceConsole(FinanceClient client, IAnsiConsole console)
 
     public async Task InvoicesAsync(CancellationToken ct) => PrintInvoices(await client.InvoicesAsync(ct));
     public async Task StatementsAsync(CancellationToken ct) => PrintStatements(await client.StatementsAsync(ct));
-    public async Task TrialBalanceAsync(CancellationToken ct) => PrintTrialBalance(await client.TrialBalanceAsync(ct));
+    public async Task TrialBalanceAsync(CancellationToken ct, bool all = false) => PrintTrialBalance(await client.TrialBalanceAsync(ct), all);
 
     public void PrintInvoices(IReadOnlyList<JsonNode> invoices)
     {
@@ -94,15 +94,34 @@ public sealed class FinanceConsole(FinanceClient client, IAnsiConsole console)
             console.MarkupLineInterpolated($"[yellow]payout held:[/] {reason}");
     }
 
-    public void PrintTrialBalance(JsonNode trial)
+    /// <summary>
+    /// The trial balance: by default one row per kind of account and currency (every renter's available balance summed
+    /// into <c>renter:*:available</c>, and so on, with how many accounts each row sums), which stays a screenful however
+    /// many organisations there are; <paramref name="all"/> lists every account.
+    /// </summary>
+    public void PrintTrialBalance(JsonNode trial, bool all = false)
     {
-        var table = new Table().Title("Trial balance").AddColumns("account", "currency", "balance");
-        foreach (var a in trial["accounts"]!.AsArray())
-            table.AddRow(Markup.Escape((string?)a!["account"] ?? ""), Text(a["currency"]),
-                Amount((long)a["balance"]!, (string)a["currency"]!));
+        var accounts = trial["accounts"]!.AsArray()
+            .Select(a => (Account: (string?)a!["account"] ?? "", Currency: (string)a["currency"]!, Balance: (long)a["balance"]!)).ToList();
+        var rows = all
+            ? accounts.Select(a => (a.Account, a.Currency, Count: 1, a.Balance)).ToList()
+            : [.. accounts.GroupBy(a => (Kind: Kind(a.Account), a.Currency))
+                .Select(g => (Account: g.Key.Kind, g.Key.Currency, Count: g.Count(), Balance: g.Sum(a => a.Balance)))
+                .OrderBy(r => r.Account, StringComparer.Ordinal).ThenBy(r => r.Currency, StringComparer.Ordinal)];
+        var table = new Table().Title(all ? "Trial balance" : "Trial balance (per kind of account; trial-balance --all lists each)")
+            .AddColumns("account", "currency", "accounts", "balance");
+        foreach (var r in rows)
+            table.AddRow(Markup.Escape(r.Account), Markup.Escape(r.Currency), r.Count.ToString(CultureInfo.InvariantCulture), Amount(r.Balance, r.Currency));
         console.Write(table);
         var balanced = (bool?)trial["balanced"] ?? false;
         console.MarkupLine(balanced ? "[green]ledger balanced: every currency sums to zero[/]" : "[red]ledger NOT balanced[/]");
+    }
+
+    /// <summary>The kind of a ledger account: the organisation in <c>renter:{org}:available</c> becomes <c>*</c>.</summary>
+    public static string Kind(string account)
+    {
+        var parts = account.Split(':');
+        return parts.Length == 3 && Guid.TryParse(parts[1], out _) ? $"{parts[0]}:*:{parts[2]}" : account;
     }
 
     private static string Short(JsonNode? id) => ((string?)id ?? "")[..Math.Min(8, ((string?)id ?? "").Length)];

@@ -25,8 +25,9 @@ var invoices = new Command("invoices", "List every invoice.");
 invoices.SetAction((parse, ct) => WithConsoleAsync(parse, async c => { await c.InvoicesAsync(ct); return 0; }));
 var statements = new Command("statements", "List every provider statement.");
 statements.SetAction((parse, ct) => WithConsoleAsync(parse, async c => { await c.StatementsAsync(ct); return 0; }));
-var trial = new Command("trial-balance", "The ledger's trial balance.");
-trial.SetAction((parse, ct) => WithConsoleAsync(parse, async c => { await c.TrialBalanceAsync(ct); return 0; }));
+var allAccounts = new Option<bool>("--all") { Description = "List every account (by default: one row per kind of account and currency)" };
+var trial = new Command("trial-balance", "The ledger's trial balance.") { allAccounts };
+trial.SetAction((parse, ct) => WithConsoleAsync(parse, async c => { await c.TrialBalanceAsync(ct, parse.GetValue(allAccounts)); return 0; }));
 var export = new Command("export", "Export invoices, statements or the ledger.") { what, format, output };
 export.SetAction(async (parse, ct) =>
 {

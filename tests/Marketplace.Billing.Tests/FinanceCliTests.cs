@@ -1,3 +1,5 @@
+using Xunit;
+using Marketplace.Billing.Domain;
 using Marketplace.FinanceCli;
 using Marketplace.ServiceDefaults.Web;
 using Spectre.Console;
@@ -48,5 +50,18 @@ public sealed class FinanceCliTests(AutoConfirmingStripe fx) : IClassFixture<Aut
         Assert.Contains("Provider statements", text);
         Assert.Contains("ledger balanced", text);
         Assert.Contains(lease.LeaseId.ToString()[..8], text);
+        // The run's trial balance is one row per kind of account, whatever the number of organisations; --all lists each.
+        Assert.Contains("renter:*:available", text);
+        Assert.DoesNotContain(Accounts.RenterAvailable(renter), text);
+        output.GetStringBuilder().Clear();
+        await new FinanceConsole(client, console).TrialBalanceAsync(CancellationToken.None, all: true);
+        Assert.Contains(Accounts.RenterAvailable(renter), output.ToString());
     }
+
+    [Theory]
+    [InlineData("renter:0b0e6c1c-4c43-4a8e-9a52-2d1b1c7e0f10:available", "renter:*:available")]
+    [InlineData("provider:0b0e6c1c-4c43-4a8e-9a52-2d1b1c7e0f10:payable", "provider:*:payable")]
+    [InlineData("platform:revenue", "platform:revenue")]
+    [InlineData("stripe:clearing", "stripe:clearing")]
+    public void Accounts_group_by_kind(string account, string kind) => Assert.Equal(kind, FinanceConsole.Kind(account));
 }
