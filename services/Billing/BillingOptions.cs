@@ -16,6 +16,9 @@ public sealed class BillingOptions
 
     /// <summary>Leases a billing run closes per database transaction (its unit of progress and of resumption).</summary>
     [Range(1, 100_000)] public int RunBatchSize { get; set; } = 10_000;
+
+    /// <summary>Leases a billing run reads and rates at a time, while the chunks before are written (at most RunBatchSize).</summary>
+    [Range(1, 100_000)] public int RunChunkSize { get; set; } = 2_500;
 }
 
 public sealed class StripeOptions
