@@ -48,8 +48,9 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
             ["Stripe:ApiKey"] = "sk_test_billing_tests",
             ["Stripe:WebhookSecret"] = WebhookSecret,
             ["Billing:PlatformFeeBasisPoints"] = "1000",
-            // Tiny batches, so every run goes through the multi-batch (and resumable) path.
-            ["Billing:RunBatchSize"] = "2",
+            // Tiny batches of two tiny chunks, so every run goes through the multi-batch (resumable) and multi-chunk paths.
+            ["Billing:RunBatchSize"] = "4",
+            ["Billing:RunChunkSize"] = "2",
         });
         _ = Factory.Server; // start now: migrations, bus
         // What Billing publishes, as another service would receive it (the outbox row is gone once relayed).

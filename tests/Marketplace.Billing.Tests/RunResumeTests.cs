@@ -54,8 +54,8 @@ public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<Auto
         var clean = await FiveLeasesAsync(daysAgo: 31);
         var hooks = fx.Factory.Services.GetRequiredService<BillingRunHooks>();
 
-        // Batches are two leases; die after the second batch.
-        hooks.AfterBatch = (batch, _) => batch == 2 ? throw new InvalidOperationException("simulated crash") : Task.CompletedTask;
+        // Batches are four leases (two chunks of two); die after the first batch.
+        hooks.AfterBatch = (batch, _) => batch == 1 ? throw new InvalidOperationException("simulated crash") : Task.CompletedTask;
         try
         {
             var dead = await fx.Finance().PostAsync($"/v1/billing/periods/{Day(30)}/runs", null);
@@ -85,33 +85,36 @@ public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<Auto
         Assert.True(await fx.LedgerBalancedAsync());
     }
 
-    [Fact]
-    public async Task A_hold_extended_while_the_run_rates_it_is_rated_again_and_its_extra_funds_are_released()
+    [Theory]
+    [InlineData(32, 1, 0)] // before the first chunk's claim, on the batch's first lease
+    [InlineData(33, 2, 2)] // before the second chunk's claim, on a lease of that chunk: the first chunk is written already
+    public async Task A_hold_extended_while_the_run_rates_it_is_rated_again_and_its_extra_funds_are_released(int daysAgo, int claim, int lease)
     {
-        var (renter, _) = await FiveLeasesAsync(daysAgo: 32);
+        var (renter, _) = await FiveLeasesAsync(daysAgo);
         Assert.Equal(5, await fx.ScalarAsync("SELECT count(*) FROM holds WHERE renter_org_id = @renter AND status = 'pending'", new { renter }));
         var hooks = fx.Factory.Services.GetRequiredService<BillingRunHooks>();
-        var extended = 0;
-        // An extension commits between the run's read of the first batch and its claim: 1 000 more held on one lease,
-        // moved from available to held in the journal, as the extension consumer does.
+        var (claims, extended) = (0, 0);
+        // An extension commits between the run's read of a chunk and its claim: 1 000 more held on one lease, moved from
+        // available to held in the journal, as the extension consumer does. The whole batch is rated again.
         hooks.BeforeClaim = async _ =>
         {
-            if (Interlocked.Exchange(ref extended, 1) == 1) return;
+            if (Interlocked.Increment(ref claims) != claim) return;
+            extended = 1;
             await using var c = fx.Database.OpenAdmin();
             await Dapper.SqlMapper.ExecuteAsync(c, """
                 SET search_path = billing;
                 UPDATE holds SET amount = amount + 1000
-                WHERE id = (SELECT id FROM holds WHERE renter_org_id = @renter AND status = 'pending' ORDER BY lease_id LIMIT 1);
+                WHERE id = (SELECT id FROM holds WHERE renter_org_id = @renter AND status = 'pending' ORDER BY lease_id OFFSET @lease LIMIT 1);
                 WITH t AS (INSERT INTO ledger_transactions (id, idempotency_key, kind, created_at)
                            VALUES (gen_random_uuid(), 'test-extension:' || @renter::text, 'hold', now()) RETURNING id)
                 INSERT INTO ledger_entries (transaction_id, account, currency, amount)
                 SELECT t.id, e.account, 'CNY', e.amount FROM t,
                        (VALUES ('renter:' || @renter::text || ':available', -1000::bigint), ('renter:' || @renter::text || ':held', 1000::bigint)) e(account, amount);
-                """, new { renter });
+                """, new { renter, lease });
         };
         try
         {
-            await fx.RunPeriodAsync(Day(32));
+            await fx.RunPeriodAsync(Day(daysAgo));
         }
         finally
         {
