@@ -39,6 +39,7 @@ public sealed class LateMatchTests(SchedulingFixture f) : IClassFixture<Scheduli
         var ended = await f.EventAsync<LeaseEnded>(e => e.LeaseId == lease.LeaseId);
         Assert.Equal(("failed", "platform"), (ended.Status, ended.Cause));
         Assert.Contains("never ran", ended.Reason);
+        Assert.True(ended.NeverRan); // Billing releases the renter's hold at once on this
         Assert.DoesNotContain(f.EventsOf<LeaseStarted>(), e => e.LeaseId == lease.LeaseId);
         Assert.Equal(0, await f.ScalarAsync<long>(
             "SELECT count(*) FROM scheduling.due_work WHERE key = @key AND done_at IS NULL", new { key = lease.LeaseId.ToString() }));
