@@ -35,6 +35,10 @@ public static class GatewayExtensions
         services.AddOptions<RateLimiterOptions>().Configure<IOptions<GatewayOptions>>((o, gateway) => ConfigureRateLimits(o, gateway.Value.RateLimit));
 
         services.AddPublicRoutes();
+        // Requests Kestrel rejects before any middleware (%00 in the path, oversized headers) answer problem+json too.
+        services.AddSingleton<BadRequestProblems>();
+        builder.WebHost.ConfigureKestrel(k => k.ConfigureEndpointDefaults(listen =>
+            listen.Use(next => listen.ApplicationServices.GetRequiredService<BadRequestProblems>().Wrap(next))));
         services.AddHttpClient(PublicOpenApi.HttpClientName, c => c.Timeout = TimeSpan.FromSeconds(3));
         return builder;
     }

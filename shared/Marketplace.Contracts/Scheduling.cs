@@ -47,4 +47,12 @@ public sealed record LeaseEnded(
     string Status,
     string Reason,
     string Cause,
-    DateTimeOffset At);
+    DateTimeOffset At)
+{
+    /// <summary>
+    /// Scheduling's own record says the lease never started (no LeaseStarted was or ever will be published for it): its
+    /// hold can be released at once, even if this event overtook others. False from publishers older than this field, who
+    /// said nothing either way.
+    /// </summary>
+    public bool NeverRan { get; init; }
+}

@@ -42,8 +42,12 @@ public class GatewayFixture : IAsyncLifetime
         };
         foreach (var (k, v) in ExtraSettings) settings[k] = v;
         Factory = new ServiceFactory<Program>("gateway", Database, VirtualHost, settings: settings);
+        if (RealServer) Factory.UseKestrel(0); // a loopback port: what Kestrel itself does with a request can be tested
         Factory.CreateClient().Dispose(); // start it: migrations and the bootstrap key
     }
+
+    /// <summary>Run the gateway on Kestrel rather than the in-memory test server.</summary>
+    protected virtual bool RealServer => false;
 
     public HttpClient Client(string? apiKey = null)
     {
@@ -89,4 +93,19 @@ public sealed class TinyRateLimitFixture : GatewayFixture
         ["Gateway:RateLimit:PermitsPerSecond"] = "1",
         ["Gateway:RateLimit:Burst"] = "1",
     };
+}
+
+/// <summary>The gateway on Kestrel, on a free loopback port.</summary>
+public sealed class KestrelGatewayFixture : GatewayFixture
+{
+    protected override bool RealServer => true;
+
+    public Uri Address
+    {
+        get
+        {
+            using var client = Factory.CreateClient();
+            return client.BaseAddress!;
+        }
+    }
 }

@@ -120,6 +120,7 @@ public sealed class AgentProvisioningTests(AgentFixture f) : IClassFixture<Agent
         Assert.Equal(("failed", "provider"), (ended.Status, ended.Cause));
         Assert.Contains("image pull failed", ended.Reason, StringComparison.Ordinal);
         Assert.DoesNotContain(f.EventsOf<LeaseStarted>(), e => e.LeaseId == lease.LeaseId);
+        Assert.True(ended.NeverRan);
     }
 
     [Fact]

@@ -59,6 +59,7 @@ public sealed class PreemptAndExtendTests(SchedulingFixture f) : IClassFixture<S
         await f.AdvanceAndRunAsync(TimeSpan.FromSeconds(1), async () => await f.StatusAsync(lease.LeaseId) == "preempted");
         var ended = await f.EventAsync<LeaseEnded>(e => e.LeaseId == lease.LeaseId);
         Assert.Equal(("preempted", "market", notice.PreemptAt), (ended.Status, ended.Cause, ended.At));
+        Assert.False(ended.NeverRan); // it ran: Billing settles it at the run
         Assert.Contains("outbid by an on-demand order", ended.Reason, StringComparison.Ordinal);
 
         // A second request for the ended lease changes nothing.

@@ -24,6 +24,12 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
             WHERE o.id = @OrderId
               AND EXISTS (SELECT 1 FROM matches x WHERE x.id = @MatchId AND x.order_id = o.id)
             """, new { m.LeaseId, m.OrderId, m.MatchId, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        // A late on-demand match runs from when Scheduling placed it, for the ordered duration (LateMatch): the match now
+        // holds the offer's capacity over the lease's window. Not once the lease ended, was preempted or released here.
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE matches SET start_at = @Start, end_at = @End
+            WHERE id = @MatchId AND state = 'active' AND preempted_at IS NULL AND release_reason IS NULL AND start_at < @Start
+            """, new { m.MatchId, Start = m.Start.ToUniversalTime(), End = m.End.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
         // A match preempted or revoked before Scheduling had booked its lease: that request found no lease and changed
         // nothing, so it is made again now that the lease exists (a second request for a lease with notice is a no-op).
         var taken = await tx.Connection.QuerySingleOrDefaultAsync<(string State, DateTimeOffset EndAt, string Reason)?>(new CommandDefinition("""

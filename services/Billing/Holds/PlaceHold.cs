@@ -1,6 +1,7 @@
 using Dapper;
 using Marketplace.Billing.Domain;
 using Marketplace.Billing.Ledger;
+using Marketplace.Billing.Usage;
 using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
@@ -21,6 +22,7 @@ internal sealed class LeaseScheduledConsumer(Db db, IOptions<BillingOptions> opt
         var ct = context.CancellationToken;
         await using var tx = await db.BeginAsync(ct);
         if (!await tx.FirstDeliveryAsync(context, "lease-scheduled")) return;
+        await LeaseEndedConsumer.LockLeaseAsync(tx, m.LeaseId, ct);
 
         var currency = m.PricePerHour.Currency;
         // An unknown level from a newer publisher is billed as the strictest we know rather than silently as none.
@@ -59,6 +61,17 @@ internal sealed class LeaseScheduledConsumer(Db db, IOptions<BillingOptions> opt
             VALUES (@holdId, @LeaseId, @RenterOrgId, @maxCost, @currency, 'pending', @now)
             """, new { holdId, m.LeaseId, m.RenterOrgId, maxCost, currency, now = tx.Now }, tx.Transaction, cancellationToken: ct));
         await tx.PublishAsync(new HoldPlaced(holdId, m.LeaseId, m.OrderId, m.RenterOrgId, new Money(maxCost, currency), tx.Now), ct);
+        // Its LeaseEnded came first (another queue) and said it never ran: release the hold now, as that consumer would have.
+        if (await tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition("""
+                SELECT EXISTS (SELECT 1 FROM usage WHERE lease_id = @LeaseId AND started_at IS NULL AND ended_at IS NOT NULL
+                                                     AND (never_ran OR ended_at <= @Start))
+                """, new { m.LeaseId, Start = m.Start.ToUniversalTime() }, tx.Transaction, cancellationToken: ct)))
+        {
+            await LeaseEndedConsumer.VoidAsync(tx, m.LeaseId,
+                new LeaseEndedConsumer.HoldRow(holdId, m.RenterOrgId, maxCost, currency, m.Start.UtcDateTime), ct);
+            await tx.CommitAsync(ct);
+            return;
+        }
         await Funds.AlertIfLowAsync(tx, m.RenterOrgId, currency, available, available - maxCost, options.Value.LowBalanceThresholdMinor, ct);
         await tx.CommitAsync(ct);
     }

@@ -25,8 +25,10 @@ internal sealed class LeaseStartedConsumer(Db db) : IConsumer<LeaseStarted>
 }
 
 /// <summary>
-/// Usage ends when the lease reaches a terminal state. A lease that ended before its scheduled start never ran:
-/// its whole hold goes back to the renter now rather than waiting for the billing run.
+/// Usage ends when the lease reaches a terminal state. A lease that never ran gets its whole hold back now rather than
+/// at the billing run: when Scheduling's record says so (<see cref="LeaseEnded.NeverRan"/>, read under the lease's lock,
+/// so no LeaseStarted can still be on its way), or when it ended before its scheduled start (publishers that do not say).
+/// Without either, a LeaseEnded that overtook its LeaseStarted must not release money the lease used: the run settles it.
 /// </summary>
 internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
 {
@@ -36,27 +38,38 @@ internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
         var ct = context.CancellationToken;
         await using var tx = await db.BeginAsync(ct);
         if (!await tx.FirstDeliveryAsync(context, "lease-ended")) return;
+        await LockLeaseAsync(tx, m.LeaseId, ct);
         var usage = await tx.Connection.QuerySingleAsync<(DateTime? StartedAt, DateTime? EndedAt)>(new CommandDefinition("""
-            INSERT INTO usage (lease_id, ended_at, end_status, end_reason, end_cause) VALUES (@LeaseId, @At, @Status, @Reason, @Cause)
+            INSERT INTO usage (lease_id, ended_at, end_status, end_reason, end_cause, never_ran)
+            VALUES (@LeaseId, @At, @Status, @Reason, @Cause, @NeverRan)
             ON CONFLICT (lease_id) DO UPDATE SET ended_at = COALESCE(usage.ended_at, excluded.ended_at),
                 end_status = COALESCE(usage.end_status, excluded.end_status), end_reason = COALESCE(usage.end_reason, excluded.end_reason),
-                end_cause = COALESCE(usage.end_cause, excluded.end_cause)
+                end_cause = COALESCE(usage.end_cause, excluded.end_cause), never_ran = usage.never_ran OR excluded.never_ran
             RETURNING started_at, ended_at
-            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason, m.Cause }, tx.Transaction, cancellationToken: ct));
+            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason, m.Cause, m.NeverRan }, tx.Transaction, cancellationToken: ct));
 
         var hold = await tx.Connection.QuerySingleOrDefaultAsync<HoldRow>(new CommandDefinition("""
             SELECT h.id, h.renter_org_id, h.amount, h.currency, l.start_at
             FROM holds h JOIN leases l USING (lease_id)
             WHERE h.lease_id = @LeaseId AND h.status = 'pending' FOR UPDATE OF h
             """, new { m.LeaseId }, tx.Transaction, cancellationToken: ct));
-        if (hold is not null && usage.StartedAt is null && m.At.UtcDateTime <= hold.StartAt)
+        if (hold is not null && usage.StartedAt is null && (m.NeverRan || m.At.UtcDateTime <= hold.StartAt))
             await VoidAsync(tx, m.LeaseId, hold, ct);
         await tx.CommitAsync(ct);
     }
 
+    /// <summary>
+    /// Serialises this consumer and the hold's placement for one lease (taken before the wallet's lock), so whichever
+    /// comes second sees what the first wrote: a never-run lease's hold is released whatever order the events arrive in.
+    /// </summary>
+    internal static Task LockLeaseAsync(Tx tx, Guid leaseId, CancellationToken ct) =>
+        tx.Connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(hashtextextended('billing-lease:' || @leaseId::text, 0))",
+            new { leaseId }, tx.Transaction, cancellationToken: ct));
+
     internal sealed record HoldRow(Guid Id, Guid RenterOrgId, long Amount, string Currency, DateTime StartAt);
 
-    private static async Task VoidAsync(Tx tx, Guid leaseId, HoldRow hold, CancellationToken ct)
+    /// <summary>Releases a pending hold (locked by the caller) whole: the release the billing run would post, under the same key.</summary>
+    internal static async Task VoidAsync(Tx tx, Guid leaseId, HoldRow hold, CancellationToken ct)
     {
         if (hold.Amount > 0)
             await LedgerStore.PostAsync(tx, LedgerTransaction.Transfer($"release:{leaseId}", "release",

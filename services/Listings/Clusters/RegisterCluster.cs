@@ -2,6 +2,7 @@ using Dapper;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Web;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 
 namespace Marketplace.Listings.Clusters;
 
@@ -32,10 +33,13 @@ internal static class RegisterCluster
              "is required: where the certificate or audit report can be checked (a URL or document id), at most 500 characters.")
          .Require(a.ExpiresAt > now, prefix + "expires_at", "is required and must be in the future (an expired attestation proves nothing).");
 
-    private static async Task<Results<Created<ClusterResponse>, ValidationProblem, ProblemHttpResult>> HandleAsync(
+    /// <summary>With an Idempotency-Key (optional, recommended): the same key and body again answer 200 with the cluster (see <see cref="Idempotency"/>).</summary>
+    private static async Task<Results<Created<ClusterResponse>, Ok<ClusterResponse>, ValidationProblem, ProblemHttpResult>> HandleAsync(
+        [FromHeader(Name = Idempotency.Header)] string? idempotencyKey,
         RegisterClusterRequest request, Caller caller, Db db, TimeProvider time, CancellationToken ct)
     {
         if (!caller.Has(OrgRoles.Provider)) return Problems.Forbidden("Only provider organisations register clusters.");
+        if (Idempotency.Invalid(idempotencyKey, "cluster") is { } badKey) return badKey;
 
         var now = time.GetUtcNow().ToMicroseconds();
         var name = request.Name?.Trim();
@@ -74,6 +78,13 @@ internal static class RegisterCluster
             CreatedAt = now,
         };
         await using var tx = await db.BeginAsync(ct);
+        var requestHash = Idempotency.Hash(request);
+        if (await Idempotency.FindAsync(tx, caller.OrgId, Idempotency.Scope.Clusters, idempotencyKey, ct) is { } earlier)
+        {
+            if (earlier.RequestHash != requestHash) return Idempotency.Reused(idempotencyKey!, "cluster", earlier.ObjectId);
+            var existing = await ClusterQueries.FindOwnAsync(tx.Connection, tx.Transaction, earlier.ObjectId, caller.OrgId, ct);
+            return TypedResults.Ok(existing! with { Compliance = await ClusterQueries.AttestationsAsync(tx.Connection, earlier.ObjectId, ct) });
+        }
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO clusters (id, provider_org_id, name, region, jurisdiction, fabric, fabric_gbps, datacenter_tier, created_at)
             VALUES (@Id, @ProviderOrgId, @Name, @Region, @Jurisdiction, @Fabric, @FabricGbps, @DatacenterTier, @CreatedAt)
@@ -83,6 +94,7 @@ internal static class RegisterCluster
                 INSERT INTO cluster_attestations (cluster_id, kind, level, evidence_ref, expires_at)
                 VALUES (@Id, @Kind, @Level, @EvidenceRef, @ExpiresAt)
                 """, new { cluster.Id, a.Kind, a.Level, a.EvidenceRef, a.ExpiresAt }, tx.Transaction, cancellationToken: ct));
+        await Idempotency.RememberAsync(tx, caller.OrgId, Idempotency.Scope.Clusters, idempotencyKey, requestHash, cluster.Id, ct);
         await tx.CommitAsync(ct);
         return TypedResults.Created($"/v1/clusters/{cluster.Id}", cluster);
     }

@@ -4,6 +4,7 @@ using Marketplace.Listings.Accelerators;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Web;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 
 namespace Marketplace.Listings.Clusters;
 
@@ -28,10 +29,13 @@ internal static class RegisterNode
     public static void Map(IEndpointRouteBuilder app) =>
         app.MapPost("/v1/clusters/{id:guid}/nodes", HandleAsync).WithName("RegisterNode").WithTags("Clusters");
 
-    private static async Task<Results<Created<NodeResponse>, ValidationProblem, ProblemHttpResult>> HandleAsync(
-        Guid id, RegisterNodeRequest request, Caller caller, Db db, TimeProvider time, CancellationToken ct)
+    /// <summary>With an Idempotency-Key (optional, recommended): the same key, cluster and body again answer 200 with the node (see <see cref="Idempotency"/>).</summary>
+    private static async Task<Results<Created<NodeResponse>, Ok<NodeResponse>, ValidationProblem, ProblemHttpResult>> HandleAsync(
+        Guid id, [FromHeader(Name = Idempotency.Header)] string? idempotencyKey,
+        RegisterNodeRequest request, Caller caller, Db db, TimeProvider time, CancellationToken ct)
     {
         if (!caller.Has(OrgRoles.Provider)) return Problems.Forbidden("Only provider organisations register nodes.");
+        if (Idempotency.Invalid(idempotencyKey, "node") is { } badKey) return badKey;
 
         // Host names are case-insensitive: "GPU-01" and "gpu-01" are one machine.
         var hostname = request.Hostname?.Trim().ToLowerInvariant();
@@ -51,6 +55,13 @@ internal static class RegisterNode
                 "gpus_per_nvlink_island", "must divide accelerator_count (e.g. 4 for two islands of 4 on an 8-accelerator node).");
 
         await using var tx = await db.BeginAsync(ct);
+        // The cluster is part of the request: the same key and body sent to another cluster is another request.
+        var requestHash = Idempotency.Hash(new { ClusterId = id, Request = request });
+        if (await Idempotency.FindAsync(tx, caller.OrgId, Idempotency.Scope.Nodes, idempotencyKey, ct) is { } earlier)
+        {
+            if (earlier.RequestHash != requestHash) return Idempotency.Reused(idempotencyKey!, "node", earlier.ObjectId);
+            return TypedResults.Ok((await ClusterQueries.NodesAsync(tx.Connection, id, earlier.ObjectId, time.GetUtcNow(), ct)).Single());
+        }
         // Locked so that two nodes registered at once cannot both pass the hostname check.
         var cluster = await ClusterQueries.FindOwnAsync(tx.Connection, tx.Transaction, id, caller.OrgId, ct, forUpdate: true);
         if (cluster is null) return Problems.NotFound("cluster", id);
@@ -107,6 +118,7 @@ internal static class RegisterNode
             Fabric = cluster.Fabric,
             FabricGbps = cluster.FabricGbps,
         }, ct);
+        await Idempotency.RememberAsync(tx, caller.OrgId, Idempotency.Scope.Nodes, idempotencyKey, requestHash, node.Id, ct);
         await tx.CommitAsync(ct);
         return TypedResults.Created($"/v1/clusters/{id}/nodes/{node.Id}", node);
     }

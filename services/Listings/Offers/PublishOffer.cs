@@ -3,9 +3,6 @@ using Marketplace.Listings.Clusters;
 using Marketplace.Listings.Domain;
 using Marketplace.ServiceDefaults.Data;
 using Marketplace.ServiceDefaults.Web;
-using System.Security.Cryptography;
-using System.Text;
-using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
@@ -53,9 +50,8 @@ internal static class PublishOffer
         PublishOfferRequest request, Caller caller, Db db, TimeProvider time, IOptions<MarketOptions> market, CancellationToken ct)
     {
         if (!caller.Has(OrgRoles.Provider)) return Problems.Forbidden("Only provider organisations publish offers.");
-        if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > 255 || idempotencyKey.Any(char.IsControl)))
-            return new Validation().Add("Idempotency-Key", "must be 1 to 255 printable characters: a unique value per offer (a UUID), reused only to retry.").Problem;
-        var requestHash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(request))));
+        if (Idempotency.Invalid(idempotencyKey, "offer") is { } badKey) return badKey;
+        var requestHash = Idempotency.Hash(request);
 
         var now = time.GetUtcNow().ToMicroseconds();
         var parts = request.Nodes;
@@ -78,24 +74,13 @@ internal static class PublishOffer
             request.SlaLevel), v, now, market.Value.MinLeaseSeconds);
 
         await using var tx = await db.BeginAsync(ct);
-        if (idempotencyKey is not null)
+        // Requests with one key take turns; the second finds the first's offer.
+        if (await Idempotency.FindAsync(tx, caller.OrgId, Idempotency.Scope.Offers, idempotencyKey, ct) is { } earlier)
         {
-            // Requests with one key take turns; the second finds the first's offer.
-            await tx.Connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(hashtextextended(@lockKey, 0))",
-                new { lockKey = $"offer-idempotency/{caller.OrgId}/{idempotencyKey}" }, tx.Transaction, cancellationToken: ct));
-            var earlier = await tx.Connection.QuerySingleOrDefaultAsync<(Guid Id, string RequestHash)?>(new CommandDefinition(
-                "SELECT id, request_hash FROM offers WHERE provider_org_id = @org AND idempotency_key = @idempotencyKey",
-                new { org = caller.OrgId, idempotencyKey }, tx.Transaction, cancellationToken: ct));
-            if (earlier is { } e)
-            {
-                if (e.RequestHash != requestHash)
-                    return Problems.Unprocessable("idempotency-key-reused",
-                        $"The Idempotency-Key '{idempotencyKey}' was already used for a different offer ({e.Id}). "
-                        + "Use a new key for a new offer, or resend exactly the same body to get the original offer.");
-                var existing = await tx.Connection.QuerySingleAsync<OfferResponse>(new CommandDefinition(
-                    $"SELECT {OfferQueries.Columns} FROM offers WHERE id = @Id", new { e.Id }, tx.Transaction, cancellationToken: ct));
-                return TypedResults.Ok((await OfferQueries.WithSlotsAsync(tx.Connection, tx.Transaction, [existing], ct))[0]);
-            }
+            if (earlier.RequestHash != requestHash) return Idempotency.Reused(idempotencyKey!, "offer", earlier.ObjectId);
+            var existing = await tx.Connection.QuerySingleAsync<OfferResponse>(new CommandDefinition(
+                $"SELECT {OfferQueries.Columns} FROM offers WHERE id = @ObjectId", new { earlier.ObjectId }, tx.Transaction, cancellationToken: ct));
+            return TypedResults.Ok((await OfferQueries.WithSlotsAsync(tx.Connection, tx.Transaction, [existing], ct))[0]);
         }
         ClusterResponse? cluster = null;
         if (request.ClusterId is { } clusterId)
@@ -172,24 +157,18 @@ internal static class PublishOffer
             INSERT INTO offers (id, provider_org_id, cluster_id, node_ids, slot_ids, accelerator_model, region, jurisdiction, accelerator_count,
                                 window_start, window_end, windows, ask_amount, ask_currency, min_lease_seconds, interruptible_allowed,
                                 interruptible_floor_amount, preemption_notice_seconds, sla_level, node_count, per_node, fabric, fabric_gbps,
-                                ready, status, created_at, idempotency_key, request_hash)
+                                ready, status, created_at)
             VALUES (@Id, @ProviderOrgId, @ClusterId, @NodeIds, @SlotIds, @AcceleratorModel, @Region, @Jurisdiction, @AcceleratorCount,
                     @WindowStart, @WindowEnd, {OfferWrites.WindowsFromRanges}, @AskAmount, @AskCurrency, @MinLeaseSeconds, @InterruptibleAllowed,
                     @InterruptibleFloorAmount, @PreemptionNoticeSeconds, @SlaLevel, @NodeCount, @PerNode, @Fabric, @FabricGbps,
-                    @Verified, @Status, @CreatedAt, @IdempotencyKey, @RequestHash)
-            """, WithKey(OfferWrites.Args(offer), idempotencyKey, requestHash), tx.Transaction, cancellationToken: ct));
+                    @Verified, @Status, @CreatedAt)
+            """, OfferWrites.Args(offer), tx.Transaction, cancellationToken: ct));
+        await Idempotency.RememberAsync(tx, caller.OrgId, Idempotency.Scope.Offers, idempotencyKey, requestHash, offer.Id, ct);
         // After the offer row (offer_slots references it); a conflict rolls both back.
         if (await OfferClaims.ClaimAsync(tx.Connection, tx.Transaction, offer.Id, slots, terms.Windows, ct) is { } raced) return raced;
         await tx.PublishAsync(offer.ToEvent(now), ct);
         await tx.CommitAsync(ct);
         return TypedResults.Created($"/v1/offers/{offer.Id}", offer);
-    }
-
-    private static DynamicParameters WithKey(DynamicParameters args, string? idempotencyKey, string requestHash)
-    {
-        args.Add("IdempotencyKey", idempotencyKey);
-        args.Add("RequestHash", idempotencyKey is null ? null : requestHash);
-        return args;
     }
 }
 

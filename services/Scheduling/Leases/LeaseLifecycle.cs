@@ -74,7 +74,7 @@ internal static class LeaseLifecycle
         await Assignments.StopAllAsync(tx, lease.Id, ct);
         foreach (var kind in new[] { Activate, Complete, Preempt, ProvisioningTimeout })
             await tx.CancelScheduledAsync(kind, lease.Id.ToString(), ct);
-        await tx.PublishAsync(new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now), ct);
+        await tx.PublishAsync(new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now) { NeverRan = lease.StartedAt is null }, ct);
     }
 
     /// <summary>The lease runs from now: active, started_at, LeaseStarted with the exact time.</summary>

@@ -86,6 +86,8 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             await RefuseAsync(tx, m, $"its window ended at {Format(end)}, before the match reached the scheduler", ct);
             return Outcome.Done;
         }
+        var late = await LateMatch.ReanchorAsync(tx, m, start, end, ct);
+        if (late is not null) (start, end) = (late.Start, late.End);
         var eligible = nodes.Where(n => n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel)
             .Select(n => n.Id).ToArray();
         var request = Request(m);
@@ -97,6 +99,12 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             if (!placement.Placed)
             {
                 if (taken.Count > 0) return Outcome.Contended;
+                if (late is not null) // the slots are not free for the re-anchored window: the matched one, as before
+                {
+                    (start, end, late) = (m.Start.ToUniversalTime(), m.End.ToUniversalTime(), null);
+                    candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
+                    continue;
+                }
                 // A displacing match travels apart from the PreemptionRequested that frees its slots: give it time to arrive.
                 if (context.GetRetryAttempt() < AwaitPreemptionRetries
                     && await AwaitsPreemptionAsync(tx, eligible, start, end, ct))
@@ -124,7 +132,7 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
                 continue;
             }
             await Booking.YieldAsync(tx, chosen, start, end, ct);
-            await BookAsync(tx, m, nodeIds, start, end, chosen, ct);
+            await BookAsync(tx, m, nodeIds, start, end, chosen, ct, late?.Note);
             return Outcome.Done;
         }
         return Outcome.Contended;
@@ -144,7 +152,8 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             ? c with { Slots = c.Slots.Select(s => taken.Contains(s.SlotId) ? s with { Busy = true } : s).ToList() }
             : c).ToList();
 
-    private static async Task BookAsync(Tx tx, OrderMatched m, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, Guid[] slotIds, CancellationToken ct)
+    private static async Task BookAsync(Tx tx, OrderMatched m, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, Guid[] slotIds, CancellationToken ct,
+        string? note = null)
     {
         var lease = new NewLease(NewId.NextSequentialGuid(), m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
             m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour.Amount, m.PricePerHour.Currency, tx.Now)
@@ -158,6 +167,7 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             VerifiedOnly = m.VerifiedOnly,
         };
         await Booking.InsertAsync(tx.Connection, tx.Transaction, lease, slotIds, ct);
+        if (note is not null) await LateMatch.NoteAsync(tx, lease.Id, note, ct);
         await tx.ScheduleAsync(LeaseLifecycle.Activate, lease.Id.ToString(), start, ct);
         await tx.ScheduleAsync(LeaseLifecycle.Complete, lease.Id.ToString(), end, ct);
         await tx.PublishAsync(new LeaseScheduled(lease.Id, m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
