@@ -1,0 +1,295 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Threading.Channels;
+using Dapper;
+using MassTransit;
+using Marketplace.Contracts;
+using Marketplace.Scheduling.Domain;
+using Marketplace.ServiceDefaults.Data;
+using Npgsql;
+
+namespace Marketplace.Scheduling.Leases;
+
+/// <summary>
+/// Group commit for placements: the matches that are being consumed at the same moment are placed together in one
+/// transaction (one read of the offered nodes' slots and bookings, one lock statement, one insert per table), instead
+/// of one transaction of a dozen round trips each. Matches queue while a batch runs, so the next batch takes all of
+/// them; a match alone is placed at once, without waiting for company.
+/// </summary>
+/// <remarks>
+/// Only the plain case is decided here: every node known, a window still ahead, a placement found on slots nobody else
+/// is booking. Anything else (a refusal with its reason, slots under preemption notice, a slot another transaction
+/// holds, an exclusion conflict) is handed back, and the match takes <see cref="OrderMatchedConsumer"/>'s own path, one
+/// transaction per match, as if there were no batch. Exactly once: the batch writes each match's inbox row in its
+/// transaction and deletes the rows of the matches it hands back before commit; a match already in the inbox (a
+/// redelivery) counts as done. The exclusion constraint stays the final arbiter: a conflict rolls the whole batch back,
+/// and every match in it takes the single path.
+/// </remarks>
+internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) : BackgroundService
+{
+    /// <summary>Most matches in one transaction (the consumer's concurrency bounds it as well).</summary>
+    public const int MaxBatch = 64;
+
+    private readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleReader = true });
+
+    private sealed record Request(Guid MessageId, OrderMatched Match)
+    {
+        public TaskCompletionSource<bool> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>
+    /// Places the match with the others in flight. True: it is placed, or was already handled (a redelivery); false:
+    /// nothing was written for it, and the caller places it on its own.
+    /// </summary>
+    public async Task<bool> TryPlaceAsync(Guid messageId, OrderMatched match, CancellationToken ct)
+    {
+        var request = new Request(messageId, match);
+        if (!_queue.Writer.TryWrite(request)) return false;
+        return await request.Done.Task.WaitAsync(ct);
+    }
+
+    /// <summary>Places these matches as one batch, now (what the queue does with the matches in flight; tests call it directly).</summary>
+    internal Task<bool[]> PlaceBatchAsync(IReadOnlyList<(Guid MessageId, OrderMatched Match)> matches, CancellationToken ct) =>
+        PlaceAsync(matches.Select(m => new Request(m.MessageId, m.Match)).ToList(), ct);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var batch = new List<Request>(MaxBatch);
+        try
+        {
+            while (await _queue.Reader.WaitToReadAsync(stoppingToken))
+            {
+                batch.Clear();
+                while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var r)) batch.Add(r);
+                var done = await PlaceAsync(batch, stoppingToken);
+                for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(done[i]);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
+        finally
+        {
+            // Stopping: whatever still waits takes the single path (which stops with the bus).
+            _queue.Writer.TryComplete();
+            foreach (var r in batch) r.Done.TrySetResult(false);
+            while (_queue.Reader.TryRead(out var r)) r.Done.TrySetResult(false);
+        }
+    }
+
+    /// <summary>Places a batch; per request, whether it is done (placed or already handled).</summary>
+    private async Task<bool[]> PlaceAsync(IReadOnlyList<Request> batch, CancellationToken ct)
+    {
+        var done = new bool[batch.Count];
+        try
+        {
+            await PlaceAsync(batch, done, ct);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            // Rolled back (an exclusion conflict with a path that books without slot locks, a deadlock, the database
+            // gone, whatever else): nothing of the batch was written, so every match takes the single path, which
+            // handles each case (and retries or fails it visibly).
+            logger.LogInformation(e, "A batch of {Count} placements was rolled back; each match is placed on its own", batch.Count);
+            Array.Clear(done);
+        }
+        return done;
+    }
+
+    private async Task PlaceAsync(IReadOnlyList<Request> batch, bool[] done, CancellationToken ct)
+    {
+        await using var tx = await db.BeginAsync(ct);
+        var now = tx.Now;
+        // Claim every match in the inbox: one already there was handled before (a redelivery) and is done; a duplicate
+        // in flight elsewhere waits on the key. A second copy inside this batch takes the single path, after this one.
+        var firstOfId = batch.Select((r, i) => (r.MessageId, i)).DistinctBy(p => p.MessageId).Select(p => p.i).ToArray();
+        var claimed = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
+            INSERT INTO inbox (message_id, consumer, received_at)
+            SELECT id, @consumer, @now FROM unnest(@ids) AS m(id)
+            ON CONFLICT DO NOTHING RETURNING message_id
+            """, new { ids = firstOfId.Select(i => batch[i].MessageId).ToArray(), consumer = OrderMatchedConsumer.ConsumerName, now },
+            tx.Transaction, cancellationToken: ct))).ToHashSet();
+        var fresh = new List<int>();
+        foreach (var i in firstOfId)
+            if (claimed.Contains(batch[i].MessageId)) fresh.Add(i);
+            else done[i] = true;
+        if (fresh.Count == 0)
+        {
+            await tx.CommitAsync(ct);
+            return;
+        }
+
+        var placed = new List<(int Index, Guid[] Slots)>();
+        var windows = batch.Select(r => OrderMatchedConsumer.WindowOf(r.Match, now)).ToArray();
+        var calendar = await ReadAsync(tx, fresh.Select(i => (batch[i].Match.NodeIds, windows[i].Start, windows[i].End)).ToList(), ct);
+        foreach (var i in fresh)
+        {
+            var m = batch[i].Match;
+            var (start, end) = windows[i];
+            // The unusual cases (nodes not known yet, an empty or past window: refusals with reasons) take the single path.
+            if (m.AcceleratorCount <= 0 || end <= start || end <= now || !m.NodeIds.All(calendar.Knows)) continue;
+            var eligible = m.NodeIds.Where(id => calendar.Node(id) is { } n && n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel);
+            var placement = Placement.Place(calendar.Calendar.Candidates(eligible, start, end), OrderMatchedConsumer.Request(m));
+            if (!placement.Placed) continue; // the single path explains why, or waits for a preemption that frees slots
+            var chosen = placement.Slots.Select(s => s.SlotId).Order().ToArray();
+            calendar.Calendar.Book(chosen, start, end);
+            placed.Add((i, chosen));
+        }
+
+        if (placed.Count > 0)
+        {
+            // Slots another transaction is booking right now: their matches take the single path (which waits for them).
+            var refused = (await SlotLocks.TryAsync(tx, placed.SelectMany(p => p.Slots).Distinct().Order().ToArray(), ct)).ToHashSet();
+            placed.RemoveAll(p => p.Slots.Any(refused.Contains));
+        }
+        if (placed.Count > 0)
+        {
+            // Whoever booked since our read held their slot locks until commit: a fresh read sees them now.
+            var stale = await StaleAsync(tx, windows, placed, ct);
+            placed.RemoveAll(p => stale.Contains(p.Index));
+        }
+        if (placed.Count > 0) await BookAsync(tx, batch, windows, placed, ct);
+
+        var handedBack = fresh.Except(placed.Select(p => p.Index)).Select(i => batch[i].MessageId).ToArray();
+        if (handedBack.Length > 0)
+            await tx.Connection.ExecuteAsync(new CommandDefinition(
+                "DELETE FROM inbox WHERE message_id = ANY(@handedBack) AND consumer = @consumer",
+                new { handedBack, consumer = OrderMatchedConsumer.ConsumerName }, tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        foreach (var p in placed) done[p.Index] = true;
+    }
+
+    /// <summary>One read for the whole batch: the matches' nodes, their slots, and the bookings and maintenance over the batch's span.</summary>
+    private static async Task<FleetView> ReadAsync(
+        Tx tx, IReadOnlyList<(IReadOnlyList<Guid> NodeIds, DateTimeOffset Start, DateTimeOffset End)> matches, CancellationToken ct)
+    {
+        var nodeIds = matches.SelectMany(m => m.NodeIds).Distinct().ToArray();
+        var from = matches.Min(m => m.Start);
+        var to = matches.Max(m => m.End);
+        if (to <= from) to = from.AddTicks(1);
+        using var read = await tx.Connection.QueryMultipleAsync(new CommandDefinition("""
+            SELECT id AS node_id, provider_org_id, accelerator_model, cluster_id, nvlink_domain, fabric,
+                   health = 'healthy' AS healthy, verified
+            FROM nodes WHERE id = ANY(@nodeIds);
+            SELECT id AS slot_id, node_id, index FROM gpu_slots WHERE node_id = ANY(@nodeIds);
+            SELECT b.slot_id, lower(b.during) AS start_at, upper(b.during) AS end_at
+            FROM gpu_slots s JOIN bookings b ON b.slot_id = s.id
+            WHERE s.node_id = ANY(@nodeIds) AND b.during && tstzrange(@from, @to, '[)');
+            SELECT node_id, lower(during) AS start_at, upper(during) AS end_at FROM node_maintenance
+            WHERE node_id = ANY(@nodeIds) AND cancelled_at IS NULL AND during && tstzrange(@from, @to, '[)');
+            """, new { nodeIds, from, to }, tx.Transaction, cancellationToken: ct));
+        var nodes = (await read.ReadAsync<NodeRow>()).ToList();
+        var slots = (await read.ReadAsync<SlotRow>()).ToLookup(s => s.NodeId);
+        var bookings = (await read.ReadAsync<RangeRow>()).Select(b => (b.SlotId, new TimeRange(b.StartAt, b.EndAt)));
+        var maintenance = (await read.ReadAsync<RangeRow>()).ToLookup(m => m.NodeId, m => new TimeRange(m.StartAt, m.EndAt));
+        var calendar = new SlotCalendar(nodes.Select(n => new CalendarNode(n.NodeId, n.ClusterId, n.NvlinkDomain, n.Fabric, n.Healthy, n.Verified,
+            slots[n.NodeId].Select(s => (s.SlotId, s.Index)).ToList(), maintenance[n.NodeId].ToList())), bookings);
+        return new FleetView(nodes.ToDictionary(n => n.NodeId), calendar);
+    }
+
+    /// <summary>The batch entries some of whose chosen slots were booked by a commit after the batch's read.</summary>
+    private static async Task<HashSet<int>> StaleAsync(
+        Tx tx, (DateTimeOffset Start, DateTimeOffset End)[] windows, List<(int Index, Guid[] Slots)> placed, CancellationToken ct)
+    {
+        var rows = placed.SelectMany(p => p.Slots.Select(s => (p.Index, Slot: s, Window: windows[p.Index]))).ToList();
+        return (await tx.Connection.QueryAsync<int>(new CommandDefinition("""
+            SELECT DISTINCT c.item FROM unnest(@items, @slotIds, @starts, @ends) AS c(item, slot_id, start_at, end_at)
+            WHERE EXISTS (SELECT 1 FROM bookings b WHERE b.slot_id = c.slot_id AND b.during && tstzrange(c.start_at, c.end_at, '[)'))
+            """, new
+        {
+            items = rows.Select(r => r.Index).ToArray(),
+            slotIds = rows.Select(r => r.Slot).ToArray(),
+            starts = rows.Select(r => r.Window.Start.UtcDateTime).ToArray(),
+            ends = rows.Select(r => r.Window.End.UtcDateTime).ToArray(),
+        }, tx.Transaction, cancellationToken: ct))).ToHashSet();
+    }
+
+    /// <summary>The leases, their bookings, their start and end, and their LeaseScheduled events: one statement per table.</summary>
+    private static async Task BookAsync(
+        Tx tx, IReadOnlyList<Request> batch, (DateTimeOffset Start, DateTimeOffset End)[] windows, List<(int Index, Guid[] Slots)> placed, CancellationToken ct)
+    {
+        var leases = placed.Select(p => (batch[p.Index].Match, p.Slots,
+            Lease: OrderMatchedConsumer.NewLeaseFor(batch[p.Index].Match, windows[p.Index].Start, windows[p.Index].End, tx.Now))).ToList();
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO leases (id, order_id, match_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
+                                start_at, end_at, price_amount, price_currency, status, created_at,
+                                interruptible, preemption_notice_seconds, sla_level,
+                                offer_id, offered_node_ids, offered_slot_ids, verified_only)
+            SELECT id, order_id, match_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
+                   start_at, end_at, price_amount, price_currency, 'scheduled', created_at,
+                   interruptible, preemption_notice_seconds, sla_level,
+                   offer_id, offered_node_ids, offered_slot_ids, verified_only
+            FROM jsonb_to_recordset(@leases::jsonb) AS l(
+                id uuid, order_id uuid, match_id uuid, renter_org_id uuid, provider_org_id uuid, accelerator_model text,
+                accelerator_count int, start_at timestamptz, end_at timestamptz, price_amount bigint, price_currency text,
+                created_at timestamptz, interruptible boolean, preemption_notice_seconds int, sla_level text,
+                offer_id uuid, offered_node_ids uuid[], offered_slot_ids uuid[], verified_only boolean);
+            INSERT INTO bookings (lease_id, slot_id, during)
+            SELECT b.lease_id, b.slot_id, tstzrange(b.start_at, b.end_at, '[)')
+            FROM unnest(@leaseIds, @slotIds, @starts, @ends) AS b(lease_id, slot_id, start_at, end_at)
+            ORDER BY b.slot_id;
+            """, new
+        {
+            leases = JsonSerializer.Serialize(leases.Select(l => LeaseRow.Of(l.Lease))),
+            leaseIds = leases.SelectMany(l => l.Slots.Select(_ => l.Lease.Id)).ToArray(),
+            slotIds = leases.SelectMany(l => l.Slots).ToArray(),
+            starts = leases.SelectMany(l => l.Slots.Select(_ => l.Lease.StartAt.UtcDateTime)).ToArray(),
+            ends = leases.SelectMany(l => l.Slots.Select(_ => l.Lease.EndAt.UtcDateTime)).ToArray(),
+        }, tx.Transaction, cancellationToken: ct));
+        await tx.ScheduleAllAsync(LeaseLifecycle.Activate, leases.Select(l => (l.Lease.Id.ToString(), l.Lease.StartAt)).ToList(), ct);
+        await tx.ScheduleAllAsync(LeaseLifecycle.Complete, leases.Select(l => (l.Lease.Id.ToString(), l.Lease.EndAt)).ToList(), ct);
+        await tx.PublishAllAsync(leases.Select(l => OrderMatchedConsumer.Scheduled(l.Match, l.Lease, l.Slots, tx.Now)).ToList(), ct);
+    }
+
+    private sealed record FleetView(Dictionary<Guid, NodeRow> Nodes, SlotCalendar Calendar)
+    {
+        public bool Knows(Guid nodeId) => Nodes.ContainsKey(nodeId);
+
+        public NodeRow? Node(Guid nodeId) => Nodes.GetValueOrDefault(nodeId);
+    }
+
+    private sealed record NodeRow(Guid NodeId, Guid ProviderOrgId, string AcceleratorModel, Guid ClusterId, string? NvlinkDomain, string? Fabric,
+        bool Healthy, bool Verified);
+
+    private sealed record SlotRow(Guid SlotId, Guid NodeId, int Index);
+
+    private sealed class RangeRow
+    {
+        public Guid SlotId { get; init; }
+        public Guid NodeId { get; init; }
+        public DateTimeOffset? StartAt { get; init; }
+        public DateTimeOffset? EndAt { get; init; }
+    }
+
+    /// <summary>A lease as jsonb_to_recordset reads it (snake_case names, UTC times).</summary>
+    private sealed record LeaseRow(
+        [property: JsonPropertyName("id")] Guid Id,
+        [property: JsonPropertyName("order_id")] Guid OrderId,
+        [property: JsonPropertyName("match_id")] Guid MatchId,
+        [property: JsonPropertyName("renter_org_id")] Guid RenterOrgId,
+        [property: JsonPropertyName("provider_org_id")] Guid ProviderOrgId,
+        [property: JsonPropertyName("accelerator_model")] string AcceleratorModel,
+        [property: JsonPropertyName("accelerator_count")] int AcceleratorCount,
+        [property: JsonPropertyName("start_at")] DateTimeOffset StartAt,
+        [property: JsonPropertyName("end_at")] DateTimeOffset EndAt,
+        [property: JsonPropertyName("price_amount")] long PriceAmount,
+        [property: JsonPropertyName("price_currency")] string PriceCurrency,
+        [property: JsonPropertyName("created_at")] DateTimeOffset CreatedAt,
+        [property: JsonPropertyName("interruptible")] bool Interruptible,
+        [property: JsonPropertyName("preemption_notice_seconds")] int PreemptionNoticeSeconds,
+        [property: JsonPropertyName("sla_level")] string SlaLevel,
+        [property: JsonPropertyName("offer_id")] Guid? OfferId,
+        [property: JsonPropertyName("offered_node_ids")] Guid[]? OfferedNodeIds,
+        [property: JsonPropertyName("offered_slot_ids")] Guid[]? OfferedSlotIds,
+        [property: JsonPropertyName("verified_only")] bool VerifiedOnly)
+    {
+        public static LeaseRow Of(NewLease l) => new(l.Id, l.OrderId, l.MatchId, l.RenterOrgId, l.ProviderOrgId, l.AcceleratorModel,
+            l.AcceleratorCount, Micros(l.StartAt), Micros(l.EndAt), l.PriceAmount, l.PriceCurrency, Micros(l.CreatedAt),
+            l.Interruptible, l.PreemptionNoticeSeconds, l.SlaLevel, l.OfferId, l.OfferedNodeIds, l.OfferedSlotIds, l.VerifiedOnly);
+
+        /// <summary>Cut to microseconds as Npgsql does with parameters (PostgreSQL would round text instead): the bookings must end where the lease does.</summary>
+        private static DateTimeOffset Micros(DateTimeOffset t)
+        {
+            var utc = t.ToUniversalTime();
+            return utc.AddTicks(-(utc.Ticks % 10));
+        }
+    }
+}
