@@ -155,6 +155,8 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
                 new { handedBack, consumer = OrderMatchedConsumer.ConsumerName }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
         foreach (var p in placed) done[p.Index] = true;
+        logger.LogDebug("Batch of {Count} matches: {Placed} placed, {Handled} handled before, {HandedBack} handed back",
+            batch.Count, placed.Count, batch.Count - fresh.Count, batch.Count - placed.Count - (batch.Count - fresh.Count));
     }
 
     /// <summary>One read for the whole batch: the matches' nodes, their slots, and the bookings and maintenance over the batch's span.</summary>
