@@ -239,7 +239,11 @@ internal sealed class PreemptionNotYetKnownException(string message) : Exception
 
 internal sealed class OrderMatchedConsumerDefinition : ConsumerDefinition<OrderMatchedConsumer>
 {
-    public OrderMatchedConsumerDefinition() => ConcurrentMessageLimit = 16;
+    /// <summary>
+    /// The matches in flight at once, and so the most that <see cref="PlacementBatcher"/> can place together when a backlog
+    /// builds up; waiting for the batch holds no connection, only the matches it hands back take one each.
+    /// </summary>
+    public OrderMatchedConsumerDefinition() => ConcurrentMessageLimit = 32;
 
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<OrderMatchedConsumer> consumerConfigurator, IRegistrationContext context)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Threading.Channels;
@@ -96,121 +97,130 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
 
     private async Task PlaceAsync(IReadOnlyList<Request> batch, bool[] done, CancellationToken ct)
     {
+        var clock = Stopwatch.StartNew();
         await using var tx = await db.BeginAsync(ct);
         var now = tx.Now;
-        // Claim every match in the inbox: one already there was handled before (a redelivery) and is done; a duplicate
-        // in flight elsewhere waits on the key. A second copy inside this batch takes the single path, after this one.
-        var firstOfId = batch.Select((r, i) => (r.MessageId, i)).DistinctBy(p => p.MessageId).Select(p => p.i).ToArray();
-        var claimed = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
-            INSERT INTO inbox (message_id, consumer, received_at)
-            SELECT id, @consumer, @now FROM unnest(@ids) AS m(id)
-            ON CONFLICT DO NOTHING RETURNING message_id
-            """, new { ids = firstOfId.Select(i => batch[i].MessageId).ToArray(), consumer = OrderMatchedConsumer.ConsumerName, now },
-            tx.Transaction, cancellationToken: ct))).ToHashSet();
+        var windows = batch.Select(r => OrderMatchedConsumer.WindowOf(r.Match, now)).ToArray();
+        // A second copy of a message inside this batch takes the single path, after this one.
+        var firstOfId = batch.Select((r, i) => (r.MessageId, i)).DistinctBy(p => p.MessageId).Select(p => p.i).ToList();
+        var (claimed, view) = await ClaimAndReadAsync(tx, firstOfId.Select(i => (batch[i].MessageId, batch[i].Match.NodeIds, windows[i])).ToList(), ct);
         var fresh = new List<int>();
         foreach (var i in firstOfId)
             if (claimed.Contains(batch[i].MessageId)) fresh.Add(i);
-            else done[i] = true;
-        if (fresh.Count == 0)
-        {
-            await tx.CommitAsync(ct);
-            return;
-        }
+            else done[i] = true; // in the inbox already: handled before (a redelivery)
+        var readMs = clock.Elapsed.TotalMilliseconds;
 
         var placed = new List<(int Index, Guid[] Slots)>();
-        var windows = batch.Select(r => OrderMatchedConsumer.WindowOf(r.Match, now)).ToArray();
-        var calendar = await ReadAsync(tx, fresh.Select(i => (batch[i].Match.NodeIds, windows[i].Start, windows[i].End)).ToList(), ct);
         foreach (var i in fresh)
         {
             var m = batch[i].Match;
             var (start, end) = windows[i];
             // The unusual cases (nodes not known yet, an empty or past window: refusals with reasons) take the single path.
-            if (m.AcceleratorCount <= 0 || end <= start || end <= now || !m.NodeIds.All(calendar.Knows)) continue;
-            var eligible = m.NodeIds.Where(id => calendar.Node(id) is { } n && n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel);
-            var placement = Placement.Place(calendar.Calendar.Candidates(eligible, start, end), OrderMatchedConsumer.Request(m));
+            if (m.AcceleratorCount <= 0 || end <= start || end <= now || !m.NodeIds.All(view.Nodes.ContainsKey)) continue;
+            var eligible = m.NodeIds.Where(id => view.Nodes[id] is var n && n.ProviderOrgId == m.ProviderOrgId && n.AcceleratorModel == m.AcceleratorModel);
+            var placement = Placement.Place(view.Calendar.Candidates(eligible, start, end), OrderMatchedConsumer.Request(m));
             if (!placement.Placed) continue; // the single path explains why, or waits for a preemption that frees slots
             var chosen = placement.Slots.Select(s => s.SlotId).Order().ToArray();
-            calendar.Calendar.Book(chosen, start, end);
+            view.Calendar.Book(chosen, start, end);
             placed.Add((i, chosen));
         }
+        var decidedMs = clock.Elapsed.TotalMilliseconds;
 
         if (placed.Count > 0)
         {
-            // Slots another transaction is booking right now: their matches take the single path (which waits for them).
-            var refused = (await SlotLocks.TryAsync(tx, placed.SelectMany(p => p.Slots).Distinct().Order().ToArray(), ct)).ToHashSet();
-            placed.RemoveAll(p => p.Slots.Any(refused.Contains));
+            var lost = await LockAsync(tx, windows, placed, ct);
+            placed.RemoveAll(p => lost.Contains(p.Index));
         }
-        if (placed.Count > 0)
-        {
-            // Whoever booked since our read held their slot locks until commit: a fresh read sees them now.
-            var stale = await StaleAsync(tx, windows, placed, ct);
-            placed.RemoveAll(p => stale.Contains(p.Index));
-        }
-        if (placed.Count > 0) await BookAsync(tx, batch, windows, placed, ct);
-
+        var checkedMs = clock.Elapsed.TotalMilliseconds;
         var handedBack = fresh.Except(placed.Select(p => p.Index)).Select(i => batch[i].MessageId).ToArray();
-        if (handedBack.Length > 0)
-            await tx.Connection.ExecuteAsync(new CommandDefinition(
-                "DELETE FROM inbox WHERE message_id = ANY(@handedBack) AND consumer = @consumer",
-                new { handedBack, consumer = OrderMatchedConsumer.ConsumerName }, tx.Transaction, cancellationToken: ct));
+        await WriteAsync(tx, batch, windows, placed, handedBack, ct);
+        var writtenMs = clock.Elapsed.TotalMilliseconds;
         await tx.CommitAsync(ct);
         foreach (var p in placed) done[p.Index] = true;
-        logger.LogDebug("Batch of {Count} matches: {Placed} placed, {Handled} handled before, {HandedBack} handed back",
-            batch.Count, placed.Count, batch.Count - fresh.Count, batch.Count - placed.Count - (batch.Count - fresh.Count));
+        logger.LogDebug("Batch of {Count} matches: {Placed} placed, {Handled} handled before, {HandedBack} handed back; ms at read {Read:0.0}, "
+            + "decided {Decided:0.0}, locked and checked {Checked:0.0}, written {Written:0.0}, committed {Committed:0.0}",
+            batch.Count, placed.Count, batch.Count - fresh.Count, fresh.Count - placed.Count,
+            readMs, decidedMs, checkedMs, writtenMs, clock.Elapsed.TotalMilliseconds);
     }
 
-    /// <summary>One read for the whole batch: the matches' nodes, their slots, and the bookings and maintenance over the batch's span.</summary>
-    private static async Task<FleetView> ReadAsync(
-        Tx tx, IReadOnlyList<(IReadOnlyList<Guid> NodeIds, DateTimeOffset Start, DateTimeOffset End)> matches, CancellationToken ct)
+    /// <summary>
+    /// One round trip: claims the matches in the inbox (the ids returned are new; a duplicate in flight elsewhere waits on
+    /// the key) and reads their nodes, the nodes' slots, and the bookings and maintenance over the batch's span.
+    /// </summary>
+    private static async Task<(HashSet<Guid> Claimed, FleetView View)> ClaimAndReadAsync(
+        Tx tx, IReadOnlyList<(Guid MessageId, IReadOnlyList<Guid> NodeIds, (DateTimeOffset Start, DateTimeOffset End) Window)> matches, CancellationToken ct)
     {
-        var nodeIds = matches.SelectMany(m => m.NodeIds).Distinct().ToArray();
-        var from = matches.Min(m => m.Start);
-        var to = matches.Max(m => m.End);
-        if (to <= from) to = from.AddTicks(1);
+        var from = matches.Min(m => m.Window.Start);
+        var to = matches.Max(m => m.Window.End);
         using var read = await tx.Connection.QueryMultipleAsync(new CommandDefinition("""
+            INSERT INTO inbox (message_id, consumer, received_at)
+            SELECT id, @consumer, @now FROM unnest(@ids) AS m(id)
+            ON CONFLICT DO NOTHING RETURNING message_id;
             SELECT id AS node_id, provider_org_id, accelerator_model, cluster_id, nvlink_domain, fabric,
                    health = 'healthy' AS healthy, verified
             FROM nodes WHERE id = ANY(@nodeIds);
             SELECT id AS slot_id, node_id, index FROM gpu_slots WHERE node_id = ANY(@nodeIds);
             SELECT b.slot_id, lower(b.during) AS start_at, upper(b.during) AS end_at
             FROM gpu_slots s JOIN bookings b ON b.slot_id = s.id
-            WHERE s.node_id = ANY(@nodeIds) AND b.during && tstzrange(@from, @to, '[)');
+            WHERE s.node_id = ANY(@nodeIds) AND b.during && tstzrange(@from, greatest(@from, @to), '[)');
             SELECT node_id, lower(during) AS start_at, upper(during) AS end_at FROM node_maintenance
-            WHERE node_id = ANY(@nodeIds) AND cancelled_at IS NULL AND during && tstzrange(@from, @to, '[)');
-            """, new { nodeIds, from, to }, tx.Transaction, cancellationToken: ct));
-        var nodes = (await read.ReadAsync<NodeRow>()).ToList();
+            WHERE node_id = ANY(@nodeIds) AND cancelled_at IS NULL AND during && tstzrange(@from, greatest(@from, @to), '[)');
+            """, new
+        {
+            ids = matches.Select(m => m.MessageId).ToArray(), consumer = OrderMatchedConsumer.ConsumerName, now = tx.Now,
+            nodeIds = matches.SelectMany(m => m.NodeIds).Distinct().ToArray(), from, to,
+        }, tx.Transaction, cancellationToken: ct));
+        var claimed = (await read.ReadAsync<Guid>()).ToHashSet();
+        var nodes = (await read.ReadAsync<NodeRow>()).ToDictionary(n => n.NodeId);
         var slots = (await read.ReadAsync<SlotRow>()).ToLookup(s => s.NodeId);
         var bookings = (await read.ReadAsync<RangeRow>()).Select(b => (b.SlotId, new TimeRange(b.StartAt, b.EndAt)));
         var maintenance = (await read.ReadAsync<RangeRow>()).ToLookup(m => m.NodeId, m => new TimeRange(m.StartAt, m.EndAt));
-        var calendar = new SlotCalendar(nodes.Select(n => new CalendarNode(n.NodeId, n.ClusterId, n.NvlinkDomain, n.Fabric, n.Healthy, n.Verified,
+        var calendar = new SlotCalendar(nodes.Values.Select(n => new CalendarNode(n.NodeId, n.ClusterId, n.NvlinkDomain, n.Fabric, n.Healthy, n.Verified,
             slots[n.NodeId].Select(s => (s.SlotId, s.Index)).ToList(), maintenance[n.NodeId].ToList())), bookings);
-        return new FleetView(nodes.ToDictionary(n => n.NodeId), calendar);
+        return (claimed, new FleetView(nodes, calendar));
     }
 
-    /// <summary>The batch entries some of whose chosen slots were booked by a commit after the batch's read.</summary>
-    private static async Task<HashSet<int>> StaleAsync(
+    /// <summary>
+    /// One round trip: takes the slot locks that are free (a slot another transaction is booking right now is lost to
+    /// this batch; its match takes the single path, which waits for it) and then, in a statement of its own so that it
+    /// sees every commit before the locks were granted, finds the chosen slots someone booked since the batch's read.
+    /// Returns the batch entries that lost a slot either way.
+    /// </summary>
+    private static async Task<HashSet<int>> LockAsync(
         Tx tx, (DateTimeOffset Start, DateTimeOffset End)[] windows, List<(int Index, Guid[] Slots)> placed, CancellationToken ct)
     {
         var rows = placed.SelectMany(p => p.Slots.Select(s => (p.Index, Slot: s, Window: windows[p.Index]))).ToList();
-        return (await tx.Connection.QueryAsync<int>(new CommandDefinition("""
+        using var read = await tx.Connection.QueryMultipleAsync(new CommandDefinition($$"""
+            SELECT slot_id FROM unnest(@lockSlots) AS s(slot_id)
+            WHERE NOT pg_try_advisory_xact_lock({{SlotLocks.KeyOfSlotId}});
             SELECT DISTINCT c.item FROM unnest(@items, @slotIds, @starts, @ends) AS c(item, slot_id, start_at, end_at)
-            WHERE EXISTS (SELECT 1 FROM bookings b WHERE b.slot_id = c.slot_id AND b.during && tstzrange(c.start_at, c.end_at, '[)'))
+            WHERE EXISTS (SELECT 1 FROM bookings b WHERE b.slot_id = c.slot_id AND b.during && tstzrange(c.start_at, c.end_at, '[)'));
             """, new
         {
+            lockSlots = placed.SelectMany(p => p.Slots).Distinct().Order().ToArray(),
             items = rows.Select(r => r.Index).ToArray(),
             slotIds = rows.Select(r => r.Slot).ToArray(),
             starts = rows.Select(r => r.Window.Start.UtcDateTime).ToArray(),
             ends = rows.Select(r => r.Window.End.UtcDateTime).ToArray(),
-        }, tx.Transaction, cancellationToken: ct))).ToHashSet();
+        }, tx.Transaction, cancellationToken: ct));
+        var refused = (await read.ReadAsync<Guid>()).ToHashSet();
+        var lost = (await read.ReadAsync<int>()).ToHashSet();
+        lost.UnionWith(placed.Where(p => p.Slots.Any(refused.Contains)).Select(p => p.Index));
+        return lost;
     }
 
-    /// <summary>The leases, their bookings, their start and end, and their LeaseScheduled events: one statement per table.</summary>
-    private static async Task BookAsync(
-        Tx tx, IReadOnlyList<Request> batch, (DateTimeOffset Start, DateTimeOffset End)[] windows, List<(int Index, Guid[] Slots)> placed, CancellationToken ct)
+    /// <summary>
+    /// The leases and their bookings (with the inbox marks of the matches handed back taken out) in one round trip, then
+    /// their start and end and their LeaseScheduled events.
+    /// </summary>
+    private static async Task WriteAsync(Tx tx, IReadOnlyList<Request> batch, (DateTimeOffset Start, DateTimeOffset End)[] windows,
+        List<(int Index, Guid[] Slots)> placed, Guid[] handedBack, CancellationToken ct)
     {
         var leases = placed.Select(p => (batch[p.Index].Match, p.Slots,
             Lease: OrderMatchedConsumer.NewLeaseFor(batch[p.Index].Match, windows[p.Index].Start, windows[p.Index].End, tx.Now))).ToList();
+        if (leases.Count == 0 && handedBack.Length == 0) return;
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            DELETE FROM inbox WHERE message_id = ANY(@handedBack) AND consumer = @consumer;
             INSERT INTO leases (id, order_id, match_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
                                 start_at, end_at, price_amount, price_currency, status, created_at,
                                 interruptible, preemption_notice_seconds, sla_level,
@@ -230,23 +240,23 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
             ORDER BY b.slot_id;
             """, new
         {
+            handedBack, consumer = OrderMatchedConsumer.ConsumerName,
             leases = JsonSerializer.Serialize(leases.Select(l => LeaseRow.Of(l.Lease))),
             leaseIds = leases.SelectMany(l => l.Slots.Select(_ => l.Lease.Id)).ToArray(),
             slotIds = leases.SelectMany(l => l.Slots).ToArray(),
             starts = leases.SelectMany(l => l.Slots.Select(_ => l.Lease.StartAt.UtcDateTime)).ToArray(),
             ends = leases.SelectMany(l => l.Slots.Select(_ => l.Lease.EndAt.UtcDateTime)).ToArray(),
         }, tx.Transaction, cancellationToken: ct));
-        await tx.ScheduleAllAsync(LeaseLifecycle.Activate, leases.Select(l => (l.Lease.Id.ToString(), l.Lease.StartAt)).ToList(), ct);
-        await tx.ScheduleAllAsync(LeaseLifecycle.Complete, leases.Select(l => (l.Lease.Id.ToString(), l.Lease.EndAt)).ToList(), ct);
+        if (leases.Count == 0) return;
+        await tx.ScheduleAllAsync(leases.SelectMany(l => new[]
+        {
+            (LeaseLifecycle.Activate, l.Lease.Id.ToString(), l.Lease.StartAt),
+            (LeaseLifecycle.Complete, l.Lease.Id.ToString(), l.Lease.EndAt),
+        }).ToList(), ct);
         await tx.PublishAllAsync(leases.Select(l => OrderMatchedConsumer.Scheduled(l.Match, l.Lease, l.Slots, tx.Now)).ToList(), ct);
     }
 
-    private sealed record FleetView(Dictionary<Guid, NodeRow> Nodes, SlotCalendar Calendar)
-    {
-        public bool Knows(Guid nodeId) => Nodes.ContainsKey(nodeId);
-
-        public NodeRow? Node(Guid nodeId) => Nodes.GetValueOrDefault(nodeId);
-    }
+    private sealed record FleetView(Dictionary<Guid, NodeRow> Nodes, SlotCalendar Calendar);
 
     private sealed record NodeRow(Guid NodeId, Guid ProviderOrgId, string AcceleratorModel, Guid ClusterId, string? NvlinkDomain, string? Fabric,
         bool Healthy, bool Verified);

@@ -81,14 +81,17 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
             """, new { kind, key, dueAt, payload = JsonSerializer.Serialize(payload ?? new { }, MessageTypes.Json) },
             transaction, cancellationToken: ct));
 
-    /// <summary>Schedules (or moves) work of <paramref name="kind"/> for several keys in one statement.</summary>
-    public Task ScheduleAllAsync(string kind, IReadOnlyCollection<(string Key, DateTimeOffset DueAt)> items, CancellationToken ct) =>
+    /// <summary>Schedules (or moves) several items of due work in one statement; each (kind, key) at most once.</summary>
+    public Task ScheduleAllAsync(IReadOnlyCollection<(string Kind, string Key, DateTimeOffset DueAt)> items, CancellationToken ct) =>
         items.Count == 0 ? Task.CompletedTask : connection.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO due_work (kind, key, due_at, payload) SELECT @kind, w.key, w.due_at, '{}' FROM unnest(@keys, @dueAts) AS w(key, due_at)
+            INSERT INTO due_work (kind, key, due_at, payload) SELECT w.kind, w.key, w.due_at, '{}' FROM unnest(@kinds, @keys, @dueAts) AS w(kind, key, due_at)
             ON CONFLICT (kind, key) DO UPDATE
               SET due_at = excluded.due_at, payload = excluded.payload, done_at = NULL, attempts = 0, last_error = NULL
-            """, new { kind, keys = items.Select(i => i.Key).ToArray(), dueAts = items.Select(i => i.DueAt.UtcDateTime).ToArray() },
-            transaction, cancellationToken: ct));
+            """, new
+            {
+                kinds = items.Select(i => i.Kind).ToArray(), keys = items.Select(i => i.Key).ToArray(),
+                dueAts = items.Select(i => i.DueAt.UtcDateTime).ToArray(),
+            }, transaction, cancellationToken: ct));
 
     /// <summary>Cancels pending work of <paramref name="kind"/> for <paramref name="key"/>, if any.</summary>
     public Task CancelScheduledAsync(string kind, string key, CancellationToken ct) =>
