@@ -58,6 +58,21 @@ public sealed class PlacementBatchTests(SchedulingFixture f) : IClassFixture<Sch
     }
 
     [Fact]
+    public async Task Two_batches_running_at_once_for_a_one_gpu_node_book_it_once_and_hand_the_other_match_back()
+    {
+        var provider = Guid.NewGuid();
+        var node = await f.RegisterNodeAsync(provider, slots: 1);
+        var t0 = f.Clock.GetUtcNow().AddDays(6);
+        var matches = Enumerable.Range(0, 2).Select(_ => f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, t0, t0.AddHours(1))).ToList();
+
+        var done = await Task.WhenAll(matches.Select(m => Batcher.PlaceBatchAsync([(NewId.NextGuid(), m)], CancellationToken.None)));
+
+        Assert.Equal(1, done.Count(d => d[0]));
+        Assert.Equal(1, (await LeasesOfAsync(matches[0])) + (await LeasesOfAsync(matches[1])));
+        Assert.Equal(0, await f.OverlappingBookingsAsync());
+    }
+
+    [Fact]
     public async Task A_match_already_handled_is_not_booked_again_by_a_batch_and_a_second_copy_in_the_batch_is_handed_back()
     {
         var provider = Guid.NewGuid();

@@ -31,7 +31,19 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
     /// <summary>Most matches in one transaction (the consumer's concurrency bounds it as well).</summary>
     public const int MaxBatch = 64;
 
-    private readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleReader = true });
+    /// <summary>Batches in progress at once: one decides while the other waits for the database.</summary>
+    public const int Workers = 2;
+
+    /// <summary>How long the slots of a committed batch stay busy for the other worker, whose read may predate the commit.</summary>
+    private static readonly TimeSpan KeepCommitted = TimeSpan.FromSeconds(10);
+
+    private readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>();
+
+    /// <summary>
+    /// The slots the batches of this process chose and are booking (or booked moments ago), so that two workers never
+    /// choose the same slot; across processes the slot locks do that. Guarded by its own lock.
+    /// </summary>
+    private readonly Dictionary<object, (List<(Guid[] Slots, DateTimeOffset Start, DateTimeOffset End)> Booking, long? CommittedAt)> _inFlight = [];
 
     private sealed record Request(Guid MessageId, OrderMatched Match)
     {
@@ -55,6 +67,20 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        try
+        {
+            await Task.WhenAll(Enumerable.Range(0, Workers).Select(_ => WorkAsync(stoppingToken)));
+        }
+        finally
+        {
+            // Stopping: whatever still waits takes the single path (which stops with the bus).
+            _queue.Writer.TryComplete();
+            while (_queue.Reader.TryRead(out var r)) r.Done.TrySetResult(false);
+        }
+    }
+
+    private async Task WorkAsync(CancellationToken stoppingToken)
+    {
         var batch = new List<Request>(MaxBatch);
         try
         {
@@ -69,10 +95,7 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
         finally
         {
-            // Stopping: whatever still waits takes the single path (which stops with the bus).
-            _queue.Writer.TryComplete();
             foreach (var r in batch) r.Done.TrySetResult(false);
-            while (_queue.Reader.TryRead(out var r)) r.Done.TrySetResult(false);
         }
     }
 
@@ -111,6 +134,39 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
         var readMs = clock.Elapsed.TotalMilliseconds;
 
         var placed = new List<(int Index, Guid[] Slots)>();
+        var token = new object();
+        lock (_inFlight)
+        {
+            // What the other worker is booking counts as booked; then this batch's choices count for it.
+            var ticks = Stopwatch.GetTimestamp();
+            foreach (var (key, other) in _inFlight.ToList())
+                if (other.CommittedAt is { } at && Stopwatch.GetElapsedTime(at, ticks) > KeepCommitted) _inFlight.Remove(key);
+                else foreach (var (slots, start, end) in other.Booking) view.Calendar.Book(slots, start, end);
+            Decide(batch, windows, fresh, view, placed, now);
+            _inFlight[token] = (Bookings(), null);
+        }
+        try
+        {
+            await LockWriteAndCommitAsync(tx, batch, windows, fresh, placed, ct);
+            lock (_inFlight) _inFlight[token] = (Bookings(), Stopwatch.GetTimestamp()); // what was booked, lost slots left out
+        }
+        catch
+        {
+            lock (_inFlight) _inFlight.Remove(token);
+            throw;
+        }
+        foreach (var p in placed) done[p.Index] = true;
+        logger.LogDebug("Batch of {Count} matches: {Placed} placed, {Handled} handled before, {HandedBack} handed back in {Ms:0.0} ms (read {Read:0.0})",
+            batch.Count, placed.Count, batch.Count - fresh.Count, fresh.Count - placed.Count, clock.Elapsed.TotalMilliseconds, readMs);
+
+        List<(Guid[] Slots, DateTimeOffset Start, DateTimeOffset End)> Bookings() =>
+            placed.Select(p => (p.Slots, windows[p.Index].Start, windows[p.Index].End)).ToList();
+    }
+
+    /// <summary>Places the fresh matches one after the other on the calendar; the unusual ones are left for the single path.</summary>
+    private static void Decide(IReadOnlyList<Request> batch, (DateTimeOffset Start, DateTimeOffset End)[] windows, List<int> fresh,
+        FleetView view, List<(int Index, Guid[] Slots)> placed, DateTimeOffset now)
+    {
         foreach (var i in fresh)
         {
             var m = batch[i].Match;
@@ -124,23 +180,19 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
             view.Calendar.Book(chosen, start, end);
             placed.Add((i, chosen));
         }
-        var decidedMs = clock.Elapsed.TotalMilliseconds;
+    }
 
+    private static async Task LockWriteAndCommitAsync(Tx tx, IReadOnlyList<Request> batch, (DateTimeOffset Start, DateTimeOffset End)[] windows,
+        List<int> fresh, List<(int Index, Guid[] Slots)> placed, CancellationToken ct)
+    {
         if (placed.Count > 0)
         {
             var lost = await LockAsync(tx, windows, placed, ct);
             placed.RemoveAll(p => lost.Contains(p.Index));
         }
-        var checkedMs = clock.Elapsed.TotalMilliseconds;
         var handedBack = fresh.Except(placed.Select(p => p.Index)).Select(i => batch[i].MessageId).ToArray();
         await WriteAsync(tx, batch, windows, placed, handedBack, ct);
-        var writtenMs = clock.Elapsed.TotalMilliseconds;
         await tx.CommitAsync(ct);
-        foreach (var p in placed) done[p.Index] = true;
-        logger.LogDebug("Batch of {Count} matches: {Placed} placed, {Handled} handled before, {HandedBack} handed back; ms at read {Read:0.0}, "
-            + "decided {Decided:0.0}, locked and checked {Checked:0.0}, written {Written:0.0}, committed {Committed:0.0}",
-            batch.Count, placed.Count, batch.Count - fresh.Count, fresh.Count - placed.Count,
-            readMs, decidedMs, checkedMs, writtenMs, clock.Elapsed.TotalMilliseconds);
     }
 
     /// <summary>
