@@ -158,7 +158,7 @@ internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, ILog
         await tx.CommitAsync(ct);
     }
 
-    /// <summary>The time a match books (here and in <see cref="PlacementBatcher"/>).</summary>
+    /// <summary>The time a match books (here and in <see cref="PlacementBatcher"/>); <paramref name="now"/> is when it is placed.</summary>
     internal static (DateTimeOffset Start, DateTimeOffset End) WindowOf(OrderMatched m, DateTimeOffset now) =>
         (m.Start.ToUniversalTime(), m.End.ToUniversalTime());
 

@@ -88,6 +88,7 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
             {
                 batch.Clear();
                 while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var r)) batch.Add(r);
+                if (batch.Count == 0) continue; // the other worker took them
                 var done = await PlaceAsync(batch, stoppingToken);
                 for (var i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(done[i]);
             }
