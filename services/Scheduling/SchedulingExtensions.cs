@@ -25,6 +25,8 @@ public static class SchedulingExtensions
             bus.AddConsumer<PreemptionRequestedConsumer, PreemptionRequestedConsumerDefinition>();
             bus.AddConsumer<ExtensionRejectedConsumer, ExtensionRejectedConsumerDefinition>();
         });
+        builder.Services.AddSingleton<PlacementBatcher>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<PlacementBatcher>());
         builder.Services.AddOptions<SchedulingOptions>().BindConfiguration(SchedulingOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddDueWorkHandler<ActivateLease>();
         builder.Services.AddDueWorkHandler<CompleteLease>();

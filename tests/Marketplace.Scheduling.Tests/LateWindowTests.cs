@@ -16,6 +16,15 @@ public sealed class LateWindowTests
     }
 
     [Fact]
+    public void The_bus_hop_is_not_late_only_more_than_the_grace_is()
+    {
+        // Every match arrives a little after its window starts; re-anchoring those would rewrite every on-demand lease.
+        Assert.Null(LateWindow.Reanchor(T, T.AddMinutes(10), T.AddMilliseconds(40), T.AddHours(1)));
+        Assert.Null(LateWindow.Reanchor(T, T.AddMinutes(10), T + LateWindow.Grace, T.AddHours(1)));
+        Assert.NotNull(LateWindow.Reanchor(T, T.AddMinutes(10), T + LateWindow.Grace + TimeSpan.FromSeconds(1), T.AddHours(1)));
+    }
+
+    [Fact]
     public void A_late_match_runs_the_ordered_duration_from_now_within_the_offer()
     {
         var w = LateWindow.Reanchor(T, T.AddMinutes(10), T.AddSeconds(30), T.AddHours(1))!;

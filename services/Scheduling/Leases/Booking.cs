@@ -153,16 +153,19 @@ internal static class Booking
 /// </summary>
 internal static class SlotLocks
 {
+    /// <summary>SQL: the arguments of a slot's advisory lock, for a column or variable named slot_id.</summary>
+    public const string KeyOfSlotId = "hashtext('scheduling.slot'), hashtext(slot_id::text)";
+
     /// <summary>Takes the locks that are free right now and returns the slots whose lock another transaction holds.</summary>
     public static async Task<IReadOnlyList<Guid>> TryAsync(Tx tx, Guid[] slotIds, CancellationToken ct) =>
-        (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
+        (await tx.Connection.QueryAsync<Guid>(new CommandDefinition($$"""
             SELECT slot_id FROM unnest(@slotIds) AS s(slot_id)
-            WHERE NOT pg_try_advisory_xact_lock(hashtext('scheduling.slot'), hashtext(slot_id::text))
+            WHERE NOT pg_try_advisory_xact_lock({{KeyOfSlotId}})
             """, new { slotIds }, tx.Transaction, cancellationToken: ct))).AsList();
 
     /// <summary>Waits for every lock, in the order given (callers pass slots sorted, so waiters never deadlock each other).</summary>
     public static Task WaitAsync(Tx tx, Guid[] slotIds, CancellationToken ct) =>
-        tx.Connection.ExecuteAsync(new CommandDefinition("""
-            SELECT pg_advisory_xact_lock(hashtext('scheduling.slot'), hashtext(slot_id::text)) FROM unnest(@slotIds) AS s(slot_id)
+        tx.Connection.ExecuteAsync(new CommandDefinition($$"""
+            SELECT pg_advisory_xact_lock({{KeyOfSlotId}}) FROM unnest(@slotIds) AS s(slot_id)
             """, new { slotIds }, tx.Transaction, cancellationToken: ct));
 }

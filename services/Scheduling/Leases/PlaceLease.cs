@@ -23,7 +23,7 @@ namespace Marketplace.Scheduling.Leases;
 /// paths that book without these locks (replacement, extension); a conflict or a deadlock there starts over on fresh
 /// data. After <see cref="MaxAttempts"/> attempts the match fails with a reason and the order goes back to the book.
 /// </remarks>
-internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> logger) : IConsumer<OrderMatched>
+internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, ILogger<OrderMatchedConsumer> logger) : IConsumer<OrderMatched>
 {
     public const string ConsumerName = "order-matched";
     private const int MaxAttempts = 5;
@@ -36,6 +36,11 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
 
     public async Task Consume(ConsumeContext<OrderMatched> context)
     {
+        // Usually placed with the other matches in flight, in one transaction; a retry, or a match the batch hands back
+        // (a refusal, a slot being booked by someone else, a conflict), goes on below on its own.
+        if (context.GetRetryAttempt() == 0 && context.MessageId is { } messageId
+            && await batcher.TryPlaceAsync(messageId, context.Message, context.CancellationToken))
+            return;
         var wait = false;
         for (var attempt = 1; attempt <= MaxAttempts; attempt++)
         {
@@ -59,9 +64,8 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
     private async Task<Outcome> PlaceAsync(ConsumeContext<OrderMatched> context, bool wait, CancellationToken ct)
     {
         var m = context.Message;
-        var start = m.Start.ToUniversalTime();
-        var end = m.End.ToUniversalTime();
         await using var tx = await db.BeginAsync(ct);
+        var (start, end) = WindowOf(m, tx.Now);
         if (!await tx.FirstDeliveryAsync(context, ConsumerName)) return Outcome.Done;
 
         var nodeIds = m.NodeIds.Distinct().Order().ToArray();
@@ -132,7 +136,7 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
                 continue;
             }
             await Booking.YieldAsync(tx, chosen, start, end, ct);
-            await BookAsync(tx, m, nodeIds, start, end, chosen, ct, late?.Note);
+            await BookAsync(tx, m, start, end, chosen, ct, late?.Note);
             return Outcome.Done;
         }
         return Outcome.Contended;
@@ -152,32 +156,46 @@ internal sealed class OrderMatchedConsumer(Db db, ILogger<OrderMatchedConsumer> 
             ? c with { Slots = c.Slots.Select(s => taken.Contains(s.SlotId) ? s with { Busy = true } : s).ToList() }
             : c).ToList();
 
-    private static async Task BookAsync(Tx tx, OrderMatched m, Guid[] nodeIds, DateTimeOffset start, DateTimeOffset end, Guid[] slotIds, CancellationToken ct,
+    private static async Task BookAsync(Tx tx, OrderMatched m, DateTimeOffset start, DateTimeOffset end, Guid[] slotIds, CancellationToken ct,
         string? note = null)
     {
-        var lease = new NewLease(NewId.NextSequentialGuid(), m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
-            m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour.Amount, m.PricePerHour.Currency, tx.Now)
+        var lease = NewLeaseFor(m, start, end, tx.Now);
+        await Booking.InsertAsync(tx.Connection, tx.Transaction, lease, slotIds, ct);
+        if (note is not null) await LateMatch.NoteAsync(tx, lease.Id, note, ct);
+        await tx.ScheduleAsync(LeaseLifecycle.Activate, lease.Id.ToString(), lease.StartAt, ct);
+        await tx.ScheduleAsync(LeaseLifecycle.Complete, lease.Id.ToString(), lease.EndAt, ct);
+        await tx.PublishAsync(Scheduled(m, lease, slotIds, tx.Now), ct);
+        await tx.CommitAsync(ct);
+    }
+
+    /// <summary>
+    /// The time a match books (here and in <see cref="PlacementBatcher"/>); <paramref name="now"/> is when it is placed. A late
+    /// on-demand match (<see cref="LateWindow"/>) is re-anchored by the single path only: the batch hands it back.
+    /// </summary>
+    internal static (DateTimeOffset Start, DateTimeOffset End) WindowOf(OrderMatched m, DateTimeOffset now) =>
+        (m.Start.ToUniversalTime(), m.End.ToUniversalTime());
+
+    /// <summary>The lease a placed match becomes (here and in <see cref="PlacementBatcher"/>).</summary>
+    internal static NewLease NewLeaseFor(OrderMatched m, DateTimeOffset start, DateTimeOffset end, DateTimeOffset now) =>
+        new(NewId.NextSequentialGuid(), m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
+            m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour.Amount, m.PricePerHour.Currency, now)
         {
             Interruptible = m.Interruptible,
             PreemptionNoticeSeconds = Math.Max(0, m.PreemptionNoticeSeconds),
             SlaLevel = string.IsNullOrWhiteSpace(m.SlaLevel) ? "standard" : m.SlaLevel,
             OfferId = m.OfferId,
-            OfferedNodeIds = nodeIds,
+            OfferedNodeIds = m.NodeIds.Distinct().Order().ToArray(),
             OfferedSlotIds = m.SlotIds?.Distinct().Order().ToArray(),
             VerifiedOnly = m.VerifiedOnly,
         };
-        await Booking.InsertAsync(tx.Connection, tx.Transaction, lease, slotIds, ct);
-        if (note is not null) await LateMatch.NoteAsync(tx, lease.Id, note, ct);
-        await tx.ScheduleAsync(LeaseLifecycle.Activate, lease.Id.ToString(), start, ct);
-        await tx.ScheduleAsync(LeaseLifecycle.Complete, lease.Id.ToString(), end, ct);
-        await tx.PublishAsync(new LeaseScheduled(lease.Id, m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
-            m.AcceleratorModel, m.AcceleratorCount, start, end, m.PricePerHour, slotIds, tx.Now)
+
+    internal static LeaseScheduled Scheduled(OrderMatched m, NewLease lease, Guid[] slotIds, DateTimeOffset now) =>
+        new(lease.Id, m.OrderId, m.MatchId, m.RenterOrgId, m.ProviderOrgId,
+            m.AcceleratorModel, m.AcceleratorCount, lease.StartAt, lease.EndAt, m.PricePerHour, slotIds, now)
         {
             Interruptible = lease.Interruptible,
             SlaLevel = lease.SlaLevel,
-        }, ct);
-        await tx.CommitAsync(ct);
-    }
+        };
 
     private static async Task RefuseAsync(Tx tx, OrderMatched m, string reason, CancellationToken ct)
     {
@@ -234,7 +252,11 @@ internal sealed class PreemptionNotYetKnownException(string message) : Exception
 
 internal sealed class OrderMatchedConsumerDefinition : ConsumerDefinition<OrderMatchedConsumer>
 {
-    public OrderMatchedConsumerDefinition() => ConcurrentMessageLimit = 16;
+    /// <summary>
+    /// The matches in flight at once, and so the most that <see cref="PlacementBatcher"/> can place together when a backlog
+    /// builds up; waiting for the batch holds no connection, only the matches it hands back take one each.
+    /// </summary>
+    public OrderMatchedConsumerDefinition() => ConcurrentMessageLimit = 32;
 
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<OrderMatchedConsumer> consumerConfigurator, IRegistrationContext context)

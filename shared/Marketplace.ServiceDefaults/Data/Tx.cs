@@ -38,6 +38,24 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
         _published = true;
     }
 
+    /// <summary>Writes several events to the outbox in one statement (a batch of placements); published only if this transaction commits.</summary>
+    public async Task PublishAllAsync<T>(IReadOnlyCollection<T> messages, CancellationToken ct) where T : class
+    {
+        if (messages.Count == 0) return;
+        await connection.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO outbox (message_id, message_type, body, trace_parent, created_at)
+            SELECT m.id, @MessageType, m.body::jsonb, @TraceParent, @CreatedAt FROM unnest(@Ids, @Bodies) AS m(id, body)
+            """, new
+        {
+            Ids = messages.Select(_ => NewId.NextGuid()).ToArray(),
+            Bodies = messages.Select(m => JsonSerializer.Serialize(m, MessageTypes.Json)).ToArray(),
+            MessageType = MessageTypes.NameOf(typeof(T)),
+            TraceParent = Activity.Current?.Id,
+            CreatedAt = time.GetUtcNow(),
+        }, transaction, cancellationToken: ct));
+        _published = true;
+    }
+
     /// <summary>
     /// Records that <paramref name="consumer"/> handled this message. False means it already did (a redelivery):
     /// the caller must skip the effect. Concurrent duplicates wait on the primary key and then see the first one's row.
@@ -62,6 +80,18 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
               SET due_at = excluded.due_at, payload = excluded.payload, done_at = NULL, attempts = 0, last_error = NULL
             """, new { kind, key, dueAt, payload = JsonSerializer.Serialize(payload ?? new { }, MessageTypes.Json) },
             transaction, cancellationToken: ct));
+
+    /// <summary>Schedules (or moves) several items of due work in one statement; each (kind, key) at most once.</summary>
+    public Task ScheduleAllAsync(IReadOnlyCollection<(string Kind, string Key, DateTimeOffset DueAt)> items, CancellationToken ct) =>
+        items.Count == 0 ? Task.CompletedTask : connection.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO due_work (kind, key, due_at, payload) SELECT w.kind, w.key, w.due_at, '{}' FROM unnest(@kinds, @keys, @dueAts) AS w(kind, key, due_at)
+            ON CONFLICT (kind, key) DO UPDATE
+              SET due_at = excluded.due_at, payload = excluded.payload, done_at = NULL, attempts = 0, last_error = NULL
+            """, new
+            {
+                kinds = items.Select(i => i.Kind).ToArray(), keys = items.Select(i => i.Key).ToArray(),
+                dueAts = items.Select(i => i.DueAt.UtcDateTime).ToArray(),
+            }, transaction, cancellationToken: ct));
 
     /// <summary>Cancels pending work of <paramref name="kind"/> for <paramref name="key"/>, if any.</summary>
     public Task CancelScheduledAsync(string kind, string key, CancellationToken ct) =>
