@@ -7,7 +7,7 @@
 #                                            own, RabbitMQ killed, PostgreSQL stopped (immediate and fast), every broker
 #                                            connection closed; 20 orders/s for 60 s each, on a private PostgreSQL and
 #                                            RabbitMQ (never the shared ones). MP_FAULT_RATE, _SECONDS, _DOWN_SECONDS,
-#                                            _REPEATS override.
+#                                            _REPEATS, _SETTLE_SECONDS (how long the checks wait, default 300) override.
 #   infra/proof.sh scale [dotnet test args]  two instances of every service, then one, under the same load
 #                                            (MP_SCALE_RATE orders/s, default 20, for MP_SCALE_SECONDS, default 60):
 #                                            the invariants for both and a table of their throughput and latency
@@ -29,6 +29,7 @@ case "${1:-}" in
          "$MP_ROOT/infra/servers.sh" start   # the packages (and the shared pair, untouched by these tests)
          MP_FAULT_EACH=1 MP_FAULT_RATE="${MP_FAULT_RATE:-20}" MP_FAULT_SECONDS="${MP_FAULT_SECONDS:-60}" \
          MP_FAULT_DOWN_SECONDS="${MP_FAULT_DOWN_SECONDS:-5}" MP_FAULT_REPEATS="${MP_FAULT_REPEATS:-3}" \
+         MP_FAULT_SETTLE_SECONDS="${MP_FAULT_SETTLE_SECONDS:-300}" \
            dotnet test tests/Marketplace.Proof.Tests -c Release -nologo --filter "FullyQualifiedName~FaultTests" \
            --logger "console;verbosity=detailed" "$@" ;;
   scale) shift

@@ -26,7 +26,8 @@ MGMT_BASE="${MP_CLUSTER_MGMT_BASE:-25720}"
 DIST_BASE="${MP_CLUSTER_DIST_BASE:-25730}"
 export ERL_EPMD_PORT="${MP_CLUSTER_EPMD_PORT:-25369}"
 export ERL_EPMD_ADDRESS=127.0.0.1
-# The cookie lives in HOME; the three servers and every CLI call must share it.
+# The cookie lives in HOME; the three servers and every CLI call must share it. dotnet keeps the caller's HOME.
+CALLER_HOME="${HOME:-/root}"
 export HOME="$CLUSTER_DIR"
 NODES=(1 2 3)
 
@@ -39,7 +40,8 @@ pid_of() { cat "$(node_dir "$1")/rabbit.pid" 2>/dev/null || true; }
 running() { local pid; pid="$(pid_of "$1")"; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Every CLI call is bounded: if the epmd a live node registered with is gone, rabbitmqctl would hang for ever.
-ctl() { local n="$1"; shift; timeout "${CTL_TIMEOUT:-60}" "$(rabbit_bin)/rabbitmqctl" -n "$(node_name "$n")" "$@" </dev/null; }
+# On a machine at a load average of 50 a single call took over a minute: MP_CLUSTER_CTL_TIMEOUT (default 180 s).
+ctl() { local n="$1"; shift; timeout "${CTL_TIMEOUT:-${MP_CLUSTER_CTL_TIMEOUT:-180}}" "$(rabbit_bin)/rabbitmqctl" -n "$(node_name "$n")" "$@" </dev/null; }
 
 ensure_installed() {
   dpkg -s rabbitmq-server >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && return 0
@@ -90,8 +92,10 @@ wait_node() {
   local n="$1" dir; dir="$(node_dir "$n")"
   # rabbitmq-server writes the pid file itself once the Erlang VM is up.
   for _ in $(seq 1 150); do [ -s "$dir/rabbit.pid" ] && break; sleep 0.2; done
-  # A node that was in the cluster waits for its peers at boot, so the three come up together.
-  CTL_TIMEOUT=150 ctl "$n" wait "$dir/rabbit.pid" --timeout 120 >/dev/null || die "$(node_name "$n") did not start; see $dir/log"
+  # A node that was in the cluster waits for its peers at boot, so the three come up together. Booting took over
+  # five minutes at a load average of 50-100: MP_CLUSTER_BOOT_SECONDS (default 600).
+  local boot="${MP_CLUSTER_BOOT_SECONDS:-600}"
+  CTL_TIMEOUT=$((boot + 30)) ctl "$n" wait "$dir/rabbit.pid" --timeout "$boot" >/dev/null || die "$(node_name "$n") did not start; see $dir/log"
 }
 
 # The cluster's running members as seen by node $1, one per line.
@@ -178,8 +182,8 @@ case "${1:-}" in
   proof) shift
          "$MP_ROOT/infra/servers.sh" start   # PostgreSQL (the shared broker is not used)
          ensure_installed; ensure_dotnet; cd "$MP_ROOT"
-         dotnet build tests/Marketplace.Proof.Tests -c Release -nologo -clp:ErrorsOnly -v:q
-         dotnet test tests/Marketplace.Proof.Tests -c Release --no-build -nologo --filter "Category=RabbitCluster" \
+         HOME="$CALLER_HOME" dotnet build tests/Marketplace.Proof.Tests -c Release -nologo -clp:ErrorsOnly -v:q
+         HOME="$CALLER_HOME" dotnet test tests/Marketplace.Proof.Tests -c Release --no-build -nologo --filter "Category=RabbitCluster" \
            --logger "console;verbosity=detailed" "$@" ;;
   *) echo "usage: $0 start|stop|status|nodes|kill N|proof [dotnet test args]" >&2; exit 2 ;;
 esac

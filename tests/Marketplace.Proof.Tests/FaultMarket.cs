@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
@@ -94,10 +95,14 @@ internal sealed class OrderStream
 {
     public static readonly TimeSpan GiveUpAfter = TimeSpan.FromSeconds(120);
 
-    public sealed record Placement(string Key, Guid? OrderId, DateTimeOffset FirstSent, int Attempts, string? Error);
+    public sealed record Placement(string Key, Guid? OrderId, DateTimeOffset FirstSent, DateTimeOffset Answered, int Attempts, string? Error);
+
+    /// <summary>An attempt that got no definite answer: an HTTP status (5xx or 429) with its body, or a transport error.</summary>
+    public sealed record FailedAttempt(DateTimeOffset At, int? Status, string? ContentType, string Text);
 
     private readonly FaultMarket _market;
     private readonly List<Task<Placement>> _orders = [];
+    private readonly ConcurrentQueue<FailedAttempt> _failures = new();
     private readonly CancellationTokenSource _stop = new();
     private Task _loop = Task.CompletedTask;
     private Task _offers = Task.CompletedTask;
@@ -106,6 +111,8 @@ internal sealed class OrderStream
     private int _offersFailed;
 
     public int FailedAttempts => _failedAttempts;
+    /// <summary>Every attempt that was resent, and what it got (for the scenarios that check how a fault is answered).</summary>
+    public IReadOnlyCollection<FailedAttempt> Failures => _failures;
     public int OffersPublished => _offersPublished;
     public int OffersFailed => _offersFailed;
     public DateTimeOffset StartedAt { get; private set; }
@@ -156,10 +163,10 @@ internal sealed class OrderStream
             max_price_per_hour = new { amount = 2000, currency = FaultMarket.Currency },
         };
         var first = DateTimeOffset.UtcNow;
-        string? error = null;
         for (var attempt = 1; ; attempt++)
         {
             var renter = _market.Renters[(n + attempt) % _market.Renters.Count];
+            FailedAttempt failure;
             try
             {
                 using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/orders") { Content = JsonContent.Create(body) };
@@ -167,15 +174,17 @@ internal sealed class OrderStream
                 using var response = await renter.SendAsync(request);
                 var text = await response.Content.ReadAsStringAsync();
                 if (response.IsSuccessStatusCode)
-                    return new Placement(key, Guid.Parse((string)JsonNode.Parse(text)!["id"]!), first, attempt, null);
+                    return new Placement(key, Guid.Parse((string)JsonNode.Parse(text)!["id"]!), first, DateTimeOffset.UtcNow, attempt, null);
                 if ((int)response.StatusCode < 500 && response.StatusCode != HttpStatusCode.TooManyRequests)
-                    return new Placement(key, null, first, attempt, $"{(int)response.StatusCode}: {text}");
-                error = $"{(int)response.StatusCode}: {text}";
+                    return new Placement(key, null, first, DateTimeOffset.UtcNow, attempt, $"{(int)response.StatusCode}: {text}");
+                failure = new FailedAttempt(DateTimeOffset.UtcNow, (int)response.StatusCode, response.Content.Headers.ContentType?.MediaType, text);
             }
-            catch (HttpRequestException ex) { error = ex.Message; }
-            catch (TaskCanceledException ex) { error = ex.Message; }
+            catch (HttpRequestException ex) { failure = new FailedAttempt(DateTimeOffset.UtcNow, null, null, ex.Message); }
+            catch (TaskCanceledException ex) { failure = new FailedAttempt(DateTimeOffset.UtcNow, null, null, ex.Message); }
+            _failures.Enqueue(failure);
             Interlocked.Increment(ref _failedAttempts);
-            if (DateTimeOffset.UtcNow - first > GiveUpAfter) return new Placement(key, null, first, attempt, "gave up: " + error);
+            var error = failure.Status is { } status ? $"{status}: {failure.Text}" : failure.Text;
+            if (DateTimeOffset.UtcNow - first > GiveUpAfter) return new Placement(key, null, first, DateTimeOffset.UtcNow, attempt, "gave up: " + error);
             await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(1000, 100 * Math.Pow(2, Math.Min(attempt, 4)))));
         }
     }

@@ -32,6 +32,7 @@ internal static class Invariants
     public static async Task<Outcome> AssertAsync(FaultMarket market, OrderStream stream, IReadOnlyList<OrderStream.Placement> placements,
         ITestOutputHelper output, Func<string, bool>? acceptUnfilled = null, Func<string, JsonElement, string?>? explainError = null)
     {
+        var settle = TimeSpan.FromSeconds(LoadProfile.SettleSeconds);
         acceptUnfilled ??= BackInTheBook;
         var stack = market.Stack;
         var r = new { renter = market.RenterOrgId, provider = market.ProviderOrgId };
@@ -46,7 +47,7 @@ internal static class Invariants
                 pending = await PendingAsync(stack, r);
                 quiet = pending.Length == 0 ? quiet + 1 : 0;
                 return quiet >= 2;
-            }, TimeSpan.FromSeconds(120), "the marketplace to settle");
+            }, settle, "the marketplace to settle");
         }
         catch (TimeoutException) { output.WriteLine("did not settle: " + pending); }
 
@@ -137,6 +138,36 @@ internal static class Invariants
         Assert.True(unexplained.Count == 0, "messages in _error queues: " + string.Join(" | ", unexplained));
 
         return await OutcomeAsync(db, r.renter, stream);
+    }
+
+    /// <summary>
+    /// Waits until no work of an earlier scenario is overdue anywhere in the marketplace (due work, outbox rows, queued
+    /// messages), so that a scenario is not judged by the backlog another one left (the fault scenarios share one
+    /// marketplace). Returns how long it waited; gives up after <paramref name="timeout"/> and says what was left.
+    /// </summary>
+    public static async Task<TimeSpan> WaitQuietAsync(MarketplaceStack stack, TimeSpan timeout, ITestOutputHelper output)
+    {
+        using var db = stack.Database.OpenAdmin();
+        var schemas = (await db.QueryAsync<string>(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'due_work' AND table_schema = ANY(@schemas)",
+            new { schemas = State.Schemas })).ToList();
+        var overdue = string.Join(" + ", schemas.Select(s => $"(SELECT count(*) FROM {s}.due_work WHERE done_at IS NULL AND due_at < now() - interval '5 seconds')")
+            .Concat(State.Schemas.Select(s => $"(SELECT count(*) FROM {s}.outbox WHERE created_at < now() - interval '3 seconds')")));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var left = "";
+        try
+        {
+            await Eventually.True(async () =>
+            {
+                var late = await db.ExecuteScalarAsync<long>("SELECT " + overdue);
+                var queued = (await stack.VirtualHost.QueueDepthsAsync()).Where(q => !q.Key.EndsWith("_error", StringComparison.Ordinal)
+                    && !q.Key.EndsWith("_skipped", StringComparison.Ordinal)).Sum(q => q.Value);
+                left = $"{late} overdue due-work items or outbox rows, {queued} messages queued";
+                return late == 0 && queued == 0;
+            }, timeout, "the marketplace to be quiet");
+        }
+        catch (TimeoutException) { output.WriteLine($"not quiet after {timeout.TotalSeconds:0} s: {left}"); }
+        return clock.Elapsed;
     }
 
     /// <summary>Throughput and order → lease scheduled latency of the load (from the services' own timestamps).</summary>

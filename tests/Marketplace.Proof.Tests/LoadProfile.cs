@@ -31,6 +31,9 @@ public sealed record LoadProfile(double OrdersPerSecond, int LoadSeconds, int Do
 
     public int Orders => (int)Math.Ceiling(OrdersPerSecond * LoadSeconds);
 
+    /// <summary>How long the checks wait for the marketplace to settle after the load (longer in the long runs: more to settle).</summary>
+    public static int SettleSeconds => int.Parse(TestServers.Env("MP_FAULT_SETTLE_SECONDS", "120"));
+
     /// <summary>Settings every fault or scale stack runs with: short leases (they end during the run) and no rate limit in the way.</summary>
     public static Dictionary<string, string> StackSettings() => new()
     {

@@ -5,6 +5,7 @@ using Marketplace.ServiceDefaults.Messaging;
 using Marketplace.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Marketplace.ServiceDefaults.Tests;
@@ -74,6 +75,26 @@ public sealed class DueWorkTests : IAsyncLifetime
         Assert.Equal(100, await EffectsAsync());
         await using var c = _db.OpenAdmin();
         Assert.Equal(100, await c.ExecuteScalarAsync<long>("SELECT count(DISTINCT key) FROM listings.probe_effects"));
+    }
+
+    [Fact]
+    public async Task One_instance_runs_several_due_items_at_once_and_each_once()
+    {
+        await using var app = ProbeHost.Build(_db, _vhost, _time);
+        var workers = app.Services.GetRequiredService<IOptions<DueWorkOptions>>().Value.Workers;
+        Assert.True(workers > 1, "one worker: a backlog of due work runs one item at a time");
+        var handler = app.Services.GetRequiredService<ProbeDueHandler>();
+        handler.WaitForInFlight = workers;
+        await ScheduleAsync(app.Services, workers * 2, T0);
+
+        await app.StartAsync();
+        // One item at a time, each would wait 20 s for the others: this would take minutes.
+        await Eventually.True(async () => await EffectsAsync() == workers * 2, TimeSpan.FromSeconds(60), "every due item to run");
+        await app.StopAsync();
+
+        Assert.Equal(workers, handler.MaxInFlight);
+        await using var c = _db.OpenAdmin();
+        Assert.Equal(workers * 2, await c.ExecuteScalarAsync<long>("SELECT count(DISTINCT key) FROM listings.probe_effects"));
     }
 
     [Fact]

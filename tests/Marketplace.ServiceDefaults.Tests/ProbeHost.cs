@@ -35,15 +35,32 @@ public sealed class Deliveries
     public int Total => _seen.Count;
 }
 
-/// <summary>Due work that records its key; fails while <see cref="FailuresLeft"/> is positive.</summary>
+/// <summary>
+/// Due work that records its key; fails while <see cref="FailuresLeft"/> is positive; when <see cref="WaitForInFlight"/>
+/// is set, each run waits (at most 20 s) until that many runs are in flight at once.
+/// </summary>
 public sealed class ProbeDueHandler : IDueWorkHandler
 {
     public int FailuresLeft;
+    public int WaitForInFlight;
+    private int _inFlight;
+    private int _maxInFlight;
+    private readonly TaskCompletionSource _allInFlight = new(TaskCreationOptions.RunContinuationsAsynchronously);
     public string Kind => "probe";
+    public int MaxInFlight => Volatile.Read(ref _maxInFlight);
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
         if (Interlocked.Decrement(ref FailuresLeft) >= 0) throw new InvalidOperationException("the provider's agent did not answer");
+        if (WaitForInFlight > 0)
+        {
+            var now = Interlocked.Increment(ref _inFlight);
+            lock (_allInFlight) _maxInFlight = Math.Max(_maxInFlight, now);
+            if (now >= WaitForInFlight) _allInFlight.TrySetResult();
+            try { await _allInFlight.Task.WaitAsync(TimeSpan.FromSeconds(20), ct); }
+            catch (TimeoutException) { }
+            finally { Interlocked.Decrement(ref _inFlight); }
+        }
         await tx.Connection.ExecuteAsync("INSERT INTO probe_effects (key) VALUES (@Key)", new { item.Key });
     }
 }
