@@ -56,9 +56,10 @@ public static class Settlement
         : (-holdAmount, holdAmount - line.Amount + line.SlaCredit, line.ProviderNet, line.PlatformFee);
 
     /// <summary>
-    /// A billing run's batch as ONE journal transaction, straight from its leases: the same entries as
-    /// <see cref="SettleMany"/> over each lease's <see cref="Settle"/>, without building a transaction per lease (sums are
-    /// kept per organisation and currency, account names made once per organisation). Null when nothing moves.
+    /// A billing run's batch as ONE journal transaction, straight from its leases: each lease's <see cref="Settle"/>
+    /// entries summed per account and currency (sums kept per organisation and currency, account names made once per
+    /// organisation), so the general ledger gets one line per account while the invoice lines stay the per-lease detail.
+    /// Entries in currency, then account order. Balanced because every lease's part is. Null when nothing moves.
     /// </summary>
     public static LedgerTransaction? SettleBatch(string key, IEnumerable<LeaseToSettle> leases)
     {
@@ -87,22 +88,6 @@ public static class Settlement
         foreach (var ((org, currency), payable) in providers) Add(Accounts.ProviderPayable(org), currency, payable);
         foreach (var (currency, revenue) in platform) Add(Accounts.PlatformRevenue, currency, revenue);
         entries.Sort((a, b) => string.CompareOrdinal(a.Currency, b.Currency) is var c and not 0 ? c : string.CompareOrdinal(a.Account, b.Account));
-        return entries.Count == 0 ? null : new LedgerTransaction(key, "settle", entries);
-    }
-
-    /// <summary>
-    /// Many leases closed together as ONE journal transaction (a billing run's batch): each lease's
-    /// <see cref="Settle"/> entries summed per account and currency, so the general ledger gets one line per account
-    /// while the invoice lines stay the per-lease detail (a subledger). Balanced because every lease's part is.
-    /// Null when nothing moves.
-    /// </summary>
-    public static LedgerTransaction? SettleMany(string key, IEnumerable<LedgerTransaction> perLease)
-    {
-        var sums = new Dictionary<(string Account, string Currency), long>();
-        foreach (var e in perLease.SelectMany(t => t.Entries))
-            sums[(e.Account, e.Currency)] = checked(sums.GetValueOrDefault((e.Account, e.Currency)) + e.Amount);
-        var entries = sums.Where(kv => kv.Value != 0).OrderBy(kv => kv.Key.Currency, StringComparer.Ordinal)
-            .ThenBy(kv => kv.Key.Account, StringComparer.Ordinal).Select(kv => new LedgerEntry(kv.Key.Account, kv.Key.Currency, kv.Value)).ToList();
         return entries.Count == 0 ? null : new LedgerTransaction(key, "settle", entries);
     }
 }

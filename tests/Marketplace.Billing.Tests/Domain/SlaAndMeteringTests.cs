@@ -159,11 +159,11 @@ public sealed class SlaAndMeteringTests
                     .OfType<LedgerTransaction>().ToList();
                 var expected = perLease.SelectMany(t => t.Entries).GroupBy(e => (e.Account, e.Currency))
                     .Select(g => (g.Key.Account, g.Key.Currency, Sum: g.Sum(e => e.Amount))).Where(x => x.Sum != 0).OrderBy(x => x).ToList();
-                var many = Settlement.SettleMany("settle:test", perLease);
-                // What the billing run posts: the same sums, straight from the leases, in the same order.
-                var batch = Settlement.SettleBatch("settle:test", toSettle);
-                var actual = (many?.Entries ?? []).Select(e => (e.Account, e.Currency, Sum: e.Amount)).OrderBy(x => x).ToList();
-                return expected.SequenceEqual(actual) && (many?.Entries ?? []).SequenceEqual(batch?.Entries ?? []);
+                // What the billing run posts: the same sums, straight from the leases, in currency then account order.
+                var entries = Settlement.SettleBatch("settle:test", toSettle)?.Entries ?? [];
+                var actual = entries.Select(e => (e.Account, e.Currency, Sum: e.Amount)).OrderBy(x => x).ToList();
+                var ordered = entries.OrderBy(e => e.Currency, StringComparer.Ordinal).ThenBy(e => e.Account, StringComparer.Ordinal);
+                return expected.SequenceEqual(actual) && entries.SequenceEqual(ordered);
             });
 
     [Theory]
