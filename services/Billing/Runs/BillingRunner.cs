@@ -93,7 +93,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         // whole batch is rolled back and its leases are read and rated again as they are now.
         int batchNo = 0, closed = 0;
         PeriodDrafts invoices = new("invoices", "renter_org_id"), statements = new("statements", "provider_org_id");
-        var rated = Channel.CreateBounded<RatedBatch>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
+        var rated = Channel.CreateBounded<RatedChunk>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
         using var stopReading = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var chunk = Math.Min(o.RunBatchSize, o.RunChunkSize);
         var reader = Task.Run(() => ReadAndRateAsync(p, startedAt, chunk, o.PlatformFeeBasisPoints, rated.Writer, profile, stopReading.Token),
@@ -145,7 +145,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     {
         public Tx Tx => tx;
         public Guid JournalId => journalId;
-        public List<RatedBatch> Chunks { get; } = [];
+        public List<RatedChunk> Chunks { get; } = [];
         public int Leases => Chunks.Sum(c => c.Leases.Count);
         public ValueTask DisposeAsync() => tx.DisposeAsync();
     }
@@ -210,7 +210,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     }
 
     /// <summary>Reads the period's candidates and rates them, batch by batch, into <paramref name="output"/> (the reader side of a run).</summary>
-    private async Task ReadAndRateAsync(BillingPeriod p, DateTimeOffset now, int size, int feeBp, ChannelWriter<RatedBatch> output, RunProfile profile,
+    private async Task ReadAndRateAsync(BillingPeriod p, DateTimeOffset now, int size, int feeBp, ChannelWriter<RatedChunk> output, RunProfile profile,
         CancellationToken ct)
     {
         try
@@ -236,10 +236,10 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     private sealed record RatedLine(Guid Id, Candidate Lease, DateTime StartedAt, Metered Metered, PricedLine Priced);
 
     /// <summary>A chunk of leases metered and priced: its invoice lines, how each hold is claimed, and what each lease settles.</summary>
-    private sealed record RatedBatch(List<Candidate> Leases, List<RatedLine> Lines, List<HoldClaim> Holds, List<LeaseToSettle> Settle);
+    private sealed record RatedChunk(List<Candidate> Leases, List<RatedLine> Lines, List<HoldClaim> Holds, List<LeaseToSettle> Settle);
 
     /// <summary>Meters and prices a batch (pure: no database).</summary>
-    private static RatedBatch Rate(BillingPeriod p, List<Candidate> batch, int feeBp)
+    private static RatedChunk Rate(BillingPeriod p, List<Candidate> batch, int feeBp)
     {
         var lines = new List<RatedLine>(batch.Count);
         var settle = new List<LeaseToSettle>(batch.Count);
@@ -260,14 +260,14 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             holds.Add(new HoldClaim(lease.HoldId, lease.HoldVersion, priced.Amount > 0 ? "posted" : "voided", priced.Amount - priced.SlaCredit));
             lines.Add(new RatedLine(NewId.NextSequentialGuid(), lease, startedAt, metered, priced));
         }
-        return new RatedBatch(batch, lines, holds, settle);
+        return new RatedChunk(batch, lines, holds, settle);
     }
 
     /// <summary>
     /// Writes a chunk into the open batch: drafts, holds claimed and settled, invoice lines. False if a hold changed since
     /// it was read (the caller rolls the batch back and reads its leases again).
     /// </summary>
-    private static async Task<bool> WriteChunkAsync(OpenBatch open, BillingPeriod p, RatedBatch batch, PeriodDrafts invoiceIds,
+    private static async Task<bool> WriteChunkAsync(OpenBatch open, BillingPeriod p, RatedChunk batch, PeriodDrafts invoiceIds,
         PeriodDrafts statementIds, BillingRunHooks hooks, RunProfile profile, CancellationToken ct)
     {
         var tx = open.Tx;
