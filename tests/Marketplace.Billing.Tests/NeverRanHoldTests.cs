@@ -64,6 +64,8 @@ public sealed class NeverRanHoldTests(AutoConfirmingStripe fx) : IClassFixture<A
         await fx.Publish(lease);
         await Eventually.True(async () => await fx.HoldCount(lease.LeaseId, "voided") == 1, what: "the hold placed and released");
 
+        // HoldPlaced reaches the observer through the outbox and the broker, after the hold is in the database.
+        await Eventually.True(() => Task.FromResult(fx.Published.OfType<HoldPlaced>().Any(h => h.LeaseId == lease.LeaseId)), what: "HoldPlaced published");
         Assert.Equal(1, fx.Published.OfType<HoldPlaced>().Count(h => h.LeaseId == lease.LeaseId));
         Assert.Equal((10_000, 0), await fx.WalletAsync(renter));
         Assert.Equal(1, await Releases(lease.LeaseId));
