@@ -13,7 +13,7 @@ using Npgsql;
 namespace Marketplace.Load;
 
 internal sealed record LoadOptions(Uri Gateway, string AdminKey, string Postgres, int Providers, int Renters, double Rate, int Duration,
-    int LeaseSeconds, int PgBenchSeconds, string RunDir, string? JsonPath, string Mix, double HeartbeatSeconds, int[] RabbitPorts);
+    int LeaseSeconds, int PgBenchSeconds, string RunDir, string? JsonPath, string Mix, double HeartbeatSeconds, int[] RabbitPorts, int Warmup = 0);
 
 internal sealed record Percentiles(int Count, double P50, double P95, double P99, double Max);
 
@@ -52,7 +52,8 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
     {
         var mix = OrderMix.Parse(o.Mix);
         var pgPort = new NpgsqlConnectionStringBuilder(o.Postgres).Port;
-        log.WriteLine($"Load: {o.Renters} renters, {o.Rate} orders/s for {o.Duration} s (leases of {o.LeaseSeconds} s) against {o.Gateway}; mix " +
+        log.WriteLine($"Load: {o.Renters} renters, {o.Rate} orders/s for {o.Duration} s (leases of {o.LeaseSeconds} s" +
+                      (o.Warmup > 0 ? $"; after {o.Warmup} s of the same load not measured, while the services compile their code" : "") + $") against {o.Gateway}; mix " +
                       string.Join(", ", mix.Kinds.Select(k => $"{OrderMix.Name(k)} {mix.Share(k):P0}")));
 
         double? tps = null; string? pgbenchCommand = null;
@@ -67,7 +68,7 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var run = DateTime.UtcNow.ToString("HHmmss", CultureInfo.InvariantCulture);
         // Every order holds one GPU for a whole lease: enough GPUs of each model for every order placed within one lease
         // length, +25 % (reserved leases start a little later, but no more of them overlap at any instant).
-        var window = Math.Min(o.Duration, o.LeaseSeconds);
+        var window = Math.Min(o.Warmup + o.Duration, o.LeaseSeconds);
         int GpusFor(double share) => (int)Math.Ceiling(o.Rate * share * window * 1.25);
         var mainGpus = GpusFor(mix.Share(OrderKind.OnDemand) + mix.Share(OrderKind.ReservedFixed) + mix.Share(OrderKind.ReservedFlexible));
         var spotGpus = GpusFor(mix.Share(OrderKind.Interruptible));
@@ -90,26 +91,40 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var placed = new ConcurrentBag<Placed>();
         var errors = new ConcurrentDictionary<string, int>();
         var inflight = new List<Task>();
+        // Warm-up orders (the first Warmup seconds, same rate and mix) run the same paths but are left out of every figure:
+        // freshly started services compile each method first (and again, optimized, once it is hot), which is not the
+        // marketplace's steady state. They must still end like every order.
+        var warm = new ConcurrentBag<Placed>();
+        var warmErrors = new ConcurrentDictionary<string, int>();
+        var warmCount = (int)(o.Rate * o.Warmup);
+        var total = warmCount + (int)(o.Rate * o.Duration);
         var clock = Stopwatch.StartNew();
-        var total = (int)(o.Rate * o.Duration);
+        var measuredFrom = TimeSpan.Zero;
         for (var n = 0; n < total; n++)
         {
             var due = TimeSpan.FromSeconds(n / o.Rate);
             if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed, ct);
-            if (n == total / 2) underLoad = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
-            inflight.Add(PlaceAsync(renters[n % renters.Length], mix.Next(), n, placed, errors, ct));
+            if (n == warmCount) measuredFrom = clock.Elapsed;
+            if (n == warmCount + (total - warmCount) / 2) underLoad = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
+            inflight.Add(n < warmCount
+                ? PlaceAsync(renters[n % renters.Length], mix.Next(), n, warm, warmErrors, ct)
+                : PlaceAsync(renters[n % renters.Length], mix.Next(), n, placed, errors, ct));
         }
         await Task.WhenAll(inflight);
-        var placingSeconds = clock.Elapsed.TotalSeconds;
+        var placingSeconds = (clock.Elapsed - measuredFrom).TotalSeconds;
+        if (warmCount > 0)
+            log.WriteLine($"warm-up: {warm.Count} orders placed" + (warmErrors.IsEmpty ? "" : ", errors: " + string.Join(", ", warmErrors.Select(e => $"{e.Key} ×{e.Value}"))));
         log.WriteLine($"placed {placed.Count} orders in {placingSeconds:0.0} s; waiting for each to end (filled or cancelled)");
 
         var ids = placed.Select(p => p.Id).ToArray();
+        var warmIds = warm.Select(p => p.Id).ToArray();
         await using var db = new NpgsqlConnection(o.Postgres);
         var unfinished = ids.Length;
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (unfinished > 0 && DateTime.UtcNow < deadline)
         {
-            unfinished = await db.ExecuteScalarAsync<int>("SELECT count(*) FROM bidding.orders WHERE id = ANY(@ids) AND status NOT IN ('filled','cancelled')", new { ids });
+            unfinished = await db.ExecuteScalarAsync<int>("SELECT count(*) FROM bidding.orders WHERE id = ANY(@ids) AND status NOT IN ('filled','cancelled')",
+                new { ids = ids.Concat(warmIds).ToArray() });
             if (unfinished > 0) await Task.Delay(500, ct);
         }
         await heartbeats.CancelAsync();
@@ -125,6 +140,15 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
             LEFT JOIN billing.holds h ON h.lease_id = l.id
             WHERE o.id = ANY(@ids)
             """, new { ids })).ToList();
+        // The report counts the measured orders; a warm-up order that did not end is an error like any other.
+        unfinished = rows.Count(r => r.Status is not ("filled" or "cancelled"));
+        if (warmIds.Length > 0)
+        {
+            var warmOpen = await db.ExecuteScalarAsync<int>("SELECT count(*) FROM bidding.orders WHERE id = ANY(@warmIds) AND status NOT IN ('filled','cancelled')",
+                new { warmIds });
+            if (warmOpen > 0) errors["warm-up orders not finished"] = warmOpen;
+        }
+        foreach (var (error, count) in warmErrors) errors.AddOrUpdate("warm-up: " + error, count, (_, c) => c + count);
         var stages = Stages(rows);
         var kindOf = placed.ToDictionary(p => p.Id, p => p.Kind);
         var kinds = mix.Kinds.Select(k =>

@@ -31,13 +31,14 @@ var rabbitPorts = new Option<string>("--rabbit-ports")
     Description = "AMQP ports of the marketplace's RabbitMQ node(s), comma-separated, for the memory report",
     DefaultValueFactory = _ => Environment.GetEnvironmentVariable("MP_RABBIT_PORT") ?? "55672",
 };
+var warmup = new Option<int>("--warmup") { Description = "Seconds of the same load before the measured window, left out of every figure (the services compile their code meanwhile)", DefaultValueFactory = _ => 0 };
 var heartbeatSeconds = new Option<double>("--heartbeat-seconds") { Description = "Seconds between a node agent's heartbeats", DefaultValueFactory = _ => 5 };
 
 var root = new RootCommand("Load driver: providers bring their fleets through the agent simulator (node keys, heartbeats) and offer " +
                            "them, renters place a mix of order types at a target rate through the gateway; reports throughput, order → lease " +
                            "latency per stage and per order type, errors, pgbench's tps on the same PostgreSQL and each process's memory.")
 {
-    gateway, adminKey, postgres, providers, renters, rate, duration, leaseSeconds, pgbenchSeconds, runDir, shortMode, json, mix, heartbeatSeconds, rabbitPorts,
+    gateway, adminKey, postgres, providers, renters, rate, duration, leaseSeconds, pgbenchSeconds, runDir, shortMode, json, mix, heartbeatSeconds, rabbitPorts, warmup,
 };
 root.SetAction(async (r, ct) =>
 {
@@ -47,7 +48,8 @@ root.SetAction(async (r, ct) =>
     var options = new LoadOptions(new Uri(r.GetValue(gateway)!), r.GetValue(adminKey)!, r.GetValue(postgres)!,
         s ? 2 : r.GetValue(providers), s ? 2 : r.GetValue(renters), s ? 5 : r.GetValue(rate), s ? 10 : r.GetValue(duration),
         r.GetValue(leaseSeconds), s ? 5 : r.GetValue(pgbenchSeconds), r.GetValue(runDir)!, r.GetValue(json), r.GetValue(mix)!, r.GetValue(heartbeatSeconds),
-        r.GetValue(rabbitPorts)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray());
+        r.GetValue(rabbitPorts)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray(),
+        s ? 0 : r.GetValue(warmup));
     var report = await new LoadRun(options, Console.Out).RunAsync(ct);
     return report.Errors.Count == 0 && report.Unfinished == 0 ? 0 : 1;
 });
