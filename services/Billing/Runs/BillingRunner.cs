@@ -458,7 +458,8 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     {
         await using var tx = await db.BeginAsync(ct);
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE invoices i SET subtotal = t.subtotal, sla_credits = t.sla, total = t.subtotal - t.sla
+            -- Totals and finalizing in one write per invoice; then any draft without lines is finalized as it is.
+            UPDATE invoices i SET subtotal = t.subtotal, sla_credits = t.sla, total = t.subtotal - t.sla, status = 'finalized', finalized_at = @now
             FROM (SELECT l.invoice_id, SUM(l.amount) AS subtotal, SUM(l.sla_credit) AS sla
                   FROM invoice_lines l JOIN invoices d ON d.id = l.invoice_id
                   WHERE d.period = @Name AND d.status = 'draft' GROUP BY l.invoice_id) t
