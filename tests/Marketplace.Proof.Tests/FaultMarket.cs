@@ -29,6 +29,8 @@ internal sealed class FaultMarket
     public required HttpClient Finance { get; init; }
     public required string ClusterId { get; init; }
     public required IReadOnlyList<string> SpareNodes { get; init; }
+    /// <summary>The offers published before the load.</summary>
+    public required IReadOnlyList<Guid> InitialOffers { get; init; }
 
     /// <param name="orders">how many orders the load will place (the capacity offered is sized for them)</param>
     /// <param name="spareNodes">nodes without an offer, for the offers published during the load</param>
@@ -51,8 +53,9 @@ internal sealed class FaultMarket
         for (var i = 0; i < nodes + spareNodes; i++)
             nodeIds.Add((string)(await Api.PostJsonAsync(provider, $"/v1/clusters/{clusterId}/nodes",
                 new { hostname = $"{name}-{i}", accelerator_model = Model, accelerator_count = GpusPerNode }))["id"]!);
+        var offers = new List<Guid>();
         foreach (var chunk in nodeIds.Take(nodes).Chunk(NodesPerOffer))
-            await PublishOfferAsync(provider, clusterId, chunk);
+            offers.Add(Guid.Parse((string)(await Api.PostJsonAsync(provider, "/v1/offers", OfferBody(clusterId, chunk)))["id"]!));
 
         await Api.PostJsonAsync(renters[0], "/v1/wallet/top-ups", new { amount = new { amount = TopUp, currency = Currency } }, Guid.NewGuid().ToString());
         await Eventually.True(async () => await Api.AvailableAsync(renters[0], Currency) >= TopUp, TimeSpan.FromSeconds(60), $"{name}'s wallet to be funded");
@@ -60,18 +63,19 @@ internal sealed class FaultMarket
         return new FaultMarket
         {
             Stack = stack, Name = name, RenterOrgId = renterOrg, ProviderOrgId = providerOrg, Renters = renters, Providers = providers,
-            Finance = stack.Client(financeKey), ClusterId = clusterId, SpareNodes = nodeIds.Skip(nodes).ToList(),
+            Finance = stack.Client(financeKey), ClusterId = clusterId, SpareNodes = nodeIds.Skip(nodes).ToList(), InitialOffers = offers,
         };
     }
 
-    public static Task<JsonNode> PublishOfferAsync(HttpClient provider, string clusterId, IEnumerable<string> nodeIds)
+    /// <summary>An offer of <paramref name="nodeIds"/> from a minute ago for three hours (made once: a resend must carry the same body).</summary>
+    public static object OfferBody(string clusterId, IEnumerable<string> nodeIds)
     {
         var now = DateTimeOffset.UtcNow;
-        return Api.PostJsonAsync(provider, "/v1/offers", new
+        return new
         {
             cluster_id = clusterId, node_ids = nodeIds, window_start = now.AddMinutes(-1), window_end = now.AddHours(3),
             ask_per_hour = new { amount = 1000, currency = Currency }, min_lease_seconds = LoadProfile.LeaseSeconds, interruptible_allowed = false,
-        });
+        };
     }
 
     /// <summary>Starts the background load: one-GPU on-demand orders at <paramref name="perSecond"/>, plus an offer every two seconds on the spare nodes.</summary>
@@ -88,8 +92,8 @@ internal sealed class FaultMarket
 /// <summary>
 /// A renter placing orders at a steady rate through the gateway(s), the way a careful client does: each order has its
 /// own Idempotency-Key and is resent with the same key and body on any failure without a definite answer (connection
-/// refused or reset, timeout, 5xx, 429) until accepted. Meanwhile the provider publishes an offer every two seconds (not
-/// retried: offers take no Idempotency-Key).
+/// refused or reset, timeout, 5xx, 429) until accepted. Meanwhile the provider publishes an offer every two seconds, each
+/// with its own Idempotency-Key and resent the same way (Listings answers a resend with the offer it created).
 /// </summary>
 internal sealed class OrderStream
 {
@@ -97,24 +101,29 @@ internal sealed class OrderStream
 
     public sealed record Placement(string Key, Guid? OrderId, DateTimeOffset FirstSent, DateTimeOffset Answered, int Attempts, string? Error);
 
+    public sealed record OfferPlacement(string Key, Guid? OfferId, int Attempts, string? Error);
+
     /// <summary>An attempt that got no definite answer: an HTTP status (5xx or 429) with its body, or a transport error.</summary>
     public sealed record FailedAttempt(DateTimeOffset At, int? Status, string? ContentType, string Text);
 
     private readonly FaultMarket _market;
     private readonly List<Task<Placement>> _orders = [];
+    private readonly List<Task<OfferPlacement>> _offerPlacements = [];
     private readonly ConcurrentQueue<FailedAttempt> _failures = new();
     private readonly CancellationTokenSource _stop = new();
     private Task _loop = Task.CompletedTask;
     private Task _offers = Task.CompletedTask;
     private int _failedAttempts;
-    private int _offersPublished;
-    private int _offersFailed;
+    private int _offersResent;
 
     public int FailedAttempts => _failedAttempts;
     /// <summary>Every attempt that was resent, and what it got (for the scenarios that check how a fault is answered).</summary>
     public IReadOnlyCollection<FailedAttempt> Failures => _failures;
-    public int OffersPublished => _offersPublished;
-    public int OffersFailed => _offersFailed;
+    /// <summary>The offers published during the load, each with a definite answer (after <see cref="StopAsync"/>).</summary>
+    public IReadOnlyList<OfferPlacement> Offers { get; private set; } = [];
+    public int OffersPublished => Offers.Count(o => o.OfferId is not null);
+    public int OffersFailed => Offers.Count(o => o.OfferId is null);
+    public int OffersResent => _offersResent;
     public DateTimeOffset StartedAt { get; private set; }
 
     private OrderStream(FaultMarket market) => _market = market;
@@ -127,13 +136,16 @@ internal sealed class OrderStream
         return stream;
     }
 
-    /// <summary>Stops placing new orders and waits until every order placed so far has a definite answer.</summary>
+    /// <summary>Stops placing new orders and offers and waits until every one sent so far has a definite answer.</summary>
     public async Task<IReadOnlyList<Placement>> StopAsync()
     {
         await _stop.CancelAsync();
         await Task.WhenAll(_loop, _offers);
         Task<Placement>[] all;
         lock (_orders) all = [.. _orders];
+        Task<OfferPlacement>[] offers;
+        lock (_offerPlacements) offers = [.. _offerPlacements];
+        Offers = await Task.WhenAll(offers);
         return await Task.WhenAll(all);
     }
 
@@ -163,28 +175,42 @@ internal sealed class OrderStream
             max_price_per_hour = new { amount = 2000, currency = FaultMarket.Currency },
         };
         var first = DateTimeOffset.UtcNow;
+        var (created, attempts, error) = await SendUntilAnsweredAsync(_market.Renters, n, "/v1/orders", body, key, failure =>
+        {
+            _failures.Enqueue(failure);
+            Interlocked.Increment(ref _failedAttempts);
+        });
+        return new Placement(key, created is null ? null : Guid.Parse((string)created["id"]!), first, DateTimeOffset.UtcNow, attempts, error);
+    }
+
+    /// <summary>
+    /// Sends <paramref name="body"/> with <paramref name="key"/> (through the clients in turn) until a definite answer: the
+    /// created object, or a 4xx other than 429 as the error; gives up after <see cref="GiveUpAfter"/>.
+    /// </summary>
+    private static async Task<(JsonNode? Created, int Attempts, string? Error)> SendUntilAnsweredAsync(
+        IReadOnlyList<HttpClient> clients, int n, string path, object body, string key, Action<FailedAttempt> resent)
+    {
+        var first = DateTimeOffset.UtcNow;
         for (var attempt = 1; ; attempt++)
         {
-            var renter = _market.Renters[(n + attempt) % _market.Renters.Count];
+            var client = clients[(n + attempt) % clients.Count];
             FailedAttempt failure;
             try
             {
-                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/orders") { Content = JsonContent.Create(body) };
+                using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) };
                 request.Headers.Add("Idempotency-Key", key);
-                using var response = await renter.SendAsync(request);
+                using var response = await client.SendAsync(request);
                 var text = await response.Content.ReadAsStringAsync();
-                if (response.IsSuccessStatusCode)
-                    return new Placement(key, Guid.Parse((string)JsonNode.Parse(text)!["id"]!), first, DateTimeOffset.UtcNow, attempt, null);
+                if (response.IsSuccessStatusCode) return (JsonNode.Parse(text)!, attempt, null);
                 if ((int)response.StatusCode < 500 && response.StatusCode != HttpStatusCode.TooManyRequests)
-                    return new Placement(key, null, first, DateTimeOffset.UtcNow, attempt, $"{(int)response.StatusCode}: {text}");
+                    return (null, attempt, $"{(int)response.StatusCode}: {text}");
                 failure = new FailedAttempt(DateTimeOffset.UtcNow, (int)response.StatusCode, response.Content.Headers.ContentType?.MediaType, text);
             }
             catch (HttpRequestException ex) { failure = new FailedAttempt(DateTimeOffset.UtcNow, null, null, ex.Message); }
             catch (TaskCanceledException ex) { failure = new FailedAttempt(DateTimeOffset.UtcNow, null, null, ex.Message); }
-            _failures.Enqueue(failure);
-            Interlocked.Increment(ref _failedAttempts);
+            resent(failure);
             var error = failure.Status is { } status ? $"{status}: {failure.Text}" : failure.Text;
-            if (DateTimeOffset.UtcNow - first > GiveUpAfter) return new Placement(key, null, first, DateTimeOffset.UtcNow, attempt, "gave up: " + error);
+            if (DateTimeOffset.UtcNow - first > GiveUpAfter) return (null, attempt, "gave up: " + error);
             await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(1000, 100 * Math.Pow(2, Math.Min(attempt, 4)))));
         }
     }
@@ -195,15 +221,15 @@ internal sealed class OrderStream
         {
             try { await Task.Delay(TimeSpan.FromSeconds(2), _stop.Token); }
             catch (OperationCanceledException) { return; }
-            try
-            {
-                await FaultMarket.PublishOfferAsync(_market.Providers[i % _market.Providers.Count], _market.ClusterId, [node]);
-                Interlocked.Increment(ref _offersPublished);
-            }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or Xunit.Sdk.XunitException)
-            {
-                Interlocked.Increment(ref _offersFailed);
-            }
+            lock (_offerPlacements) _offerPlacements.Add(Task.Run(() => PublishOfferAsync(node, i)));
         }
+    }
+
+    private async Task<OfferPlacement> PublishOfferAsync(string node, int n)
+    {
+        var key = Guid.NewGuid().ToString();
+        var (created, attempts, error) = await SendUntilAnsweredAsync(_market.Providers, n, "/v1/offers",
+            FaultMarket.OfferBody(_market.ClusterId, [node]), key, _ => Interlocked.Increment(ref _offersResent));
+        return new OfferPlacement(key, created is null ? null : Guid.Parse((string)created["id"]!), attempts, error);
     }
 }

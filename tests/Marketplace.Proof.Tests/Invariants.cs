@@ -12,7 +12,8 @@ namespace Marketplace.Proof.Tests;
 /// placed exactly once and settled (filled, or open/cancelled with a reason), no GPU booked twice, one lease per filled
 /// order and one hold per lease (nothing charged twice: the renter's held money is exactly its pending holds, and
 /// held + available is exactly what it paid in), every ledger transaction balanced per currency, every outbox drained,
-/// every offer known to Bidding, nothing in an <c>_error</c> queue without an explanation.
+/// every offer of the load published exactly once and known to Bidding, nothing in an <c>_error</c> queue without an
+/// explanation.
 /// </summary>
 internal static class Invariants
 {
@@ -63,7 +64,8 @@ internal static class Invariants
 
         var byStatus = orders.GroupBy(o => o.Status).ToDictionary(g => g.Key, g => g.Count());
         output.WriteLine($"{market.Name}: {orders.Count} orders ({string.Join(", ", byStatus.Select(kv => $"{kv.Key} {kv.Value}"))}); "
-                         + $"{stream.FailedAttempts} failed attempts resent; offers published during the load {stream.OffersPublished}, failed {stream.OffersFailed}");
+                         + $"{stream.FailedAttempts} failed attempts resent; offers published during the load {stream.OffersPublished} "
+                         + $"({stream.OffersResent} attempts resent), failed {stream.OffersFailed}");
         foreach (var reason in orders.Where(o => o.Status != "filled").GroupBy(o => $"{o.Status}: {o.Reason}"))
             output.WriteLine($"  {reason.Count()} × {reason.Key}");
         Assert.All(orders, o => Assert.True(o.Status is "filled" or "open" or "cancelled", $"order {o.Id} is {o.Status}: {o.Reason}"));
@@ -122,6 +124,12 @@ internal static class Invariants
             SELECT count(*) FROM listings.offers o LEFT JOIN bidding.offers b ON b.offer_id = o.id
             WHERE o.provider_org_id = @provider AND (b.offer_id IS NULL OR b.status <> o.status)
             """, r));
+
+        // Every offer of the load published exactly once, though requests were cut and resent (same Idempotency-Key).
+        var failedOffers = stream.Offers.Where(o => o.OfferId is null).ToList();
+        Assert.True(failedOffers.Count == 0, $"{failedOffers.Count} offers were never accepted: " + string.Join("; ", failedOffers.Take(3).Select(o => o.Error)));
+        Assert.Equal(market.InitialOffers.Concat(stream.Offers.Select(o => o.OfferId!.Value)).Order(),
+            (await db.QueryAsync<Guid>("SELECT id FROM listings.offers WHERE provider_org_id = @provider", r)).Order());
 
         // Nothing in an _error queue without an explanation.
         var errors = (await stack.VirtualHost.QueueDepthsAsync()).Where(q => q.Key.EndsWith("_error", StringComparison.Ordinal) && q.Value > 0).ToList();

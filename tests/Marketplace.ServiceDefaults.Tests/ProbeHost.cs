@@ -14,8 +14,11 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Marketplace.ServiceDefaults.Tests;
 
-/// <summary>Counts every delivery; applies its effect once per message through the inbox.</summary>
-public sealed class ProbeConsumer(Db db, Deliveries deliveries) : IConsumer<OfferWithdrawn>
+/// <summary>
+/// Counts every delivery; applies its effect once per message through the inbox; fails as scripted after writing the
+/// effect and the inbox mark (the failed attempt's transaction rolls both back).
+/// </summary>
+public sealed class ProbeConsumer(Db db, Deliveries deliveries, ScriptedFailures failures) : IConsumer<OfferWithdrawn>
 {
     public async Task Consume(ConsumeContext<OfferWithdrawn> context)
     {
@@ -23,7 +26,27 @@ public sealed class ProbeConsumer(Db db, Deliveries deliveries) : IConsumer<Offe
         await using var tx = await db.BeginAsync(context.CancellationToken);
         if (!await tx.FirstDeliveryAsync(context, "probe")) return;
         await tx.Connection.ExecuteAsync("INSERT INTO probe_effects (key) VALUES (@key)", new { key = context.Message.OfferId.ToString() });
+        await failures.RunAsync(context.Message.OfferId, tx);
         await tx.CommitAsync(context.CancellationToken);
+    }
+}
+
+/// <summary>Failures the probe consumer runs for a message: the first <c>times</c> deliveries of it fail.</summary>
+public sealed class ScriptedFailures
+{
+    private readonly ConcurrentDictionary<Guid, (int Times, Func<Tx, int, Task> Fail)> _scripts = new();
+    private readonly ConcurrentDictionary<Guid, int> _runs = new();
+
+    /// <param name="fail">Given the transaction and the failure's number (0, 1, …); must throw.</param>
+    public void Add(Guid key, int times, Func<Tx, int, Task> fail) => _scripts[key] = (times, fail);
+
+    public async Task RunAsync(Guid key, Tx tx)
+    {
+        if (!_scripts.TryGetValue(key, out var script)) return;
+        var n = _runs.AddOrUpdate(key, 0, (_, runs) => runs + 1);
+        if (n >= script.Times) return;
+        await script.Fail(tx, n);
+        throw new InvalidOperationException("the scripted failure did not fail");
     }
 }
 
@@ -69,7 +92,7 @@ public sealed class ProbeDueHandler : IDueWorkHandler
 public static class ProbeHost
 {
     public static WebApplication Build(TestDatabase db, TestVirtualHost vhost, TimeProvider? time = null, int? rabbitPort = null,
-        string connectionStringSuffix = "")
+        string connectionStringSuffix = "", IReadOnlyDictionary<string, string?>? settings = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Testing" });
         builder.WebHost.UseUrls("http://127.0.0.1:0");
@@ -83,8 +106,10 @@ public static class ProbeHost
             ["Outbox:PollInterval"] = "00:00:00.100",
             ["Logging:LogLevel:Default"] = "Warning",
         });
+        if (settings is not null) builder.Configuration.AddInMemoryCollection(settings);
         if (time is not null) builder.Services.AddSingleton(time);
         builder.Services.AddSingleton<Deliveries>();
+        builder.Services.AddSingleton<ScriptedFailures>();
         builder.Services.AddSingleton<ProbeDueHandler>();
         builder.Services.AddSingleton<IDueWorkHandler>(sp => sp.GetRequiredService<ProbeDueHandler>());
         builder.AddServiceDefaults("listings", bus => bus.AddConsumer<ProbeConsumer>());

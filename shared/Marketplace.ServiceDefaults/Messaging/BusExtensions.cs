@@ -31,14 +31,16 @@ public static class BusExtensions
 {
     /// <summary>
     /// MassTransit on RabbitMQ with the settings every service shares: queues prefixed by the service name
-    /// (so two services never compete for one queue), queue type set once at bus level, retries with backoff,
-    /// then the <c>_error</c> queue. Also the outbox relay and the due-work runner.
+    /// (so two services never compete for one queue), queue type set once at bus level, retries with backoff (quick for
+    /// a failure a retry cannot fix, minutes for a transient database failure: <see cref="MessageRetryOptions"/>), then
+    /// the <c>_error</c> queue. Also the outbox relay and the due-work runner.
     /// </summary>
     public static IHostApplicationBuilder AddMessaging(
         this IHostApplicationBuilder builder, string serviceName, Action<IBusRegistrationConfigurator>? consumers)
     {
         builder.Services.AddOptions<RabbitMqOptions>().BindConfiguration("RabbitMq").ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddOptions<OutboxOptions>().BindConfiguration("Outbox");
+        builder.Services.AddOptions<MessageRetryOptions>().BindConfiguration("MessageRetry").ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddOptions<DueWorkOptions>().BindConfiguration("DueWork").ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<OutboxSignal>();
         builder.Services.AddHostedService<OutboxRelay>();
@@ -68,7 +70,9 @@ public static class BusExtensions
                 });
                 cfg.PrefetchCount = o.PrefetchCount;
                 cfg.UseConsumeFilter(typeof(ConsumeLoggingFilter<>), context);
-                cfg.UseMessageRetry(r => r.Exponential(5, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(5), TimeSpan.FromMilliseconds(200)));
+                // One policy for both kinds of failure: MassTransit configures message retry once per message type.
+                var retry = context.GetRequiredService<IOptions<MessageRetryOptions>>().Value;
+                cfg.UseMessageRetry(r => r.SetRetryPolicy(filter => new TransientAwareRetryPolicy(filter, retry)));
                 cfg.ConfigureEndpoints(context);
             });
         });
