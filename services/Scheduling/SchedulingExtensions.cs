@@ -26,6 +26,7 @@ public static class SchedulingExtensions
             bus.AddConsumer<ExtensionRejectedConsumer, ExtensionRejectedConsumerDefinition>();
         });
         builder.Services.AddSingleton<PlacementBatcher>();
+        builder.Services.AddSingleton<PlacementPause>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<PlacementBatcher>());
         builder.Services.AddOptions<SchedulingOptions>().BindConfiguration(SchedulingOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddDueWorkHandler<ActivateLease>();

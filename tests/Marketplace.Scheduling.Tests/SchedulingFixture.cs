@@ -26,6 +26,9 @@ public class SchedulingFixture : IAsyncLifetime
     /// <summary>Configuration the service starts with (a derived fixture turns on agent acknowledgements).</summary>
     protected virtual IDictionary<string, string?>? Settings => null;
 
+    /// <summary>Services a derived fixture adds or replaces (after the clock).</summary>
+    protected virtual void ConfigureServices(IServiceCollection services) { }
+
     /// <summary>A derived fixture runs a second instance of the service on the same database and virtual host.</summary>
     protected virtual bool TwoInstances => false;
 
@@ -44,7 +47,11 @@ public class SchedulingFixture : IAsyncLifetime
     {
         _db = await TestDatabase.CreateAsync();
         _vhost = await TestVirtualHost.CreateAsync();
-        _factory = new ServiceFactory<Program>("scheduling", _db, _vhost, services => services.AddSingleton<TimeProvider>(Clock), Settings);
+        _factory = new ServiceFactory<Program>("scheduling", _db, _vhost, services =>
+        {
+            services.AddSingleton<TimeProvider>(Clock);
+            ConfigureServices(services);
+        }, Settings);
         _ = Factory.Server; // starts the host: migrations, bus, relay
         if (TwoInstances)
         {

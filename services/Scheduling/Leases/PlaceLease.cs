@@ -23,7 +23,8 @@ namespace Marketplace.Scheduling.Leases;
 /// paths that book without these locks (replacement, extension); a conflict or a deadlock there starts over on fresh
 /// data. After <see cref="MaxAttempts"/> attempts the match fails with a reason and the order goes back to the book.
 /// </remarks>
-internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, ILogger<OrderMatchedConsumer> logger) : IConsumer<OrderMatched>
+internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, PlacementPause pause, ILogger<OrderMatchedConsumer> logger)
+    : IConsumer<OrderMatched>
 {
     public const string ConsumerName = "order-matched";
     private const int MaxAttempts = 5;
@@ -96,7 +97,9 @@ internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, ILog
             .Select(n => n.Id).ToArray();
         var request = Request(m);
         var candidates = eligible.Length == 0 ? [] : await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
+        await pause.AfterSlotsReadAsync(m, ct);
         var taken = new HashSet<Guid>(); // slots other placements hold locks on: busy for this attempt
+        var readAgain = false;
         for (var round = 1; round <= MaxRounds; round++)
         {
             var placement = Placement.Place(taken.Count == 0 ? candidates : MarkBusy(candidates, taken), request);
@@ -114,6 +117,16 @@ internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, ILog
                     && await AwaitsPreemptionAsync(tx, eligible, start, end, ct))
                     throw new PreemptionNotYetKnownException(
                         $"match {m.MatchId}: the offered slots are held by interruptible leases that have had no preemption notice yet");
+                if (!readAgain)
+                {
+                    // The notice may have been given since the slots were read: each statement sees what was committed
+                    // before it, so the check above can find a notice the read did not (known issue 13). Read once more,
+                    // after the check, so that the slots of a lease under notice yield to this match rather than the match
+                    // being refused, going back to the book, and taking the slots again only after that lease ended.
+                    readAgain = true;
+                    candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
+                    continue;
+                }
                 await RefuseAsync(tx, m, Explain(placement, m, start, end), ct);
                 return Outcome.Done;
             }
@@ -244,6 +257,15 @@ internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, ILog
     internal static string Format(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);
 
     private sealed record KnownNode(Guid Id, Guid ProviderOrgId, string AcceleratorModel);
+}
+
+/// <summary>
+/// The moment in a placement between reading the slots and deciding on them. Does nothing here; tests let another
+/// transaction commit at this point (a preemption notice arriving mid-placement) to make that race deterministic.
+/// </summary>
+internal class PlacementPause
+{
+    public virtual Task AfterSlotsReadAsync(OrderMatched match, CancellationToken ct) => Task.CompletedTask;
 }
 
 internal sealed class NodesNotKnownYetException(string message) : Exception(message);
