@@ -211,7 +211,7 @@ internal sealed class ProvisioningTimeout(IOptions<SchedulingOptions> options) :
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
-        var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
+        var lease = await LeaseLifecycle.LockForDueWorkAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is not { Status: "provisioning" or "active" }) return;
         var deadline = tx.Now.AddSeconds(-options.Value.ProvisioningTimeoutSeconds);
         var silent = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""
