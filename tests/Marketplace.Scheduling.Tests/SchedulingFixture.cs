@@ -26,7 +26,7 @@ public class SchedulingFixture : IAsyncLifetime
     /// <summary>Configuration the service starts with (a derived fixture turns on agent acknowledgements).</summary>
     protected virtual IDictionary<string, string?>? Settings => null;
 
-    /// <summary>Services a derived fixture adds or replaces (after the clock).</summary>
+    /// <summary>Services a derived fixture adds to (or replaces in) every instance it starts.</summary>
     protected virtual void ConfigureServices(IServiceCollection services) { }
 
     /// <summary>A derived fixture runs a second instance of the service on the same database and virtual host.</summary>
@@ -47,15 +47,11 @@ public class SchedulingFixture : IAsyncLifetime
     {
         _db = await TestDatabase.CreateAsync();
         _vhost = await TestVirtualHost.CreateAsync();
-        _factory = new ServiceFactory<Program>("scheduling", _db, _vhost, services =>
-        {
-            services.AddSingleton<TimeProvider>(Clock);
-            ConfigureServices(services);
-        }, Settings);
+        _factory = new ServiceFactory<Program>("scheduling", _db, _vhost, Configure, Settings);
         _ = Factory.Server; // starts the host: migrations, bus, relay
         if (TwoInstances)
         {
-            _second = new ServiceFactory<Program>("scheduling", _db, _vhost, services => services.AddSingleton<TimeProvider>(Clock), Settings);
+            _second = new ServiceFactory<Program>("scheduling", _db, _vhost, Configure, Settings);
             _ = _second.Server;
         }
         Bus.ConnectConsumeObserver(Consumed);
@@ -71,6 +67,12 @@ public class SchedulingFixture : IAsyncLifetime
             e.Handler<LeaseExtended>(Record);
         });
         await handle.Ready;
+    }
+
+    private void Configure(IServiceCollection services)
+    {
+        services.AddSingleton<TimeProvider>(Clock);
+        ConfigureServices(services);
     }
 
     private Task Record<T>(ConsumeContext<T> context) where T : class

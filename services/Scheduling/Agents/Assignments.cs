@@ -103,8 +103,12 @@ internal static class Assignments
         v.Require(Guid.TryParse(id, out var assignmentId), "id", $"'{id}' is not an assignment id; assignment ids are UUIDs.");
         v.Require(body?.Status is "running" or "failed" or "stopped", "status", "must be running or failed (a start instruction) or stopped (a stop instruction).");
         if (v.Failed) return v.Problem;
+        return await db.RunAsync(tx => AckInAsync(tx, caller, options.Value, id, assignmentId, body!, ct), ct);
+    }
 
-        await using var tx = await db.BeginAsync(ct);
+    private static async Task<Results<Ok<AssignmentResponse>, ValidationProblem, ProblemHttpResult>> AckInAsync(
+        Tx tx, Caller caller, SchedulingOptions options, string id, Guid assignmentId, AckRequest body, CancellationToken ct)
+    {
         if (await CheckAgentAsync(tx, caller, ct) is { } problem) return problem;
         var leaseId = await tx.Connection.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition(
             "SELECT lease_id FROM assignments WHERE id = @assignmentId AND node_id = @node",
@@ -115,7 +119,7 @@ internal static class Assignments
             SELECT {AssignmentRow.Columns} FROM assignments a JOIN leases l ON l.id = a.lease_id WHERE a.id = @assignmentId FOR UPDATE OF a
             """, new { assignmentId }, tx.Transaction, cancellationToken: ct));
 
-        var status = body!.Status!;
+        var status = body.Status!;
         if ((row.Action == "start") != (status is "running" or "failed"))
             return Problems.Invalid(new Dictionary<string, string[]>
             {
@@ -132,7 +136,7 @@ internal static class Assignments
         {
             if (status == "failed")
                 await Replacement.MoveOffNodeAsync(tx, lease, row.NodeId, tx.Now,
-                    $"the agent of node {row.NodeId} could not start the lease ({body.Detail ?? "no detail"})", options.Value, ct);
+                    $"the agent of node {row.NodeId} could not start the lease ({body.Detail ?? "no detail"})", options, ct);
             else
                 await AllRunningAsync(tx, lease, ct);
         }
@@ -211,7 +215,7 @@ internal sealed class ProvisioningTimeout(IOptions<SchedulingOptions> options) :
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
-        var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
+        var lease = await LeaseLifecycle.LockForDueWorkAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is not { Status: "provisioning" or "active" }) return;
         var deadline = tx.Now.AddSeconds(-options.Value.ProvisioningTimeoutSeconds);
         var silent = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition("""

@@ -28,8 +28,12 @@ internal static class ExtendLease
         v.Require(body?.End is not null, "end", "is required: the new end of the lease, an ISO-8601 UTC time.");
         if (v.Failed) return v.Problem;
         var newEnd = body!.End!.Value.ToUniversalTime();
+        return await db.RunAsync(tx => ExtendInAsync(tx, caller, id, leaseId, newEnd, ct), ct);
+    }
 
-        await using var tx = await db.BeginAsync(ct);
+    private static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> ExtendInAsync(
+        Tx tx, Caller caller, string id, Guid leaseId, DateTimeOffset newEnd, CancellationToken ct)
+    {
         var lease = await LeaseLifecycle.LockAsync(tx, leaseId, ct);
         if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
         if (lease.IsTerminal)

@@ -114,7 +114,12 @@ internal static class LeaseApi
     {
         if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only the renter of a lease can cancel it.");
         if (!Guid.TryParse(id, out var leaseId)) return InvalidId(id);
-        await using var tx = await db.BeginAsync(ct);
+        return await db.RunAsync(tx => CancelInAsync(tx, caller, id, leaseId, ct), ct);
+    }
+
+    private static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> CancelInAsync(
+        Tx tx, Caller caller, string id, Guid leaseId, CancellationToken ct)
+    {
         var lease = await LeaseLifecycle.LockAsync(tx, leaseId, ct);
         if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
         if (LeaseLifecycle.Terminal.Contains(lease.Status))
@@ -152,8 +157,12 @@ internal static class LeaseApi
         v.Require(body?.ContainerImage is null || (body.ContainerImage.Length is > 0 and <= 512 && !body.ContainerImage.Any(char.IsWhiteSpace)),
             "container_image", "must be an image reference such as 'nvcr.io/nvidia/pytorch:24.05-py3' (no spaces, at most 512 characters).");
         if (v.Failed) return v.Problem;
+        return await db.RunAsync(tx => PatchInAsync(tx, caller, id, leaseId, body!, ct), ct);
+    }
 
-        await using var tx = await db.BeginAsync(ct);
+    private static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> PatchInAsync(
+        Tx tx, Caller caller, string id, Guid leaseId, PatchLeaseRequest body, CancellationToken ct)
+    {
         var lease = await LeaseLifecycle.LockAsync(tx, leaseId, ct);
         if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
         if (lease.Status != "scheduled")
@@ -161,7 +170,7 @@ internal static class LeaseApi
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE leases SET ssh_public_key = coalesce(@SshPublicKey, ssh_public_key), container_image = coalesce(@ContainerImage, container_image)
             WHERE id = @leaseId
-            """, new { body!.SshPublicKey, body.ContainerImage, leaseId }, tx.Transaction, cancellationToken: ct));
+            """, new { body.SshPublicKey, body.ContainerImage, leaseId }, tx.Transaction, cancellationToken: ct));
         var response = await LoadVisibleAsync(tx.Connection, tx.Transaction, caller, leaseId, ct);
         await tx.CommitAsync(ct);
         return TypedResults.Ok(response!);

@@ -9,7 +9,12 @@ using Microsoft.Extensions.Options;
 
 namespace Marketplace.Scheduling.Leases;
 
-/// <summary>A lease locked for a transition; one lease's transitions are serialised by this row lock.</summary>
+/// <summary>
+/// A lease locked for a transition; one lease's transitions are serialised by this row lock. Lock order: the lease row
+/// first, then its due_work rows (<see cref="LeaseLifecycle.EndAsync"/>, an extension, a preemption, a provisioning
+/// deadline all change them under the lease's lock). The due-work runner holds its item's row when a handler runs, so a
+/// handler never waits for the lease: <see cref="LeaseLifecycle.LockForDueWorkAsync"/>.
+/// </summary>
 internal sealed class LockedLease
 {
     public const string Columns = """
@@ -57,6 +62,17 @@ internal static class LeaseLifecycle
             new { leaseId }, tx.Transaction, cancellationToken: ct));
 
     /// <summary>
+    /// Locks the lease for a due-work handler, without waiting: the runner already holds the item's due_work row, and a
+    /// transaction holding the lease (a cancel, an extension) may be waiting for that row, so waiting here deadlocked
+    /// (40P01; docs/reliability.md, known issue 15). A lease locked by someone else raises 55P03, and the runner claims the
+    /// item again a moment later, when the other transaction has committed (and may have cancelled or moved the item).
+    /// </summary>
+    public static Task<LockedLease?> LockForDueWorkAsync(Tx tx, Guid leaseId, CancellationToken ct) =>
+        tx.Connection.QuerySingleOrDefaultAsync<LockedLease>(new CommandDefinition(
+            $"SELECT {LockedLease.Columns} FROM leases WHERE id = @leaseId FOR UPDATE NOWAIT",
+            new { leaseId }, tx.Transaction, cancellationToken: ct));
+
+    /// <summary>
     /// Ends a lease that has not ended: its bookings shrink to end now (to nothing before the start), so the slots are
     /// free again; open downtime closes; pending due work is cancelled; agents get stop instructions; LeaseEnded goes out.
     /// </summary>
@@ -98,7 +114,7 @@ internal sealed class ActivateLease(IOptions<SchedulingOptions> options) : IDueW
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
-        var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
+        var lease = await LeaseLifecycle.LockForDueWorkAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is not { Status: "scheduled" }) return; // cancelled meanwhile, or already activated
         if (tx.Now >= lease.EndAt)
         {
@@ -123,7 +139,7 @@ internal sealed class CompleteLease : IDueWorkHandler
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
-        var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
+        var lease = await LeaseLifecycle.LockForDueWorkAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is null || lease.IsTerminal) return;
         // Its start is still being retried: fail this attempt so the runner comes back after the activation.
         if (lease.Status == "scheduled")
@@ -142,7 +158,7 @@ internal sealed class PreemptLease : IDueWorkHandler
 
     public async Task HandleAsync(DueItem item, Tx tx, CancellationToken ct)
     {
-        var lease = await LeaseLifecycle.LockAsync(tx, Guid.Parse(item.Key), ct);
+        var lease = await LeaseLifecycle.LockForDueWorkAsync(tx, Guid.Parse(item.Key), ct);
         if (lease is null || lease.IsTerminal) return;
         var reason = JsonDocument.Parse(item.Payload).RootElement.TryGetProperty("reason", out var r) ? r.GetString() : null;
         if (reason?.StartsWith("preempted: ", StringComparison.Ordinal) == true) reason = reason["preempted: ".Length..]; // Bidding's wording

@@ -103,7 +103,11 @@ internal sealed class NodeMaintenanceCancelledConsumerDefinition : ConsumerDefin
     public NodeMaintenanceCancelledConsumerDefinition() => ConcurrentMessageLimit = 8;
 }
 
-/// <summary>node.maintenance-start: the window opens; running leases on the node move to spare capacity.</summary>
+/// <summary>
+/// node.maintenance-start: the window opens; running leases on the node move to spare capacity. It waits for the leases'
+/// locks, unlike the lease handlers (<see cref="LeaseLifecycle.LockForDueWorkAsync"/>): its own item is keyed by the
+/// maintenance, and no transaction that holds a lease changes a maintenance's due work.
+/// </summary>
 internal sealed class MaintenanceStart(IOptions<SchedulingOptions> options) : IDueWorkHandler
 {
     public string Kind => NodeMaintenanceScheduledConsumer.Kind;

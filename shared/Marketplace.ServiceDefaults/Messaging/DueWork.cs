@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.ComponentModel.DataAnnotations;
 using Dapper;
 using Marketplace.ServiceDefaults.Data;
@@ -5,13 +6,19 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Npgsql;
 
 namespace Marketplace.ServiceDefaults.Messaging;
 
 /// <summary>A row of due_work whose time has come.</summary>
 public sealed record DueItem(long Id, string Kind, string Key, DateTimeOffset DueAt, string Payload, int Attempts);
 
-/// <summary>Handles due work of one kind inside the transaction that claimed it (outbox writes commit with it).</summary>
+/// <summary>
+/// Handles due work of one kind inside the transaction that claimed it (outbox writes commit with it). That transaction
+/// holds the item's due_work row, so a handler must not wait for a lock that a holder may keep while it changes this
+/// item's row (a lease that its cancel, extension or end reschedules): it locks such an object with <c>FOR UPDATE NOWAIT</c>,
+/// and the runner leaves the item for a moment when the object is taken (SQLSTATE 55P03).
+/// </summary>
 public interface IDueWorkHandler
 {
     string Kind { get; }
@@ -24,15 +31,17 @@ public sealed class DueWorkOptions
     /// Items run at once by one instance (each in its own transaction, claimed with SKIP LOCKED like another instance's).
     /// One at a time fell behind under load: the long fault runs needed 40 lease starts and ends a second, one loop did
     /// about 9 on the busy machine, and leases then started only after their end ("it never ran").
+    /// 0: this instance runs due work only when <see cref="DueWorkRunner.RunOneAsync"/> is called (tests that pick the moment).
     /// </summary>
-    [Range(1, 64)] public int Workers { get; set; } = 4;
+    [Range(0, 64)] public int Workers { get; set; } = 4;
 }
 
 /// <summary>
 /// Polls due_work with FOR UPDATE SKIP LOCKED, so any number of instances (and of workers in one,
 /// <see cref="DueWorkOptions.Workers"/>) share it and each item runs once.
 /// "Now" comes from <see cref="TimeProvider"/>, so tests move time; a failed item is retried with backoff and
-/// keeps its last error visible.
+/// keeps its last error visible. An item whose handler found its object locked (55P03) is not a failure: it is skipped
+/// by this instance for <see cref="PollInterval"/> and then claimed again.
 /// </summary>
 public sealed class DueWorkRunner(
     Db db,
@@ -42,6 +51,12 @@ public sealed class DueWorkRunner(
     ILogger<DueWorkRunner> logger) : BackgroundService
 {
     private readonly Dictionary<string, IDueWorkHandler> _handlers = handlers.ToDictionary(h => h.Kind);
+
+    /// <summary>
+    /// Items whose object was locked by another transaction, with when (<see cref="Environment.TickCount64"/>: lock waits
+    /// are real time, not the business clock tests move) this instance claims them again.
+    /// </summary>
+    private readonly ConcurrentDictionary<long, long> _busyUntil = new();
 
     public static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
 
@@ -78,7 +93,7 @@ public sealed class DueWorkRunner(
         return count;
     }
 
-    /// <summary>Claims and runs one due item; false when none is due.</summary>
+    /// <summary>Claims and runs one due item (or finds its object busy and leaves it for a moment); false when none is due.</summary>
     public async Task<bool> RunOneAsync(CancellationToken ct)
     {
         var now = time.GetUtcNow();
@@ -87,9 +102,9 @@ public sealed class DueWorkRunner(
         {
             var row = await tx.Connection.QuerySingleOrDefaultAsync<DueRow>(new CommandDefinition("""
                 SELECT id, kind, key, due_at, payload::text AS payload, attempts FROM due_work
-                WHERE done_at IS NULL AND due_at <= @now AND kind = ANY(@kinds)
+                WHERE done_at IS NULL AND due_at <= @now AND kind = ANY(@kinds) AND id <> ALL(@busy)
                 ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED
-                """, new { now, kinds = _handlers.Keys.ToArray() }, tx.Transaction, cancellationToken: ct));
+                """, new { now, kinds = _handlers.Keys.ToArray(), busy = BusyItems() }, tx.Transaction, cancellationToken: ct));
             if (row is null) return false;
             item = new DueItem(row.Id, row.Kind, row.Key, new DateTimeOffset(row.DueAt, TimeSpan.Zero), row.Payload, row.Attempts);
             try
@@ -102,6 +117,14 @@ public sealed class DueWorkRunner(
                 await tx.CommitAsync(ct);
                 return true;
             }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable && !ct.IsCancellationRequested)
+            {
+                // Its object is locked by a transaction that may be waiting for this very row: let go of it, try it again soon.
+                logger.LogDebug("Due work {Kind}/{Key}: its object is locked by another transaction; retrying shortly", item.Kind, item.Key);
+                await tx.Transaction.RollbackAsync(ct);
+                _busyUntil[item.Id] = Environment.TickCount64 + (long)PollInterval.TotalMilliseconds;
+                return true;
+            }
             catch (Exception ex) when (!ct.IsCancellationRequested)
             {
                 logger.LogWarning(ex, "Due work {Kind}/{Key} failed (attempt {Attempt})", item.Kind, item.Key, item.Attempts + 1);
@@ -112,6 +135,14 @@ public sealed class DueWorkRunner(
         }
     }
 
+    private long[] BusyItems()
+    {
+        var tick = Environment.TickCount64;
+        foreach (var (id, until) in _busyUntil)
+            if (until <= tick) _busyUntil.TryRemove(id, out _);
+        return [.. _busyUntil.Keys];
+    }
+
     // Npgsql reads timestamptz as a UTC DateTime; Dapper maps records by exact constructor types.
     private sealed record DueRow(long Id, string Kind, string Key, DateTime DueAt, string Payload, int Attempts);
 
@@ -119,9 +150,11 @@ public sealed class DueWorkRunner(
     {
         var backoff = TimeSpan.FromSeconds(Math.Min(300, Math.Pow(2, Math.Min(item.Attempts + 1, 9))));
         await using var tx = await db.BeginAsync(ct);
+        // Only if nobody cancelled or moved the item meanwhile (a lease's end extended): a retry must not undo that.
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE due_work SET attempts = attempts + 1, last_error = @error, due_at = @retryAt WHERE id = @Id
-            """, new { item.Id, error = ex.Message, retryAt = now + backoff }, tx.Transaction, cancellationToken: ct));
+            UPDATE due_work SET attempts = attempts + 1, last_error = @error, due_at = @retryAt
+            WHERE id = @Id AND done_at IS NULL AND due_at = @DueAt
+            """, new { item.Id, item.DueAt, error = ex.Message, retryAt = now + backoff }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
     }
 }
