@@ -53,7 +53,7 @@ public sealed class FuzzTests(ProofFixture fixture, ITestOutputHelper output)
 
             var accepted = batchResults.Any(r => r.Case.Op.Writes && r.Status is >= 200 and < 300);
             await State.QuiesceAsync(fixture.Stack.Database, accepted ? 250 : 0);
-            var after = await State.SnapshotAsync(fixture.Stack.Database);
+            var after = accepted ? await State.SettleAsync(fixture.Stack.Database) : await State.SnapshotAsync(fixture.Stack.Database);
             if (accepted) batchesWithAcceptedWrites++;
             else
             {
