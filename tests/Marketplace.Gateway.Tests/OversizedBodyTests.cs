@@ -56,6 +56,24 @@ public sealed class OversizedBodyTests(KestrelGatewayFixture fx) : IClassFixture
     }
 
     [Fact]
+    public async Task A_success_to_a_chunked_body_keeps_the_connection()
+    {
+        var address = fx.Address;
+        using var socket = new TcpClient();
+        await socket.ConnectAsync(address.Host, address.Port);
+        var stream = socket.GetStream();
+        // HttpClient sends JSON content chunked: a route that read it keeps the connection for the next request.
+        const string body = "{\"name\":\"sent chunked\",\"roles\":[\"renter\"]}";
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"POST /v1/orgs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {GatewayFixture.AdminKey}\r\n"
+            + $"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{body.Length:X}\r\n{body}\r\n0\r\n\r\n"));
+
+        var answer = await ReadAnswerAsync(stream);
+
+        Assert.StartsWith("HTTP/1.1 201 ", answer, StringComparison.Ordinal);
+        Assert.DoesNotContain("\r\nConnection: close", answer, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
     public async Task A_client_that_reuses_its_connection_after_an_oversized_body_gets_an_answer_to_its_next_request()
     {
         var oversized = "{\"padding\":\"" + new string('x', 2 * Limit) + "\"}";

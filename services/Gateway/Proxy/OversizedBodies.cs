@@ -6,8 +6,8 @@ namespace Marketplace.Gateway.Proxy;
 
 /// <summary>
 /// A request that declares a body larger than the gateway accepts is answered 413 with <c>Connection: close</c> before
-/// anything else can answer it. The answer to a request with a chunked body (whose size is not known up front) closes the
-/// connection too.
+/// anything else can answer it. An error answer to a request with a chunked body (whose size is not known up front)
+/// closes the connection too.
 /// </summary>
 /// <remarks>
 /// Otherwise a route that answers without reading the body (401, 403, 404, 429) answers first, as keep-alive. Only after
@@ -33,11 +33,12 @@ internal static class OversizedBodies
         }
         if (request.ContentLength is null && request.Headers.TransferEncoding.Count > 0)
         {
-            // A chunked body declares no size, so whether it can be drained is known only after the answer. Such bodies
-            // are rare here; the connection is not worth the risk. (OnStarting: the exception handler clears headers.)
+            // A chunked body (HttpClient's JSON content is one) declares no size, so whether it can be drained is known
+            // only after the answer. An error may be answered before the body is read; a success has read it. Closing
+            // after errors only keeps keep-alive for the usual case. (OnStarting: the exception handler clears headers.)
             context.Response.OnStarting(() =>
             {
-                context.Response.Headers.Connection = "close";
+                if (context.Response.StatusCode >= StatusCodes.Status400BadRequest) context.Response.Headers.Connection = "close";
                 return Task.CompletedTask;
             });
         }
