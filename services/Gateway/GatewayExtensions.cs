@@ -56,6 +56,8 @@ public static class GatewayExtensions
             });
             return next(context);
         });
+        // Before anything that answers without reading the body (authentication, rate limits, routes): see known issue 14.
+        app.UseOversizedBodyRefusal();
         app.UseAuthentication();
         app.Use(async (context, next) =>
         {

@@ -53,7 +53,7 @@ public sealed class FuzzTests(ProofFixture fixture, ITestOutputHelper output)
 
             var accepted = batchResults.Any(r => r.Case.Op.Writes && r.Status is >= 200 and < 300);
             await State.QuiesceAsync(fixture.Stack.Database, accepted ? 250 : 0);
-            var after = await State.SnapshotAsync(fixture.Stack.Database);
+            var after = accepted ? await State.SettleAsync(fixture.Stack.Database) : await State.SnapshotAsync(fixture.Stack.Database);
             if (accepted) batchesWithAcceptedWrites++;
             else
             {
@@ -118,8 +118,9 @@ public sealed class FuzzTests(ProofFixture fixture, ITestOutputHelper output)
             }
             catch (HttpRequestException ex) when (c.Body is { Length: > 1024 * 1024 })
             {
-                // Kestrel refuses a body over the 1 MiB limit with a 413 problem and closes the connection; a client still
-                // writing the body sees the close instead of the answer. The server refused it either way.
+                // The gateway refuses a body over the 1 MiB limit with a 413 problem and Connection: close, and does not read
+                // it; a client still writing the body may see the close instead of the answer. The server refused it either
+                // way. Only this request: the next one on the same client must be answered (known issue 14).
                 return new Result(c, 413, "connection closed by the server while the oversized body was sent: " + ex.Message, true);
             }
             catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)

@@ -23,6 +23,26 @@ internal static class State
     }
 
     /// <summary>
+    /// Waits until the business rows stop changing (two snapshots <paramref name="intervalMs"/> apart are equal), at most a
+    /// minute. Accepted writes have effects outside every outbox: the Stripe stand-in delivers the webhook of each accepted
+    /// top-up one by one, for up to a minute after the batch. Checked batches must not see those as writes by their 4xx.
+    /// </summary>
+    public static async Task<Dictionary<string, string>> SettleAsync(TestDatabase database, int intervalMs = 500)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        var last = await SnapshotAsync(database);
+        while (DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(intervalMs);
+            await QuiesceAsync(database, 0);
+            var now = await SnapshotAsync(database);
+            if (Diff(last, now).Length == 0) return now;
+            last = now;
+        }
+        return last;
+    }
+
+    /// <summary>
     /// One line per business table: its row count and a hash of its content, so an insert, update or delete shows.
     /// The messaging bookkeeping (outbox, inbox, due work, migrations) is left out.
     /// </summary>
