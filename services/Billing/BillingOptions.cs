@@ -18,7 +18,7 @@ public sealed class BillingOptions
     [Range(1, 100_000)] public int RunBatchSize { get; set; } = 10_000;
 
     /// <summary>Leases a billing run reads and rates at a time, while the chunks before are written (at most RunBatchSize).</summary>
-    [Range(1, 100_000)] public int RunChunkSize { get; set; } = 2_500;
+    [Range(1, 100_000)] public int RunChunkSize { get; set; } = 5_000;
 }
 
 public sealed class StripeOptions
