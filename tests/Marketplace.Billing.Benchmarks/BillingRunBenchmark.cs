@@ -52,7 +52,7 @@ public class BillingRunBenchmark
 
     [Params(10_000)] public int BatchSize { get; set; } = 10_000;
 
-    private static string Admin(string database) =>
+    internal static string Admin(string database) =>
         $"Host=127.0.0.1;Port=55432;Username=mp_admin;Password=mp_admin;Database={database};Command Timeout=600;Include Error Detail=true";
 
     [GlobalSetup]

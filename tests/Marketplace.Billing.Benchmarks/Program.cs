@@ -66,8 +66,7 @@ internal sealed record Cpu(TimeSpan Process, IReadOnlyDictionary<int, TimeSpan> 
 {
     public static async Task<Cpu> NowAsync(string database)
     {
-        await using var c = new Npgsql.NpgsqlConnection(
-            $"Host=127.0.0.1;Port=55432;Username=mp_admin;Password=mp_admin;Database=postgres;Pooling=false");
+        await using var c = new Npgsql.NpgsqlConnection(BillingRunBenchmark.Admin("postgres") + ";Pooling=false");
         await c.OpenAsync();
         await using var cmd = new Npgsql.NpgsqlCommand("SELECT pid FROM pg_stat_activity WHERE datname = @db", c);
         cmd.Parameters.AddWithValue("db", database);
