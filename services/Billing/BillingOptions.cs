@@ -19,6 +19,9 @@ public sealed class BillingOptions
 
     /// <summary>Leases a billing run reads and rates at a time, while the chunks before are written (at most RunBatchSize).</summary>
     [Range(1, 100_000)] public int RunChunkSize { get; set; } = 5_000;
+
+    /// <summary>Transactions a billing run writes at once, each on its own connection, taking the rated chunks in turn.</summary>
+    [Range(1, 8)] public int RunWriters { get; set; } = 2;
 }
 
 public sealed class StripeOptions

@@ -51,6 +51,7 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
             // Tiny batches of two tiny chunks, so every run goes through the multi-batch (resumable) and multi-chunk paths.
             ["Billing:RunBatchSize"] = "4",
             ["Billing:RunChunkSize"] = "2",
+            ["Billing:RunWriters"] = "2",
         });
         _ = Factory.Server; // start now: migrations, bus
         // What Billing publishes, as another service would receive it (the outbox row is gone once relayed).

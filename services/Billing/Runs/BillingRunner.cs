@@ -17,8 +17,8 @@ public sealed class BillingRunHooks
 {
     public Func<int, CancellationToken, Task>? AfterBatch { get; set; }
 
-    /// <summary>Called after a batch is read and rated, before its holds are claimed (a test changes a hold here).</summary>
-    public Func<CancellationToken, Task>? BeforeClaim { get; set; }
+    /// <summary>Called with a chunk's leases after it is read and rated, before its holds are claimed (a test changes a hold here).</summary>
+    public Func<IReadOnlyList<Guid>, CancellationToken, Task>? BeforeClaim { get; set; }
 }
 
 /// <summary>
@@ -84,57 +84,85 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             await tx.CommitAsync(ct);
         }
 
-        // The period is read once, in lease order, by one streaming query on a second connection (hash joins over the
-        // period, like the aggregation), and rated there chunk by chunk while the chunks before are written on the first
-        // connection: reading, metering and pricing run alongside the writes (a bounded channel of two chunks between
-        // them). A transaction (a batch: the unit of progress and of resumption) takes chunks until it holds
-        // RunBatchSize leases, and posts their journal transaction, summed per account, once at its end. Nothing is
-        // locked by the read: each chunk's claim checks that its holds are still the versions read; when one changed, the
+        // The period is read once, in renter order, by one streaming query on its own connection (hash joins over the
+        // period, like the aggregation), and rated there chunk by chunk while the chunks before are written: reading,
+        // metering and pricing run alongside the writes (a bounded channel to each writer). RunWriters writers take the
+        // rated chunks in turn (chunk k goes to writer k mod RunWriters), each on its own connection: a transaction (a batch: the unit of progress and of
+        // resumption) takes chunks until it holds RunBatchSize leases, and posts their journal transaction, summed per
+        // account, once at its end. The writers never wait for each other's rows: a lease is in one chunk, the drafts
+        // its lines go to are committed before (PeriodDrafts), the journal is append-only. Nothing is locked by the
+        // read: each chunk's claim checks that its holds are still the versions read; when one changed, the writer's
         // whole batch is rolled back and its leases are read and rated again as they are now.
         int batchNo = 0, closed = 0;
-        PeriodDrafts invoices = new("invoices", "renter_org_id"), statements = new("statements", "provider_org_id");
-        var rated = Channel.CreateBounded<RatedChunk>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
-        using var stopReading = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        PeriodDrafts invoices = new(db, "invoices", "renter_org_id"), statements = new(db, "statements", "provider_org_id");
+        var writers = o.RunWriters;
+        var rated = Enumerable.Range(0, writers)
+            .Select(_ => Channel.CreateBounded<RatedChunk>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true })).ToArray();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var chunk = Math.Min(o.RunBatchSize, o.RunChunkSize);
-        var reader = Task.Run(() => ReadAndRateAsync(p, startedAt, chunk, o.PlatformFeeBasisPoints, rated.Writer, profile, stopReading.Token),
-            CancellationToken.None);
-        OpenBatch? open = null;
+        var reader = Task.Run(() => ReadAndRateAsync(p, startedAt, chunk, o.PlatformFeeBasisPoints, [.. rated.Select(c => c.Writer)], profile,
+            stop.Token), CancellationToken.None);
+
+        async Task WriteAsync(ChannelReader<RatedChunk> chunks)
+        {
+            OpenBatch? open = null;
+            try
+            {
+                var waited = Stopwatch.GetTimestamp();
+                await foreach (var next in chunks.ReadAllAsync(stop.Token))
+                {
+                    profile.Lap("waiting for the read", waited);
+                    open ??= new OpenBatch(await db.BeginAsync(stop.Token), NewId.NextSequentialGuid());
+                    if (await WriteChunkAsync(open, p, next, invoices, statements, hooks, profile, stop.Token))
+                        open.Chunks.Add(next);
+                    else
+                    {
+                        var leases = open.Chunks.SelectMany(c => c.Leases).Concat(next.Leases).Select(c => c.LeaseId).ToArray();
+                        await open.DisposeAsync();
+                        open = null;
+                        open = await WriteAgainAsync(p, leases, startedAt, invoices, statements, profile, stop.Token);
+                    }
+                    if (open.Leases >= o.RunBatchSize)
+                    {
+                        Interlocked.Add(ref closed, await CommitAsync(open, p, profile, stop.Token));
+                        await open.DisposeAsync();
+                        open = null;
+                        if (hooks.AfterBatch is { } hook) await hook(Interlocked.Increment(ref batchNo), stop.Token);
+                    }
+                    waited = Stopwatch.GetTimestamp();
+                }
+                if (open is not null)
+                {
+                    Interlocked.Add(ref closed, await CommitAsync(open, p, profile, stop.Token));
+                    if (hooks.AfterBatch is { } hook) await hook(Interlocked.Increment(ref batchNo), stop.Token);
+                }
+            }
+            catch
+            {
+                // This writer failed (a crashed run resumes later): the reader and the other writers stop too. What they
+                // committed stays; their open batches roll back.
+                await stop.CancelAsync();
+                throw;
+            }
+            finally
+            {
+                if (open is not null) await open.DisposeAsync();
+            }
+        }
+
+        var writing = rated.Select(c => Task.Run(() => WriteAsync(c.Reader), CancellationToken.None)).ToArray();
         try
         {
-            var waited = Stopwatch.GetTimestamp();
-            await foreach (var next in rated.Reader.ReadAllAsync(ct))
-            {
-                profile.Lap("waiting for the read", waited);
-                open ??= new OpenBatch(await db.BeginAsync(ct), NewId.NextSequentialGuid());
-                if (await WriteChunkAsync(open, p, next, invoices, statements, hooks, profile, ct))
-                    open.Chunks.Add(next);
-                else
-                {
-                    var leases = open.Chunks.SelectMany(c => c.Leases).Concat(next.Leases).Select(c => c.LeaseId).ToArray();
-                    await open.DisposeAsync();
-                    open = null;
-                    open = await WriteAgainAsync(p, leases, startedAt, invoices, statements, profile, ct);
-                }
-                if (open.Leases >= o.RunBatchSize)
-                {
-                    closed += await CommitAsync(open, p, invoices, statements, profile, ct);
-                    await open.DisposeAsync();
-                    open = null;
-                    if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
-                }
-                waited = Stopwatch.GetTimestamp();
-            }
-            if (open is not null)
-            {
-                closed += await CommitAsync(open, p, invoices, statements, profile, ct);
-                if (hooks.AfterBatch is { } hook) await hook(++batchNo, ct);
-            }
+            await Task.WhenAll(writing);
+        }
+        catch when (writing.Select(w => w.Exception?.InnerException).FirstOrDefault(e => e is not null and not OperationCanceledException) is { } cause)
+        {
+            // The writer that failed first, not one that was stopped because of it.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
         }
         finally
         {
-            if (open is not null) await open.DisposeAsync();
-            // The writer stopped (done, or failed: a crashed run resumes later): the reader stops too.
-            await stopReading.CancelAsync();
+            await stop.CancelAsync();
             await reader;
         }
         return closed;
@@ -160,8 +188,6 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     {
         while (true)
         {
-            invoices.RolledBack();
-            statements.RolledBack();
             logger.LogInformation("Billing run {Period}: a hold of the batch from lease {First} changed while it was rated; rating it again",
                 p.Name, leases[0]);
             var reread = new List<Candidate>(leases.Length);
@@ -179,8 +205,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     }
 
     /// <summary>Posts the batch's journal transaction (one, summed per account over all its leases), counts the progress, commits.</summary>
-    private static async Task<int> CommitAsync(OpenBatch open, BillingPeriod p, PeriodDrafts invoices, PeriodDrafts statements, RunProfile profile,
-        CancellationToken ct)
+    private static async Task<int> CommitAsync(OpenBatch open, BillingPeriod p, RunProfile profile, CancellationToken ct)
     {
         var t = Stopwatch.GetTimestamp();
         var leases = open.Leases;
@@ -203,16 +228,15 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
         t = profile.Lap("ledger insert", t);
         await tx.CommitAsync(ct);
-        invoices.Committed();
-        statements.Committed();
         profile.Lap("commit", t);
         return leases;
     }
 
-    /// <summary>Reads the period's candidates and rates them, batch by batch, into <paramref name="output"/> (the reader side of a run).</summary>
-    private async Task ReadAndRateAsync(BillingPeriod p, DateTimeOffset now, int size, int feeBp, ChannelWriter<RatedChunk> output, RunProfile profile,
+    /// <summary>Reads the period's candidates and rates them, chunk by chunk, into the writers' channels in turn (the reader side of a run).</summary>
+    private async Task ReadAndRateAsync(BillingPeriod p, DateTimeOffset now, int size, int feeBp, ChannelWriter<RatedChunk>[] outputs, RunProfile profile,
         CancellationToken ct)
     {
+        var k = 0;
         try
         {
             await using var read = await db.DataSource.OpenConnectionAsync(ct);
@@ -221,13 +245,13 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                 var t = Stopwatch.GetTimestamp();
                 var next = Rate(p, batch, feeBp);
                 profile.Lap("metering and pricing (C#)", t);
-                await output.WriteAsync(next, ct);
+                await outputs[k++ % outputs.Length].WriteAsync(next, ct);
             }
-            output.Complete();
+            foreach (var output in outputs) output.Complete();
         }
         catch (Exception e)
         {
-            output.TryComplete(e);
+            foreach (var output in outputs) output.TryComplete(e);
         }
     }
 
@@ -272,8 +296,8 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     {
         var tx = open.Tx;
         var t = Stopwatch.GetTimestamp();
-        await invoiceIds.EnsureAsync(tx, batch.Lines.Select(l => (l.Lease.RenterOrgId, l.Lease.Currency)), p.Name, ct);
-        await statementIds.EnsureAsync(tx, batch.Lines.Select(l => (l.Lease.ProviderOrgId, l.Lease.Currency)), p.Name, ct);
+        await invoiceIds.EnsureAsync(batch.Lines.Select(l => (l.Lease.RenterOrgId, l.Lease.Currency)), p.Name, ct);
+        await statementIds.EnsureAsync(batch.Lines.Select(l => (l.Lease.ProviderOrgId, l.Lease.Currency)), p.Name, ct);
         t = profile.Lap("draft invoices and statements", t);
         var (lines, holds) = (batch.Lines, batch.Holds);
 
@@ -281,7 +305,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         // extension or a void changed since (or settled already) is not claimed, and then nothing of the batch is kept.
         // No row is locked while the chunk is rated; the claim itself locks, and a concurrent writer waits for it. Each
         // hold names the journal transaction the batch will post when it commits.
-        if (hooks.BeforeClaim is { } beforeClaim) await beforeClaim(ct);
+        if (hooks.BeforeClaim is { } beforeClaim) await beforeClaim([.. batch.Leases.Select(l => l.LeaseId)], ct);
         // Each hold is found where the read saw it (its tuple id, ctid: one TID fetch, no index descent; 40 % less than a
         // primary-key probe per hold), and claimed only if that tuple is still the same hold in the same version. A hold
         // updated since has moved to a new tuple (the old one is no longer visible, or fails the version check), so it
@@ -404,35 +428,31 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
 
     /// <summary>
     /// The period's open (draft) invoices or its statements per (org, currency), created where missing and remembered for
-    /// the rest of the run: each org is looked up once per run, not once per batch. What a batch created is remembered
-    /// only once the batch commits (a rolled-back batch's drafts are gone with it).
+    /// the rest of the run: each org is looked up once per run, not once per batch. They are created in a short
+    /// transaction of their own, committed before the lines that go to them are written: the writers of a run then never
+    /// wait for each other's open batch (two chunks may share the renter at their border, and every chunk shares the
+    /// providers). A batch that rolls back leaves its drafts empty; the run that resumes fills them, and the end of the
+    /// run finalizes whatever is a draft.
     /// </summary>
-    private sealed class PeriodDrafts(string table, string orgColumn)
+    private sealed class PeriodDrafts(Db db, string table, string orgColumn)
     {
-        private readonly Dictionary<(Guid, string), Guid> _committed = [];
-        private readonly Dictionary<(Guid, string), Guid> _open = [];
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<(Guid, string), Guid> _ids = [];
 
-        public Guid this[(Guid Org, string Currency) key] => _committed.TryGetValue(key, out var id) ? id : _open[key];
+        public Guid this[(Guid Org, string Currency) key] => _ids[key];
 
-        public void Committed()
+        public async Task EnsureAsync(IEnumerable<(Guid Org, string Currency)> keys, string period, CancellationToken ct)
         {
-            foreach (var (key, id) in _open) _committed[key] = id;
-            _open.Clear();
-        }
-
-        public void RolledBack() => _open.Clear();
-
-        public async Task EnsureAsync(Tx tx, IEnumerable<(Guid Org, string Currency)> keys, string period, CancellationToken ct)
-        {
-            var missing = keys.Where(k => !_committed.ContainsKey(k) && !_open.ContainsKey(k)).Distinct().ToList();
+            var missing = keys.Where(k => !_ids.ContainsKey(k)).Distinct().ToList();
             if (missing.Count == 0) return;
             var conflict = table == "invoices" ? "(renter_org_id, period, currency) WHERE status = 'draft'" : "(provider_org_id, period, currency)";
             var totals = table == "invoices" ? "total" : "gross, platform_fee, net";
             var zeros = table == "invoices" ? "0" : "0, 0, 0";
             var orgs = missing.Select(k => k.Org).ToArray();
             var currencies = missing.Select(k => k.Currency).ToArray();
-            // Created here in the common case (RETURNING gives their ids); only those another run or a booking created
-            // before are looked up after.
+            await using var tx = await db.BeginAsync(ct);
+            // Created here in the common case (RETURNING gives their ids); only those another writer, another run or a
+            // booking created before are looked up after. Inserted in (org, currency) order, so two writers creating
+            // the same drafts wait for each other in one order and never deadlock.
             var created = await tx.Connection.QueryAsync<(Guid Id, Guid Org, string Currency)>(new CommandDefinition($"""
                 INSERT INTO {table} (id, {orgColumn}, period, currency, created_at, {totals})
                 SELECT id, org, @period, currency, @now, {zeros} FROM unnest(@ids, @orgs, @currencies) AS k(id, org, currency)
@@ -441,17 +461,21 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                 RETURNING id, {orgColumn}, currency
                 """, new { ids = missing.Select(_ => NewId.NextSequentialGuid()).ToArray(), orgs, currencies, period, now = tx.Now },
                 tx.Transaction, cancellationToken: ct));
-            foreach (var r in created) _open[(r.Org, r.Currency.Trim())] = r.Id;
-            var existing = missing.Where(k => !_open.ContainsKey(k)).ToList();
-            if (existing.Count == 0) return;
-            var draft = table == "invoices" ? "AND t.status = 'draft'" : "";
-            var rows = await tx.Connection.QueryAsync<(Guid Id, Guid Org, string Currency)>(new CommandDefinition($"""
-                SELECT t.id, t.{orgColumn}, t.currency FROM {table} t JOIN unnest(@orgs, @currencies) AS k(org, currency)
-                  ON t.{orgColumn} = k.org AND t.currency = k.currency
-                WHERE t.period = @period {draft}
-                """, new { orgs = existing.Select(k => k.Org).ToArray(), currencies = existing.Select(k => k.Currency).ToArray(), period },
-                tx.Transaction, cancellationToken: ct));
-            foreach (var r in rows) _open[(r.Org, r.Currency.Trim())] = r.Id;
+            var found = created.ToDictionary(r => (r.Org, r.Currency.Trim()), r => r.Id);
+            var existing = missing.Where(k => !found.ContainsKey(k)).ToList();
+            if (existing.Count > 0)
+            {
+                var draft = table == "invoices" ? "AND t.status = 'draft'" : "";
+                var rows = await tx.Connection.QueryAsync<(Guid Id, Guid Org, string Currency)>(new CommandDefinition($"""
+                    SELECT t.id, t.{orgColumn}, t.currency FROM {table} t JOIN unnest(@orgs, @currencies) AS k(org, currency)
+                      ON t.{orgColumn} = k.org AND t.currency = k.currency
+                    WHERE t.period = @period {draft}
+                    """, new { orgs = existing.Select(k => k.Org).ToArray(), currencies = existing.Select(k => k.Currency).ToArray(), period },
+                    tx.Transaction, cancellationToken: ct));
+                foreach (var r in rows) found[(r.Org, r.Currency.Trim())] = r.Id;
+            }
+            await tx.CommitAsync(ct);
+            foreach (var (key, id) in found) _ids[key] = id;
         }
     }
 
