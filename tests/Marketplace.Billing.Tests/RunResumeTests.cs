@@ -14,9 +14,9 @@ public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<Auto
     private static string Day(int daysAgo) => DayStart(daysAgo).ToString("yyyy-MM-dd");
 
     /// <summary>The same five leases (prices, lengths, downtime) for a fresh renter and provider, in the given day.</summary>
-    private async Task<(Guid Renter, Guid Provider)> FiveLeasesAsync(int daysAgo)
+    private async Task<(Guid Renter, Guid Provider)> FiveLeasesAsync(int daysAgo, Guid? from = null)
     {
-        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        var (renter, provider) = (Guid.NewGuid(), from ?? Guid.NewGuid());
         await fx.FundAsync(renter, 100_000);
         var start = DayStart(daysAgo);
         for (var i = 0; i < 5; i++)
@@ -87,6 +87,50 @@ public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<Auto
         Assert.Equal(InvoiceOf(resumed, crashed.Renter).GetRawText(), InvoiceOf(again, crashed.Renter).GetRawText());
         Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM invoices WHERE renter_org_id = @Renter", new { crashed.Renter }));
         Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM billing_runs WHERE period = @p AND state = 'completed'", new { p = Day(30) }));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    [Fact]
+    public async Task A_run_whose_two_writers_are_stopped_by_a_crash_resumes_to_the_same_end_state_and_pays_the_shared_provider_once()
+    {
+        // Four renters of five leases each, all renting from one provider, whose statement both writers write to: chunks of
+        // two go to the two writers in turn, so a renter's leases are written by both. The same again in another day, run
+        // without a crash.
+        var (crashedProvider, cleanProvider) = (Guid.NewGuid(), Guid.NewGuid());
+        List<Guid> crashed = [], clean = [];
+        for (var i = 0; i < 4; i++)
+        {
+            crashed.Add((await FiveLeasesAsync(34, crashedProvider)).Renter);
+            clean.Add((await FiveLeasesAsync(35, cleanProvider)).Renter);
+        }
+        var total = crashed.Count * 5;
+        var hooks = fx.Factory.Services.GetRequiredService<BillingRunHooks>();
+        hooks.AfterBatch = (batch, _) => batch == 1 ? throw new InvalidOperationException("simulated crash") : Task.CompletedTask;
+        try
+        {
+            var dead = await fx.Finance().PostAsync($"/v1/billing/periods/{Day(34)}/runs", null);
+            Assert.Equal(HttpStatusCode.InternalServerError, dead.StatusCode);
+        }
+        finally
+        {
+            hooks.AfterBatch = null;
+        }
+        // The failing writer stopped the other one: what each committed stays (and is counted), the rest waits.
+        var done = await fx.ScalarAsync("SELECT leases_done FROM billing_runs WHERE period = @p", new { p = Day(34) });
+        Assert.InRange(done, 4L, total - 1L);
+        Assert.Equal(done, await fx.ScalarAsync("SELECT count(*) FROM invoice_lines WHERE provider_org_id = @crashedProvider", new { crashedProvider }));
+        Assert.Equal(done, await fx.ScalarAsync("SELECT count(*) FROM holds WHERE renter_org_id = ANY(@crashed) AND status <> 'pending'",
+            new { crashed = crashed.ToArray() }));
+
+        var resumed = await fx.RunPeriodAsync(Day(34));
+        var uninterrupted = await fx.RunPeriodAsync(Day(35));
+        var expected = Shape(InvoiceOf(uninterrupted, clean[0]), StatementOf(uninterrupted, cleanProvider));
+        Assert.All(crashed, renter => Assert.Equal(expected, Shape(InvoiceOf(resumed, renter), StatementOf(resumed, crashedProvider))));
+        Assert.All(clean, renter => Assert.Equal(expected, Shape(InvoiceOf(uninterrupted, renter), StatementOf(uninterrupted, cleanProvider))));
+        Assert.Equal(await Balances(cleanProvider), await Balances(crashedProvider));
+        Assert.Equal(total, await fx.ScalarAsync("SELECT count(*) FROM invoice_lines WHERE provider_org_id = @crashedProvider", new { crashedProvider }));
+        Assert.Equal(crashed.Count, await fx.ScalarAsync("SELECT count(*) FROM invoices WHERE renter_org_id = ANY(@crashed)", new { crashed = crashed.ToArray() }));
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM statements WHERE provider_org_id = @crashedProvider", new { crashedProvider }));
         Assert.True(await fx.LedgerBalancedAsync());
     }
 
