@@ -137,6 +137,33 @@ public static class Clearing
         }
     }
 
+    /// <summary>
+    /// Accelerators of an offer of <paramref name="capacity"/> free for the <b>whole</b> of [start, end), which is what a
+    /// lease needs: Scheduling books concrete accelerators, each free for the lease's whole window (known issue 8).
+    /// <list type="bullet">
+    /// <item>A placed match (<see cref="Booking.SlotIds"/>, from its LeaseScheduled) blocks its accelerators if it overlaps
+    /// the window at all, even for a second: free capacity spread over several accelerators (one free until 10:20, another
+    /// from 10:30) is not capacity for a lease over both times.</item>
+    /// <item>Matches in flight (not placed yet) count by their peak overlap with the window, as Scheduling will place them
+    /// on accelerators still free then.</item>
+    /// </list>
+    /// Without placed matches this is the capacity minus the peak overlap (<see cref="PeakUse"/>); windows are half-open,
+    /// so a lease ending at 10:00 never blocks one starting at 10:00. <paramref name="skip"/> leaves bookings out (preemption).
+    /// </summary>
+    public static int Free(int capacity, IReadOnlyList<Booking> bookings, DateTimeOffset start, DateTimeOffset end,
+        Func<Booking, bool>? skip = null)
+    {
+        HashSet<Guid>? busy = null;
+        foreach (var b in bookings)
+        {
+            if (b.SlotIds is not { } slots || b.Start >= end || b.End <= start || (skip is not null && skip(b))) continue;
+            busy ??= [];
+            foreach (var slot in slots) busy.Add(slot);
+        }
+        if (busy is null) return capacity - PeakUse(bookings, start, end, skip);
+        return capacity - busy.Count - PeakUse(bookings, start, end, b => b.SlotIds is not null || (skip is not null && skip(b)));
+    }
+
     private sealed class OrderPriority : IComparer<BookOrder>
     {
         public static readonly OrderPriority Instance = new();
@@ -235,7 +262,7 @@ public static class Clearing
             foreach (var b in Bookings)
                 if (b.Start < end && b.End > start) overlapping += b.Count;
             // Most checks end here: even all overlapping bookings at once leave room.
-            return overlapping + count <= Offer.Capacity || PeakUse(Bookings, start, end) + count <= Offer.Capacity;
+            return overlapping + count <= Offer.Capacity || Free(Offer.Capacity, Bookings, start, end) >= count;
         }
 
         /// <summary>The earliest start in [earliest, latestStart] where the offer holds the order; feasibility only improves where a booking or a window ends/starts.</summary>
@@ -534,7 +561,7 @@ public static class Clearing
                 foreach (var victim in victims)
                 {
                     removed.Add(victim);
-                    if (PeakUse(s.Bookings, start, end, b => removed.Contains(b)) + order.Count > s.Offer.Capacity) continue;
+                    if (Free(s.Offer.Capacity, s.Bookings, start, end, b => removed.Contains(b)) < order.Count) continue;
 
                     var preemptions = new List<Preemption>();
                     var displacedBid = 0L;

@@ -28,6 +28,12 @@ public sealed record Booking(DateTimeOffset Start, DateTimeOffset End, int Count
     public long BidAmount { get; init; }
 
     public DateTimeOffset MatchedAt { get; init; }
+
+    /// <summary>
+    /// The accelerators Scheduling booked for the match (its <c>LeaseScheduled</c>); null while the match is in flight.
+    /// A placed match blocks exactly these accelerators for its whole window (<see cref="Clearing.Free"/>).
+    /// </summary>
+    public IReadOnlyList<Guid>? SlotIds { get; init; }
 }
 
 /// <summary>An active offer of the market with the matches that already hold part of its capacity.</summary>
@@ -152,26 +158,9 @@ public static class Matching
         return new MatchDecision(best, best.AskAmount, null);
     }
 
-    /// <summary>Capacity still free during the whole of [start, end): the capacity minus the peak concurrent bookings.</summary>
-    public static int RemainingCapacity(OfferCandidate offer, DateTimeOffset start, DateTimeOffset end)
-    {
-        var edges = new List<(DateTimeOffset At, int Delta)>();
-        foreach (var b in offer.Bookings)
-        {
-            if (b.Start >= end || b.End <= start) continue;
-            edges.Add((b.Start > start ? b.Start : start, b.Count));
-            edges.Add((b.End < end ? b.End : end, -b.Count));
-        }
-        // Intervals are half-open: a booking ending at t frees its capacity for one starting at t.
-        edges.Sort((x, y) => x.At != y.At ? x.At.CompareTo(y.At) : x.Delta.CompareTo(y.Delta));
-        int used = 0, peak = 0;
-        foreach (var (_, delta) in edges)
-        {
-            used += delta;
-            peak = Math.Max(peak, used);
-        }
-        return offer.Capacity - peak;
-    }
+    /// <summary>Accelerators free for the whole of [start, end): see <see cref="Clearing.Free"/>.</summary>
+    public static int RemainingCapacity(OfferCandidate offer, DateTimeOffset start, DateTimeOffset end) =>
+        Clearing.Free(offer.Capacity, offer.Bookings, start, end);
 
     /// <summary>A per-accelerator-hour price for people: minor units shown with two decimals ("2.35 CNY/h").</summary>
     public static string Price(long amountMinor, string currency) =>

@@ -40,7 +40,7 @@ internal static class GetDepth
         currency ??= supply.Candidates.OrderBy(o => o.AskAmount).Select(o => o.Currency).FirstOrDefault();
         var asks = supply.Candidates
             .Where(o => o.Currency == currency && o.Covers(start, end))
-            .Select(o => (o.AskAmount, Free: o.Capacity - Clearing.PeakUse(o.Bookings, start, end)))
+            .Select(o => (o.AskAmount, Free: Clearing.Free(o.Capacity, o.Bookings, start, end)))
             .Where(x => x.Free > 0)
             .GroupBy(x => x.AskAmount).OrderBy(g => g.Key)
             .Select(g => new DepthLevel(new Money(g.Key, currency!), g.Sum(x => x.Free), g.Count())).ToList();

@@ -24,6 +24,10 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
             WHERE o.id = @OrderId
               AND EXISTS (SELECT 1 FROM matches x WHERE x.id = @MatchId AND x.order_id = o.id)
             """, new { m.LeaseId, m.OrderId, m.MatchId, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        // The accelerators the lease holds: from now on the match blocks exactly these for its whole window (Clearing.Free).
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE matches SET slot_ids = @SlotIds WHERE id = @MatchId",
+            new { m.MatchId, SlotIds = m.SlotIds.Distinct().ToArray() }, tx.Transaction, cancellationToken: ct));
         // A late on-demand match runs from when Scheduling placed it, for the ordered duration (LateMatch): the match now
         // holds the offer's capacity over the lease's window. Not once the lease ended, was preempted or released here.
         await tx.Connection.ExecuteAsync(new CommandDefinition("""

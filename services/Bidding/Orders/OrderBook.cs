@@ -74,7 +74,7 @@ internal static class OrderBook
 
     private static async Task<List<BookingRow>> LoadBookingsAsync(Tx tx, Guid[] offerIds, CancellationToken ct) =>
         (await tx.Connection.QueryAsync<BookingRow>(new CommandDefinition("""
-            SELECT id, offer_id, order_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at
+            SELECT id, offer_id, order_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at, slot_ids
             FROM matches
             WHERE state = 'active' AND end_at > @now AND offer_id = ANY(@offerIds)
             """, new { now = tx.Now, offerIds }, tx.Transaction, cancellationToken: ct))).AsList();
@@ -420,6 +420,9 @@ internal static class OrderBook
         public DateTimeOffset CreatedAt { get; init; }
         public Guid OrderId { get; init; }
 
+        /// <summary>The accelerators Scheduling booked (LeaseScheduled); null while the match is in flight.</summary>
+        public Guid[]? SlotIds { get; init; }
+
         /// <param name="forClearing">
         /// True: an already preempted match is no longer interruptible (its capacity comes back at its shortened end, it
         /// is not preempted twice). False: as made (for offer changes).
@@ -430,6 +433,7 @@ internal static class OrderBook
             Interruptible = Interruptible && (!forClearing || PreemptedAt is null),
             BidAmount = BidAmount ?? 0,
             MatchedAt = CreatedAt,
+            SlotIds = SlotIds,
         };
     }
 }
