@@ -41,8 +41,8 @@ public sealed class BrokerReconnectTests(ITestOutputHelper output) : ServersPerT
     /// <summary>
     /// A private broker (never the shared one) killed three times: each time, once it is back, the probe service's
     /// bus is healthy again and a message its outbox held during the outage is consumed within
-    /// <see cref="Bound"/>. MassTransit's own policy came back 2-15 s after the broker on the second outage and
-    /// 10-30 s after it on the third.
+    /// <see cref="Bound"/> (0.7-1.1 s measured). With MassTransit's own policy (<c>RabbitMq__ReconnectInterval=00:00:00</c>)
+    /// it failed at the first outage; its waits grow to 30 s ±25 % by the third.
     /// </summary>
     [Fact]
     public async Task After_each_of_three_broker_kills_the_bus_consumes_again_within_seconds_of_the_broker_being_back()

@@ -74,7 +74,7 @@ public static class BrokerReconnect
 
     /// <summary>
     /// Retries what <paramref name="original"/> would retry (a lost or refused connection, a closed channel; never a
-    /// refused login), after 0.2 s growing to <paramref name="maxInterval"/>, without end.
+    /// refused login), after about 0.4 s growing to <paramref name="maxInterval"/> (±25 %), without end.
     /// </summary>
     public sealed class QuickReconnectPolicy(IRetryPolicy original, TimeSpan maxInterval) : IRetryPolicy
     {
