@@ -15,7 +15,7 @@ namespace Marketplace.ServiceDefaults.Messaging;
 /// endpoint keeps counting its attempts for as long as the process lives (the count is never reset when it connects
 /// again). So after a broker restart each endpoint came back on its own schedule, and a service is whole again only
 /// when its last endpoint is: in the RabbitMQ kill fault scenario 8-12 s after the broker was ready the first time,
-/// 19-37 s after later kills (waits of 24-37 s logged by the third), the first lease 26 s after the broker was back
+/// 19-37 s after later kills (waits of 24-37 s logged by the third), the first lease 8-26 s after the broker was back
 /// (docs/reliability.md, known issue 16). The policy is a read-only property with
 /// no configuration API (MassTransit issue #671), so <see cref="Install"/> replaces it on the bus's host
 /// configuration before the bus starts: MassTransit's own filter of which failures are worth another attempt, with
