@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Dapper;
 using Marketplace.Testing;
 using Xunit;
 using Xunit.Abstractions;
@@ -79,17 +80,68 @@ public sealed class FaultTests(FaultFixture fixture, ITestOutputHelper output)
         Assert.All(closed, n => Assert.True(n >= 4, $"only {n} connections were there to close"));
     }
 
+    /// <summary>
+    /// Also measures, for each kill, how long after the broker was back each service's bus was whole again (every receive
+    /// endpoint consuming: <c>/health/ready</c> says Healthy) and when the first order was matched into a lease again.
+    /// The measuring runs beside the load and does not hold up the next kill (which ends it).
+    /// </summary>
     [Fact]
     public async Task RabbitMQ_killed_mid_load_and_restarted_leaves_every_order_settled_and_every_invariant_true()
     {
         var profile = LoadProfile.Faults;
-        await RunAsync("kill-rabbitmq", profile with { LoadSeconds = Math.Max(profile.LoadSeconds, profile.Repeats * (profile.DownSeconds + 12)) },
-            Enumerable.Range(0, profile.Repeats).Select<int, Func<Task>>(_ => async () =>
+        var recoveries = new List<(DateTime BrokerReady, Task<string> Services)>();
+        CancellationTokenSource? measuring = null;
+        try
+        {
+            await RunAsync("kill-rabbitmq", profile with { LoadSeconds = Math.Max(profile.LoadSeconds, profile.Repeats * (profile.DownSeconds + 12)) },
+                Enumerable.Range(0, profile.Repeats).Select<int, Func<Task>>(_ => async () =>
+                {
+                    measuring?.Cancel();
+                    fixture.Servers.KillRabbitMq();
+                    await Task.Delay(TimeSpan.FromSeconds(profile.DownSeconds));
+                    await fixture.Servers.StartRabbitMqAsync();
+                    var brokerReady = DateTime.UtcNow;
+                    measuring = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+                    recoveries.Add((brokerReady, BusesReadyAsync(brokerReady, measuring.Token)));
+                }).ToList(), victim: i => $"RabbitMQ kill -9; broker ready at {recoveries[i].BrokerReady:HH:mm:ss.fff} UTC");
+        }
+        finally
+        {
+            await using var db = fixture.Stack.Database.OpenAdmin();
+            foreach (var (brokerReady, services) in recoveries)
             {
-                fixture.Servers.KillRabbitMq();
-                await Task.Delay(TimeSpan.FromSeconds(profile.DownSeconds));
-                await fixture.Servers.StartRabbitMqAsync();
-            }).ToList(), victim: _ => "RabbitMQ kill -9");
+                var firstLease = await db.ExecuteScalarAsync<DateTime?>(
+                    "SELECT min(created_at) FROM scheduling.leases WHERE created_at >= @brokerReady", new { brokerReady });
+                output.WriteLine($"broker ready at {brokerReady:HH:mm:ss.fff} UTC; each bus whole again after: {await services}; " +
+                                 $"first order matched into a lease {(firstLease is { } t ? $"{(t - brokerReady).TotalSeconds:0.0} s" : "never")} later");
+            }
+        }
+    }
+
+    /// <summary>For each service, seconds from <paramref name="since"/> until its readiness check says Healthy (database and every endpoint of its bus).</summary>
+    private async Task<string> BusesReadyAsync(DateTime since, CancellationToken ct)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var ready = await Task.WhenAll(Services.Select(async service =>
+        {
+            var url = new Uri(fixture.Stack.UrlOf(service), "/health/ready");
+            while (!ct.IsCancellationRequested)
+            {
+                try
+                {
+                    // "Healthy", not only a 200: a bus with some endpoints back and others not is "Degraded", also answered 200.
+                    var answer = await http.GetAsync(url, ct);
+                    if (answer.IsSuccessStatusCode && System.Text.Json.JsonDocument.Parse(await answer.Content.ReadAsStringAsync(ct))
+                            .RootElement.GetProperty("status").GetString() == "Healthy")
+                        return $"{service} {(DateTime.UtcNow - since).TotalSeconds:0.0} s";
+                }
+                catch (HttpRequestException) { }
+                catch (OperationCanceledException) { }
+                try { await Task.Delay(100, ct); } catch (OperationCanceledException) { }
+            }
+            return $"{service} not before the next kill ({(DateTime.UtcNow - since).TotalSeconds:0.0} s)";
+        }));
+        return string.Join(", ", ready);
     }
 
     /// <summary>CI crashes PostgreSQL (immediate: no checkpoint, recovery at start); the long version also stops it politely.</summary>

@@ -25,6 +25,12 @@ public sealed class RabbitMqOptions
     /// </summary>
     public string[] ClusterNodes { get; set; } = [];
     [Range(1, 10_000)] public int PrefetchCount { get; set; } = 100;
+    /// <summary>
+    /// The longest wait between two attempts to reach the broker again after the bus lost it (each receive endpoint and
+    /// each publish on its own; MassTransit adds 1 s of its own to each attempt): <see cref="BrokerReconnect"/>.
+    /// Zero keeps MassTransit's own policy (3-30 s apart, longer with each outage: for comparison only).
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "00:01:00")] public TimeSpan ReconnectInterval { get; set; } = TimeSpan.FromSeconds(1);
 }
 
 public static class BusExtensions
@@ -33,7 +39,8 @@ public static class BusExtensions
     /// MassTransit on RabbitMQ with the settings every service shares: queues prefixed by the service name
     /// (so two services never compete for one queue), queue type set once at bus level, retries with backoff (quick for
     /// a failure a retry cannot fix, minutes for a transient database failure: <see cref="MessageRetryOptions"/>), then
-    /// the <c>_error</c> queue. Also the outbox relay and the due-work runner.
+    /// the <c>_error</c> queue; after a lost broker, quick reconnect attempts (<see cref="BrokerReconnect"/>). Also the
+    /// outbox relay and the due-work runner.
     /// </summary>
     public static IHostApplicationBuilder AddMessaging(
         this IHostApplicationBuilder builder, string serviceName, Action<IBusRegistrationConfigurator>? consumers)
@@ -68,6 +75,9 @@ public static class BusExtensions
                     if (o.ClusterNodes.Length > 0)
                         h.UseCluster(c => { foreach (var node in o.ClusterNodes) c.Node(node); });
                 });
+                // MassTransit's own reconnect waits up to 30 s between attempts, longer with each outage: BrokerReconnect.
+                if (o.ReconnectInterval > TimeSpan.Zero)
+                    cfg.ConnectBusObserver(new BrokerReconnect.Installer(context, o.ReconnectInterval));
                 cfg.PrefetchCount = o.PrefetchCount;
                 cfg.UseConsumeFilter(typeof(ConsumeLoggingFilter<>), context);
                 // One policy for both kinds of failure: MassTransit configures message retry once per message type.
