@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using Marketplace.Testing;
 
 namespace Marketplace.Proof.Tests;
@@ -26,7 +24,7 @@ public sealed class PrivateServers : IAsyncDisposable
 
     public static async Task<PrivateServers> StartAsync()
     {
-        var ports = FreePorts(5);
+        var ports = InfraScripts.FreePorts(5);
         var id = Guid.NewGuid().ToString("N")[..8];
         var data = Path.Combine("/tmp", "marketplace-private-" + id);
         var endpoints = new ServerEndpoints(ports[0], ports[1], ports[2]);
@@ -90,32 +88,6 @@ public sealed class PrivateServers : IAsyncDisposable
 
     private Task ScriptAsync(params string[] args) => ScriptAsync(new Dictionary<string, string>(), args);
 
-    private async Task ScriptAsync(Dictionary<string, string> extra, params string[] args)
-    {
-        var psi = new ProcessStartInfo("bash", [Path.Combine(RepoPaths.Root, "infra", "servers.sh"), .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var (k, v) in _env.Concat(extra)) psi.Environment[k] = v;
-        using var process = Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(4));
-        await process.WaitForExitAsync(timeout.Token);
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"infra/servers.sh {string.Join(' ', args)} exited {process.ExitCode}: {await stdout}{await stderr}");
-    }
-
-    private static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        try
-        {
-            listeners.ForEach(l => l.Start());
-            return listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        }
-        finally { listeners.ForEach(l => l.Stop()); }
-    }
+    private Task ScriptAsync(Dictionary<string, string> extra, params string[] args) =>
+        InfraScripts.ServersAsync(_env.Concat(extra), TimeSpan.FromMinutes(4), args);
 }

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using Dapper;
 using MassTransit;
 using MassTransit.Transports;
@@ -124,7 +122,7 @@ public sealed class PrivateRabbitMq : IAsyncDisposable
 
     public static async Task<PrivateRabbitMq> StartAsync()
     {
-        var ports = FreePorts(4);
+        var ports = InfraScripts.FreePorts(4);
         var shared = TestServers.Shared;
         if (ports.Any(p => p is >= 8080 and <= 8089 || p == shared.PgPort || p == shared.RabbitPort || p == shared.RabbitManagementPort))
             throw new InvalidOperationException("a private broker may not take a shared or reserved port");
@@ -161,32 +159,5 @@ public sealed class PrivateRabbitMq : IAsyncDisposable
         catch (UnauthorizedAccessException) { }
     }
 
-    private async Task ScriptAsync(params string[] args)
-    {
-        var psi = new ProcessStartInfo("bash", [Path.Combine(RepoPaths.Root, "infra", "servers.sh"), .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var (k, v) in _env) psi.Environment[k] = v;
-        using var process = Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-        await process.WaitForExitAsync(timeout.Token);
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"infra/servers.sh {string.Join(' ', args)} exited {process.ExitCode}: {await stdout}{await stderr}");
-    }
-
-    private static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        try
-        {
-            listeners.ForEach(l => l.Start());
-            return [.. listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port)];
-        }
-        finally { listeners.ForEach(l => l.Stop()); }
-    }
+    private Task ScriptAsync(params string[] args) => InfraScripts.ServersAsync(_env, TimeSpan.FromMinutes(3), args);
 }
