@@ -329,8 +329,8 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                                 availability_ppm, sla_level, sla_credit_bp, sla_credit, end_status, end_cause) FROM STDIN (FORMAT BINARY)
             """, ct))
         {
-            // Synchronous writes into the importer's buffer (it sends when full): 21 values a line, an async call per value
-            // cost more than the values themselves.
+            // Synchronous writes into the importer's buffer (it sends when full): 21 values a line, so async writes were
+            // 2.1 million awaited calls for 100 000 lines.
             foreach (var l in lines)
             {
                 w.StartRow();
