@@ -43,14 +43,17 @@ try
         var sqlCpu = (await Cpu.NowAsync(bench.Database)).Since(cpu);
         bench.Reset();
         cpu = await Cpu.NowAsync(bench.Database);
+        var (jit, jitted) = (System.Runtime.JitInfo.GetCompilationTime(), System.Runtime.JitInfo.GetCompiledMethodCount());
         t = Stopwatch.GetTimestamp();
         var closed = await bench.BillingRun();
         var run = Stopwatch.GetElapsedTime(t);
         var runCpu = (await Cpu.NowAsync(bench.Database)).Since(cpu);
+        (jit, jitted) = (System.Runtime.JitInfo.GetCompilationTime() - jit, System.Runtime.JitInfo.GetCompiledMethodCount() - jitted);
         Console.WriteLine($"{pass}: {BillingRunBenchmark.Leases} leases: SQL aggregation {sql.TotalSeconds:0.00} s, " +
             $"billing run {run.TotalSeconds:0.00} s ({closed} closed), ratio {run / sql:0.0}×");
         // CPU time changes less than wall time when other work shares the machine: a fairer A/B on a busy machine.
         Console.WriteLine($"  CPU: SQL aggregation {sqlCpu}; billing run {runCpu}");
+        Console.WriteLine($"  JIT during the billing run: {jitted} methods compiled in {jit.TotalSeconds:0.00} s");
         foreach (var (phase, time) in bench.LastProfile!.Phases)
             Console.WriteLine($"  {phase,-55} {time.TotalSeconds,7:0.00} s  {time / run,6:P0}");
     }
