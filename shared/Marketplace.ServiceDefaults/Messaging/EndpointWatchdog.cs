@@ -18,9 +18,9 @@ public sealed class EndpointWatchdogOptions
 
     /// <summary>
     /// How long an endpoint may stay down while the broker answers before it is restarted. After a broker restart each
-    /// endpoint is back within about 2 s (known issue 16), so 20 s never cuts a reconnect short.
+    /// endpoint is back within about 2 s (known issue 16), so 15 s does not cut a slow reconnect short.
     /// </summary>
-    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")] public TimeSpan Grace { get; set; } = TimeSpan.FromSeconds(20);
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")] public TimeSpan Grace { get; set; } = TimeSpan.FromSeconds(15);
 }
 
 /// <summary>
@@ -89,7 +89,7 @@ public sealed class EndpointWatchdog(
         lock (_lock)
         {
             down = [.. _endpoints.Values.Where(e => e is { Ready: false, Stopped: false, Restarting: false })];
-            anyReady = _endpoints.Values.Any(e => e.Ready);
+            anyReady = _endpoints.Values.Any(e => e is { Ready: true, Connected: true });
         }
         if (down.Length == 0) return;
 
@@ -220,9 +220,10 @@ public sealed class EndpointWatchdog(
             }
             e.Ready = true;
             e.Stopped = false;
+            e.Connected = ready.IsStarted;
         }
         if (recovered is not null)
-            logger.LogWarning("Receive endpoint {Endpoint} is ready again {ReadySeconds:0.0} s after the watchdog restarted it " +
+            logger.LogWarning("Receive endpoint {Endpoint} is ready again {ReadySeconds:0.0} s after the watchdog began restarting it " +
                 "(down {DownSeconds:0.0} s in all; transport abandoned: {Abandoned})",
                 recovered.Endpoint, recovered.ReadyAfterRestart.TotalSeconds, recovered.Down.TotalSeconds, recovered.TransportAbandoned);
         return Task.CompletedTask;
@@ -278,6 +279,8 @@ public sealed class EndpointWatchdog(
         public IReceiveEndpoint Endpoint { get; } = endpoint;
         public string Name { get; } = name;
         public bool Ready;
+        /// <summary>False for an endpoint MassTransit starts only on first use (the bus's own): ready says nothing of the broker.</summary>
+        public bool Connected;
         public bool Stopped;
         public bool Restarting;
         public bool Abandoned;
