@@ -123,7 +123,7 @@ public sealed class EndpointWatchdog(
             {
                 if (endpoint.Endpoint is not ReceiveEndpoint concrete || TransportHandle?.FieldType.IsClass != true)
                 {
-                    _cannotRestart = $"{endpoint.Name} is stuck and its transport does not stop (restart the process)";
+                    lock (_lock) _cannotRestart = $"{endpoint.Name} is stuck and its transport does not stop (restart the process)";
                     logger.LogError("Receive endpoint {Endpoint} did not stop within {StopSeconds} s and this MassTransit version " +
                         "gives no way to replace its transport: restart the process", endpoint.Name, StopTimeout.TotalSeconds);
                     return;
