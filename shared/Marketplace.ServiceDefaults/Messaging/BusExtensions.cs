@@ -39,8 +39,9 @@ public static class BusExtensions
     /// MassTransit on RabbitMQ with the settings every service shares: queues prefixed by the service name
     /// (so two services never compete for one queue), queue type set once at bus level, retries with backoff (quick for
     /// a failure a retry cannot fix, minutes for a transient database failure: <see cref="MessageRetryOptions"/>), then
-    /// the <c>_error</c> queue; after a lost broker, quick reconnect attempts (<see cref="BrokerReconnect"/>). Also the
-    /// outbox relay and the due-work runner.
+    /// the <c>_error</c> queue; after a lost broker, quick reconnect attempts (<see cref="BrokerReconnect"/>) and a
+    /// watchdog for an endpoint that stays down anyway (<see cref="EndpointWatchdog"/>). Also the outbox relay and the
+    /// due-work runner.
     /// </summary>
     public static IHostApplicationBuilder AddMessaging(
         this IHostApplicationBuilder builder, string serviceName, Action<IBusRegistrationConfigurator>? consumers)
@@ -53,6 +54,11 @@ public static class BusExtensions
         builder.Services.AddHostedService<OutboxRelay>();
         builder.Services.AddSingleton<DueWorkRunner>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<DueWorkRunner>());
+        builder.Services.AddOptions<EndpointWatchdogOptions>().BindConfiguration("RabbitMq:EndpointWatchdog").ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<EndpointWatchdog>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<EndpointWatchdog>());
+        builder.Services.AddReceiveEndpointObserver(sp => sp.GetRequiredService<EndpointWatchdog>());
+        builder.Services.AddHealthChecks().AddCheck<EndpointWatchdog>("receive-endpoints", tags: ["ready"]);
 
         builder.Services.AddMassTransit(x =>
         {
