@@ -78,6 +78,12 @@ public sealed class OutboxRelay(
     {
         await using var connection = await dataSource.OpenConnectionAsync(ct);
         await using var transaction = await connection.BeginTransactionAsync(ct);
+        // This transaction only deletes rows the broker has confirmed: its commit need not wait for the WAL flush. If
+        // the delete is lost (the machine or PostgreSQL crashed within a fraction of a second), the rows are published
+        // again with the same MessageId and the inboxes skip them. At 28 orders/s the stack flushed the WAL 290 times a
+        // second, 0.8 ms each (pg_stat_wal), and every commit that must wait for its flush queued behind these: without
+        // them, 25 % fewer flushes and 40 % less time flushing; order accepted -> lease scheduled p99 176-180 ms -> 92-121 ms.
+        await connection.ExecuteAsync(new CommandDefinition("SET LOCAL synchronous_commit = off", transaction: transaction, cancellationToken: ct));
         var rows = (await connection.QueryAsync<OutboxRow>(new CommandDefinition("""
             SELECT id, message_id, message_type, body::text AS body, trace_parent, created_at
             FROM outbox ORDER BY id LIMIT @batch FOR UPDATE SKIP LOCKED
