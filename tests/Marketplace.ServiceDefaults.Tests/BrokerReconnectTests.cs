@@ -59,7 +59,7 @@ public sealed class BrokerReconnectTests(ITestOutputHelper output) : ServersPerT
                 TimeSpan.FromSeconds(30), "the bus to notice the broker is gone");
             // Written while the broker is down: the relay holds it until the bus can publish again.
             var message = new OfferWithdrawn(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UtcNow);
-            await WriteToOutboxAsync(app.Services, message);
+            await ProbeHost.WriteToOutboxAsync(app.Services, message);
             await Task.Delay(TimeSpan.FromSeconds(5));
             await broker.StartAgainAsync();
             var back = Stopwatch.StartNew();
@@ -67,7 +67,7 @@ public sealed class BrokerReconnectTests(ITestOutputHelper output) : ServersPerT
             await Eventually.True(async () => (await health.CheckHealthAsync(c => c.Tags.Contains("ready"))).Status == HealthStatus.Healthy,
                 Bound, $"every endpoint consuming again within {Bound.TotalSeconds:0} s of the broker being back (outage {outage})");
             var healthy = back.Elapsed;
-            await Eventually.True(async () => await EffectsAsync(message.OfferId) == 1,
+            await Eventually.True(async () => await ProbeHost.EffectsAsync(_db, message.OfferId) == 1,
                 TimeSpan.FromMilliseconds(Math.Max(100, (Bound - back.Elapsed).TotalMilliseconds)), $"the message held during outage {outage} consumed within {Bound.TotalSeconds:0} s of the broker being back");
             output.WriteLine($"outage {outage}: bus healthy {healthy.TotalSeconds:0.0} s and the held message consumed {back.Elapsed.TotalSeconds:0.0} s after the broker was back");
         }
@@ -77,19 +77,6 @@ public sealed class BrokerReconnectTests(ITestOutputHelper output) : ServersPerT
     /// <summary>Generous for a busy machine (the quick policy tries every 2.25 s at most); MassTransit's own needs up to 30 s.</summary>
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(8);
 
-    private static async Task WriteToOutboxAsync(IServiceProvider services, OfferWithdrawn message)
-    {
-        var db = services.GetRequiredService<Db>();
-        await using var tx = await db.BeginAsync(CancellationToken.None);
-        await tx.PublishAsync(message, CancellationToken.None);
-        await tx.CommitAsync(CancellationToken.None);
-    }
-
-    private async Task<long> EffectsAsync(Guid key)
-    {
-        await using var c = _db.OpenAdmin();
-        return await c.ExecuteScalarAsync<long>("SELECT count(*) FROM listings.probe_effects WHERE key = @k", new { k = key.ToString() });
-    }
 }
 
 /// <summary>

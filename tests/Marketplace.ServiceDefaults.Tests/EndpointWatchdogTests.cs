@@ -63,8 +63,8 @@ public sealed class EndpointWatchdogTests(ITestOutputHelper output) : ServersPer
             Assert.True(recovery.TransportAbandoned, "the wedged transport never stops, so it is abandoned");
 
             var message = new OfferWithdrawn(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UtcNow);
-            await WriteToOutboxAsync(app.Services, message);
-            await Eventually.True(async () => await EffectsAsync(message.OfferId) == 1, TimeSpan.FromSeconds(15),
+            await ProbeHost.WriteToOutboxAsync(app.Services, message);
+            await Eventually.True(async () => await ProbeHost.EffectsAsync(_db, message.OfferId) == 1, TimeSpan.FromSeconds(15),
                 "a message sent to the restarted endpoint consumed");
             output.WriteLine($"bus healthy {healthy.TotalSeconds:0.0} s after the broker was back; {recovery.Endpoint} down " +
                 $"{recovery.Down.TotalSeconds:0.0} s in all, ready {recovery.ReadyAfterRestart.TotalSeconds:0.0} s after its restart; " +
@@ -89,8 +89,8 @@ public sealed class EndpointWatchdogTests(ITestOutputHelper output) : ServersPer
         var watchdog = app.Services.GetRequiredService<EndpointWatchdog>();
 
         var before = new OfferWithdrawn(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UtcNow);
-        await WriteToOutboxAsync(app.Services, before);
-        await Eventually.True(async () => await EffectsAsync(before.OfferId) == 1, TimeSpan.FromSeconds(15), "a message consumed");
+        await ProbeHost.WriteToOutboxAsync(app.Services, before);
+        await Eventually.True(async () => await ProbeHost.EffectsAsync(_db, before.OfferId) == 1, TimeSpan.FromSeconds(15), "a message consumed");
 
         broker.Kill();
         await Eventually.True(async () => await ReadyAsync(app) != HealthStatus.Healthy, TimeSpan.FromSeconds(30), "the bus to notice the broker is gone");
@@ -98,8 +98,8 @@ public sealed class EndpointWatchdogTests(ITestOutputHelper output) : ServersPer
         await broker.StartAgainAsync();
         await Eventually.True(async () => await ReadyAsync(app) == HealthStatus.Healthy, TimeSpan.FromSeconds(30), "the bus whole again");
         var after = new OfferWithdrawn(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UtcNow);
-        await WriteToOutboxAsync(app.Services, after);
-        await Eventually.True(async () => await EffectsAsync(after.OfferId) == 1, TimeSpan.FromSeconds(15), "a message consumed after the restart");
+        await ProbeHost.WriteToOutboxAsync(app.Services, after);
+        await Eventually.True(async () => await ProbeHost.EffectsAsync(_db, after.OfferId) == 1, TimeSpan.FromSeconds(15), "a message consumed after the restart");
 
         Assert.Equal(0, watchdog.Restarts);
         Assert.Empty(watchdog.Recoveries);
@@ -112,19 +112,6 @@ public sealed class EndpointWatchdogTests(ITestOutputHelper output) : ServersPer
     private static async Task<HealthReportEntry> WatchdogCheckAsync(WebApplication app) =>
         (await app.Services.GetRequiredService<HealthCheckService>().CheckHealthAsync(c => c.Name == "receive-endpoints")).Entries["receive-endpoints"];
 
-    private static async Task WriteToOutboxAsync(IServiceProvider services, OfferWithdrawn message)
-    {
-        var db = services.GetRequiredService<Db>();
-        await using var tx = await db.BeginAsync(CancellationToken.None);
-        await tx.PublishAsync(message, CancellationToken.None);
-        await tx.CommitAsync(CancellationToken.None);
-    }
-
-    private async Task<long> EffectsAsync(Guid key)
-    {
-        await using var c = _db.OpenAdmin();
-        return await c.ExecuteScalarAsync<long>("SELECT count(*) FROM listings.probe_effects WHERE key = @k", new { k = key.ToString() });
-    }
 
     /// <summary>
     /// Holds the first fault notification of the endpoint whose name ends with <paramref name="endpoint"/> until

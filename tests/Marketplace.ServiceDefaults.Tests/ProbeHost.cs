@@ -91,6 +91,22 @@ public sealed class ProbeDueHandler : IDueWorkHandler
 /// <summary>A service host built from the shared defaults, on the real servers, with the probe consumer.</summary>
 public static class ProbeHost
 {
+    /// <summary>Writes <paramref name="message"/> to the probe service's outbox, as a committed state change would.</summary>
+    public static async Task WriteToOutboxAsync(IServiceProvider services, OfferWithdrawn message)
+    {
+        var db = services.GetRequiredService<Db>();
+        await using var tx = await db.BeginAsync(CancellationToken.None);
+        await tx.PublishAsync(message, CancellationToken.None);
+        await tx.CommitAsync(CancellationToken.None);
+    }
+
+    /// <summary>How many effects the probe consumer applied for <paramref name="key"/> (1 once its message was consumed).</summary>
+    public static async Task<long> EffectsAsync(TestDatabase db, Guid key)
+    {
+        await using var c = db.OpenAdmin();
+        return await c.ExecuteScalarAsync<long>("SELECT count(*) FROM listings.probe_effects WHERE key = @k", new { k = key.ToString() });
+    }
+
     public static WebApplication Build(TestDatabase db, TestVirtualHost vhost, TimeProvider? time = null, int? rabbitPort = null,
         string connectionStringSuffix = "", IReadOnlyDictionary<string, string?>? settings = null)
     {
