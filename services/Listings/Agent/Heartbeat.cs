@@ -76,9 +76,10 @@ internal static class Heartbeat
         var health = healthy ? NodeHealth.Healthy : NodeHealth.Unhealthy;
 
         var transition = await HealthTransitions.ApplyAsync(tx, node, health, healthReason, differences.Count == 0, verificationReason, now, ct);
-        // A heartbeat that changes nothing but the node's last sign of life (nearly all of them: 27 a second for the load
-        // driver's 133 nodes) need not wait for the WAL flush: if it were lost in a crash, the agent's next heartbeat,
-        // seconds later, says the same. One that changes the node's health waits, like every other commit.
+        // A heartbeat that changes neither the node's health nor its verification (nearly all of them: 27 a second for the
+        // load driver's 133 nodes; at most the last sign of life and the reasons' text) need not wait for the WAL flush:
+        // if it were lost in a crash, the agent's next heartbeat, seconds later, says the same. One that changes the node's
+        // health or verification (and publishes NodeHealthChanged) waits, like every other commit.
         await tx.Connection.ExecuteAsync(new CommandDefinition($"""
             UPDATE nodes SET last_heartbeat_at = @now, observed = @observed::jsonb WHERE id = @nodeId;
             {(transition ? "" : "SET LOCAL synchronous_commit = off;")}
