@@ -55,7 +55,7 @@ public sealed class BookingConcurrencyTests(SchedulingFixture f) : IClassFixture
             .Select(i => f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, t0.AddMinutes(i), t0.AddMinutes(i + 30)))
             .ToList();
 
-        await Task.WhenAll(matches.Select(m => f.Bus.Publish(m)));
+        await Task.WhenAll(matches.Select(m => f.Bus.PublishAsync(m)));
         var outcomes = await Task.WhenAll(matches.Select(m => f.OutcomeAsync(m.MatchId)));
 
         Assert.Single(outcomes.OfType<LeaseScheduled>());

@@ -39,7 +39,7 @@ public sealed class LeaseLifecycleTests(SchedulingFixture f) : IClassFixture<Sch
         var match = f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, start, start.AddHours(1));
         var messageId = NewId.NextGuid();
 
-        for (var i = 0; i < 3; i++) await f.Bus.Publish(match, c => c.MessageId = messageId);
+        for (var i = 0; i < 3; i++) await f.Bus.PublishAsync(match, messageId);
         await Eventually.True(() => Task.FromResult(f.Consumed.Of(messageId) == 3), what: "three deliveries consumed");
 
         Assert.Equal(1, await f.ScalarAsync<long>("SELECT count(*) FROM scheduling.leases WHERE order_id = @OrderId", match));
@@ -58,7 +58,7 @@ public sealed class LeaseLifecycleTests(SchedulingFixture f) : IClassFixture<Sch
         var match = f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, start, start.AddHours(1));
         var lease = await f.ScheduleAsync(match);
 
-        await f.Bus.Publish(new HoldRejected(lease.LeaseId, match.OrderId, match.RenterOrgId,
+        await f.Bus.PublishAsync(new HoldRejected(lease.LeaseId, match.OrderId, match.RenterOrgId,
             "the wallet holds 1.00 CNY; the lease needs up to 2.35 CNY", f.Clock.GetUtcNow()));
 
         var ended = await Eventually.Get(() => Task.FromResult(f.EventsOf<LeaseEnded>().FirstOrDefault(e => e.LeaseId == lease.LeaseId)), _ => true);
@@ -97,8 +97,8 @@ public sealed class LeaseLifecycleTests(SchedulingFixture f) : IClassFixture<Sch
         var start = f.Clock.GetUtcNow().AddHours(1);
         var match = f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, start, start.AddHours(1));
 
-        await f.Bus.Publish(match);
-        await f.Bus.Publish(node);
+        await f.Bus.PublishAsync(match);
+        await f.Bus.PublishAsync(node);
 
         var scheduled = Assert.IsType<LeaseScheduled>(await f.OutcomeAsync(match.MatchId));
         Assert.Equal([node.Slots[0].SlotId], scheduled.SlotIds);

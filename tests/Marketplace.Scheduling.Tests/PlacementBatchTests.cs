@@ -86,7 +86,7 @@ public sealed class PlacementBatchTests(SchedulingFixture f) : IClassFixture<Sch
 
         Assert.Equal([true, false], together);
         Assert.Equal([true], again);
-        await f.Bus.Publish(match, c => c.MessageId = messageId); // and the consumer's own path skips it too
+        await f.Bus.PublishAsync(match, messageId); // and the consumer's own path skips it too
         await Eventually.True(() => Task.FromResult(f.Consumed.Of(messageId) == 1), what: "the redelivery consumed");
 
         Assert.Equal(1, await LeasesOfAsync(match));
@@ -112,7 +112,7 @@ public sealed class PlacementBatchTests(SchedulingFixture f) : IClassFixture<Sch
         await Booking.InsertAsync(other, tx, rival, [first], CancellationToken.None);
 
         var match = f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, t0, t0.AddHours(1));
-        await f.Bus.Publish(match);
+        await f.Bus.PublishAsync(match);
         await Eventually.True(async () => await f.ScalarAsync<long>(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") > 0,
             what: "the batch waiting for the rival booking");
@@ -126,7 +126,7 @@ public sealed class PlacementBatchTests(SchedulingFixture f) : IClassFixture<Sch
 
     private async Task<object> PublishAsync(OrderMatched match, Guid messageId)
     {
-        await f.Bus.Publish(match, c => c.MessageId = messageId);
+        await f.Bus.PublishAsync(match, messageId);
         return await f.OutcomeAsync(match.MatchId);
     }
 }

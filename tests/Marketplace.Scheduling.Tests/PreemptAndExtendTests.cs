@@ -78,10 +78,10 @@ public sealed class PreemptAndExtendTests(SchedulingFixture f) : IClassFixture<S
         var soldFrom = decidedAt.AddSeconds(30).AddMilliseconds(-3);
         var displacing = f.Match(Guid.NewGuid(), victimMatch.ProviderOrgId, [node.NodeId], 2, soldFrom, decidedAt.AddHours(1));
 
-        await f.Bus.Publish(displacing);
+        await f.Bus.PublishAsync(displacing);
         await Task.Delay(500); // lets the match be tried first and wait for the preemption; the outcome must not depend on it
         f.Clock.Advance(TimeSpan.FromSeconds(2)); // Scheduling hears of the preemption 2 s after the market decided
-        await f.Bus.Publish(new PreemptionRequested(victimMatch.MatchId, victimMatch.OrderId, "displaced by a higher-priority on_demand order", 30, decidedAt));
+        await f.Bus.PublishAsync(new PreemptionRequested(victimMatch.MatchId, victimMatch.OrderId, "displaced by a higher-priority on_demand order", 30, decidedAt));
 
         var placed = Assert.IsType<LeaseScheduled>(await f.OutcomeAsync(displacing.MatchId));
         Assert.Equal(victim.SlotIds.Order(), placed.SlotIds.Order());

@@ -102,7 +102,7 @@ public class SchedulingFixture : IAsyncLifetime
             Fabric = fabric,
             FabricGbps = fabric is null ? 0 : 400,
         };
-        await Bus.Publish(node);
+        await Bus.PublishAsync(node);
         await Eventually.True(async () => await ScalarAsync<long>(
             "SELECT count(*) FROM scheduling.gpu_slots WHERE node_id = @NodeId", new { node.NodeId }) == slots, what: "the node copy");
         return node;
@@ -116,7 +116,7 @@ public class SchedulingFixture : IAsyncLifetime
     /// <summary>Publishes a match and waits for Scheduling's answer (LeaseScheduled or PlacementFailed).</summary>
     public async Task<object> PlaceAsync(OrderMatched match)
     {
-        await Bus.Publish(match);
+        await Bus.PublishAsync(match);
         return await OutcomeAsync(match.MatchId);
     }
 
@@ -141,8 +141,7 @@ public class SchedulingFixture : IAsyncLifetime
     /// <summary>Publishes a message as another service would and waits until Scheduling consumed it.</summary>
     public async Task PublishAndWaitAsync<T>(T message) where T : class
     {
-        var id = NewId.NextGuid();
-        await Bus.Publish(message, c => c.MessageId = id);
+        var id = await Bus.PublishAsync(message);
         await Eventually.True(() => Task.FromResult(Consumed.Of(id) > 0), what: $"{typeof(T).Name} to be consumed");
     }
 

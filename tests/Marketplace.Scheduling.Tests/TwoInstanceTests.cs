@@ -29,7 +29,7 @@ public sealed class TwoInstanceTests(TwoInstanceFixture f, ITestOutputHelper out
             .ToList();
 
         var clock = Stopwatch.StartNew();
-        await Task.WhenAll(matches.Select(m => f.Bus.Publish(m)));
+        await Task.WhenAll(matches.Select(m => f.Bus.PublishAsync(m)));
         var outcomes = await Task.WhenAll(matches.Select(m => f.OutcomeAsync(m.MatchId)));
         output.WriteLine($"{matches.Count} placements on one offer by two instances: {clock.ElapsedMilliseconds} ms");
 
@@ -53,7 +53,7 @@ public sealed class TwoInstanceTests(TwoInstanceFixture f, ITestOutputHelper out
             .Select(i => f.Match(Guid.NewGuid(), provider, nodes.Select(n => n.NodeId), 4 + i % 3 * 4, t0.AddMinutes(i), t0.AddMinutes(i + 90)))
             .ToList();
 
-        await Task.WhenAll(matches.Select(m => f.Bus.Publish(m)));
+        await Task.WhenAll(matches.Select(m => f.Bus.PublishAsync(m)));
         var outcomes = await Task.WhenAll(matches.Select(m => f.OutcomeAsync(m.MatchId)));
 
         Assert.Equal(0, await f.OverlappingBookingsAsync());

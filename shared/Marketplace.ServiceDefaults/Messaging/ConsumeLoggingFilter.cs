@@ -12,7 +12,9 @@ public sealed class ConsumeLoggingFilter<T>(ILogger<ConsumeLoggingFilter<T>> log
 {
     public async Task Send(ConsumeContext<T> context, IPipe<ConsumeContext<T>> next)
     {
-        var started = time.GetUtcNow();
+        // SentTime is the sender's wall clock, so the wait is measured against the wall clock too, not the injected clock
+        // (a test's fake clock would make it meaningless).
+        var started = DateTimeOffset.UtcNow;
         var t = time.GetTimestamp();
         await next.Send(context);
         var waited = context.SentTime is { } sent ? (started - new DateTimeOffset(DateTime.SpecifyKind(sent, DateTimeKind.Utc))).TotalMilliseconds : double.NaN;
