@@ -134,6 +134,44 @@ public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<Auto
         Assert.True(await fx.LedgerBalancedAsync());
     }
 
+    [Fact]
+    public async Task A_run_that_dies_at_its_end_after_the_invoices_are_final_but_before_the_payouts_resumes_and_pays_once()
+    {
+        // The end finalizes the invoices on one connection while the statements are recomputed and their payouts queued on
+        // another: a crash before the payouts leaves final invoices and an unpaid statement; the next run pays it, once.
+        var crashed = await FiveLeasesAsync(daysAgo: 36);
+        var clean = await FiveLeasesAsync(daysAgo: 37);
+        var hooks = fx.Factory.Services.GetRequiredService<BillingRunHooks>();
+        hooks.BeforePayoutsQueued = _ => throw new InvalidOperationException("simulated crash");
+        try
+        {
+            var dead = await fx.Finance().PostAsync($"/v1/billing/periods/{Day(36)}/runs", null);
+            Assert.Equal(HttpStatusCode.InternalServerError, dead.StatusCode);
+        }
+        finally
+        {
+            hooks.BeforePayoutsQueued = null;
+        }
+        Assert.Equal(5, await fx.ScalarAsync("SELECT leases_done FROM billing_runs WHERE period = @p AND state = 'running'", new { p = Day(36) }));
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM invoices WHERE renter_org_id = @Renter AND status = 'finalized'", new { crashed.Renter }));
+        Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM payouts po JOIN statements s ON s.id = po.statement_id WHERE s.provider_org_id = @Provider", new { crashed.Provider }));
+
+        var resumed = await fx.RunPeriodAsync(Day(36));
+        var uninterrupted = await fx.RunPeriodAsync(Day(37));
+        var again = await fx.RunPeriodAsync(Day(36));
+
+        Assert.Equal(Shape(InvoiceOf(uninterrupted, clean.Renter), StatementOf(uninterrupted, clean.Provider)),
+            Shape(InvoiceOf(resumed, crashed.Renter), StatementOf(resumed, crashed.Provider)));
+        static string Payout(JsonElement statement) => statement.GetProperty("payout") is var p
+            ? $"{p.GetProperty("status")}/{Amount(p, "amount")}/{p.GetProperty("held_reason")}" : "";
+        Assert.Equal(Payout(StatementOf(uninterrupted, clean.Provider)), Payout(StatementOf(again, crashed.Provider)));
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM payouts po JOIN statements s ON s.id = po.statement_id WHERE s.provider_org_id = @Provider", new { crashed.Provider }));
+        Assert.Equal(await Balances(clean.Provider), await Balances(crashed.Provider));
+        Assert.Equal(await Balances(clean.Renter), await Balances(crashed.Renter));
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM billing_runs WHERE period = @p AND state = 'completed'", new { p = Day(36) }));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
     [Theory]
     [InlineData(32, 0)] // chunk [0, 1], the first of its writer's batch
     [InlineData(33, 4)] // chunk [4], the second of its writer's batch (after [0, 1]; [2, 3] went to the other writer): the first chunk is written already

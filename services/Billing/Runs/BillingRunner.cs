@@ -19,6 +19,9 @@ public sealed class BillingRunHooks
 
     /// <summary>Called with a chunk's leases after it is read and rated, before its holds are claimed (a test changes a hold here).</summary>
     public Func<IReadOnlyList<Guid>, CancellationToken, Task>? BeforeClaim { get; set; }
+
+    /// <summary>Called at the end of a run, before the statements are recomputed and their payouts queued (beside the invoices being finalized).</summary>
+    public Func<CancellationToken, Task>? BeforePayoutsQueued { get; set; }
 }
 
 /// <summary>
@@ -50,11 +53,24 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         {
             var profile = new RunProfile();
             var closed = await CloseUsageAsync(p, profile, ct);
-            var t = Stopwatch.GetTimestamp();
-            await FinishAsync(p, ct);
-            t = profile.Lap("finish (totals, finalize, statements, payouts queued)", t);
-            var allPaid = await PayOutAsync(ct);
-            profile.Lap("payouts (Stripe transfers + ledger)", t);
+            // The end: the invoices and the statements are both sums of the lines written above, and neither reads what
+            // the other writes, so the invoices are finalized on one connection while the statements are recomputed, what
+            // they still owe is queued and paid out on another (one transaction each; each is idempotent, so a run that
+            // dies between them ends the same when it runs again). The run is completed when both are done.
+            var end = Stopwatch.GetTimestamp();
+            var invoices = Task.Run(async () => profile.Lap("end: invoice totals and finalizing", await FinalizeInvoicesAsync(p, ct)), CancellationToken.None);
+            var payouts = Task.Run(async () =>
+            {
+                if (hooks.BeforePayoutsQueued is { } hook) await hook(ct);
+                var t = profile.Lap("end: statements and payouts queued", await QueuePayoutsAsync(p, ct));
+                var allPaid = await PayOutAsync(ct);
+                profile.Lap("end: payouts (Stripe transfers + ledger)", t);
+                return allPaid;
+            }, CancellationToken.None);
+            await Task.WhenAll(invoices, payouts);
+            await CompleteAsync(p, ct);
+            profile.Lap("end (the three above at once, then completed)", end);
+            var allPaid = await payouts;
             logger.LogInformation("Billing run {Period}: {Leases} leases closed; {Profile}", p.Name, closed, profile);
             return new Outcome(closed, allPaid, profile);
         }
@@ -482,9 +498,10 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
     }
 
-    /// <summary>Totals from the lines, drafts finalized, statements recomputed, what is still owed queued as payouts.</summary>
-    private async Task FinishAsync(BillingPeriod p, CancellationToken ct)
+    /// <summary>Invoice totals from their lines and the drafts finalized, in one transaction; returns when it began (a timestamp).</summary>
+    private async Task<long> FinalizeInvoicesAsync(BillingPeriod p, CancellationToken ct)
     {
+        var began = Stopwatch.GetTimestamp();
         await using var tx = await db.BeginAsync(ct);
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             -- Totals and finalizing in one write per invoice; then any draft without lines is finalized as it is.
@@ -494,6 +511,20 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                   WHERE d.period = @Name AND d.status = 'draft' GROUP BY l.invoice_id) t
             WHERE i.id = t.invoice_id;
             UPDATE invoices SET status = 'finalized', finalized_at = @now WHERE period = @Name AND status = 'draft';
+            """, new { p.Name, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        return began;
+    }
+
+    /// <summary>
+    /// Statements recomputed from the lines of the period's invoices (draft or final: the lines are the same), and what a
+    /// statement still owes queued as its next payout, in one transaction; returns when it began (a timestamp).
+    /// </summary>
+    private async Task<long> QueuePayoutsAsync(BillingPeriod p, CancellationToken ct)
+    {
+        var began = Stopwatch.GetTimestamp();
+        await using var tx = await db.BeginAsync(ct);
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE statements s SET gross = t.gross, platform_fee = t.fee, sla_credits = t.sla, net = t.gross - t.fee - t.sla, updated_at = @now
             FROM (SELECT l.statement_id, SUM(l.amount) AS gross, SUM(l.platform_fee) AS fee, SUM(l.sla_credit) AS sla
                   FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
@@ -511,8 +542,17 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             WHERE s.period = @Name
             GROUP BY s.id, a.id
             HAVING s.net - COALESCE(SUM(po.amount), 0) > 0;
-            UPDATE billing_runs SET state = 'completed', completed_at = @now WHERE period = @Name;
             """, new { p.Name, now = tx.Now, noAccount = HeldNoAccount, notEnabled = HeldNotEnabled }, tx.Transaction, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+        return began;
+    }
+
+    private async Task CompleteAsync(BillingPeriod p, CancellationToken ct)
+    {
+        await using var tx = await db.BeginAsync(ct);
+        await tx.Connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE billing_runs SET state = 'completed', completed_at = @now WHERE period = @Name",
+            new { p.Name, now = tx.Now }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
     }
 
