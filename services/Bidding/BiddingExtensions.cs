@@ -17,6 +17,7 @@ public static class BiddingExtensions
             bus.AddConsumer<OfferPublishedConsumer, OfferPublishedConsumerDefinition>();
             bus.AddConsumer<OfferWithdrawnConsumer, OfferWithdrawnConsumerDefinition>();
             bus.AddConsumer<LeaseScheduledConsumer, LeaseScheduledConsumerDefinition>();
+            bus.AddConsumer<LeaseSlotsMovedConsumer, LeaseSlotsMovedConsumerDefinition>();
             bus.AddConsumer<PlacementFailedConsumer, PlacementFailedConsumerDefinition>();
             bus.AddConsumer<HoldRejectedConsumer, HoldRejectedConsumerDefinition>();
             bus.AddConsumer<LeaseEndedConsumer, LeaseEndedConsumerDefinition>();

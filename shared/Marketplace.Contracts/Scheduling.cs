@@ -29,6 +29,15 @@ public sealed record LeaseInterrupted(Guid LeaseId, Guid OrderId, string Reason,
 /// <summary>Downtime ends (replacement capacity is running).</summary>
 public sealed record LeaseResumed(Guid LeaseId, Guid OrderId, DateTimeOffset At);
 
+/// <summary>
+/// The lease moved off a node that could no longer serve it: from <paramref name="From"/> on it holds
+/// <paramref name="SlotIds"/> (all its accelerators now, not only the moved ones). Bidding counts the match on these from
+/// then on; of two slot sets for one match, the one with the later <paramref name="At"/> wins (this may overtake
+/// LeaseScheduled).
+/// </summary>
+public sealed record LeaseSlotsMoved(Guid LeaseId, Guid OrderId, Guid MatchId, IReadOnlyList<Guid> SlotIds, DateTimeOffset From,
+    DateTimeOffset At);
+
 /// <summary>An interruptible lease will be preempted at <paramref name="PreemptAt"/>.</summary>
 public sealed record PreemptionNoticeGiven(Guid LeaseId, Guid OrderId, DateTimeOffset PreemptAt, string Reason, DateTimeOffset At);
 

@@ -79,6 +79,10 @@ public sealed class NodeFailureTests(SchedulingFixture f) : IClassFixture<Schedu
         Assert.Equal((failedAt, "provider"), (interrupted.At, interrupted.Cause));
         Assert.Contains("GPU 3 fell off the bus", interrupted.Reason, StringComparison.Ordinal);
         Assert.Equal(f.Clock.GetUtcNow(), resumed.At);
+        // Bidding is told the lease's accelerators now: the spare node's eight, from the move on.
+        var moved = await f.EventAsync<LeaseSlotsMoved>(e => e.LeaseId == lease.LeaseId);
+        Assert.Equal((match.MatchId, match.OrderId, f.Clock.GetUtcNow()), (moved.MatchId, moved.OrderId, moved.From));
+        Assert.Equal(spare.Slots.Select(s => s.SlotId).Order(), moved.SlotIds.Order());
 
         var json = await LeaseJsonAsync(match.RenterOrgId, lease.LeaseId);
         Assert.Equal("active", json.GetProperty("status").GetString());

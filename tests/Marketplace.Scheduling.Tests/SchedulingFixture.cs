@@ -63,6 +63,7 @@ public class SchedulingFixture : IAsyncLifetime
             e.Handler<LeaseEnded>(Record);
             e.Handler<LeaseInterrupted>(Record);
             e.Handler<LeaseResumed>(Record);
+            e.Handler<LeaseSlotsMoved>(Record);
             e.Handler<PreemptionNoticeGiven>(Record);
             e.Handler<LeaseExtended>(Record);
         });

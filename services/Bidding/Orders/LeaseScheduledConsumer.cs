@@ -24,10 +24,11 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
             WHERE o.id = @OrderId
               AND EXISTS (SELECT 1 FROM matches x WHERE x.id = @MatchId AND x.order_id = o.id)
             """, new { m.LeaseId, m.OrderId, m.MatchId, now = tx.Now }, tx.Transaction, cancellationToken: ct));
-        // The accelerators the lease holds: from now on the match blocks exactly these for its whole window (Clearing.Free).
+        // The accelerators the lease holds: from now on the match blocks exactly these for its whole window (Clearing.Free),
+        // unless a move of the lease (LeaseSlotsMoved, later) overtook this event.
         await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE matches SET slot_ids = @SlotIds WHERE id = @MatchId",
-            new { m.MatchId, SlotIds = m.SlotIds.Distinct().ToArray() }, tx.Transaction, cancellationToken: ct));
+            "UPDATE matches SET slot_ids = @SlotIds, slot_ids_at = @At WHERE id = @MatchId AND (slot_ids_at IS NULL OR slot_ids_at < @At)",
+            new { m.MatchId, SlotIds = m.SlotIds.Distinct().ToArray(), At = m.At.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
         // A late on-demand match runs from when Scheduling placed it, for the ordered duration (LateMatch): the match now
         // holds the offer's capacity over the lease's window. Not once the lease ended, was preempted or released here.
         await tx.Connection.ExecuteAsync(new CommandDefinition("""

@@ -19,11 +19,12 @@ internal sealed class LockedLease
 {
     public const string Columns = """
         id, order_id, renter_org_id, provider_org_id, status, accelerator_model, start_at, end_at, started_at, preempt_at,
-        preemption_notice_seconds, ssh_public_key, container_image, verified_only, offer_id, offered_node_ids, offered_slot_ids
+        preemption_notice_seconds, ssh_public_key, container_image, verified_only, offer_id, offered_node_ids, offered_slot_ids, match_id
         """;
 
     public Guid Id { get; init; }
     public Guid OrderId { get; init; }
+    public Guid MatchId { get; init; }
     public Guid RenterOrgId { get; init; }
     public Guid ProviderOrgId { get; init; }
     public string Status { get; init; } = "";

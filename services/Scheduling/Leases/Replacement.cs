@@ -84,6 +84,11 @@ internal static class Replacement
             WHERE id = ANY(@ids)
             """, new { from, ids = old.Select(o => o.Id).ToArray() }, tx.Transaction, cancellationToken: ct));
         await Booking.BookAsync(tx.Connection, tx.Transaction, lease.Id, newSlots, from, lease.Until, ct);
+        // Bidding counts a placed match on its accelerators: from now on, these.
+        var holding = (await tx.Connection.QueryAsync<Guid>(new CommandDefinition(
+            "SELECT DISTINCT slot_id FROM bookings WHERE lease_id = @Id AND NOT released AND upper(during) > @from",
+            new { lease.Id, from }, tx.Transaction, cancellationToken: ct))).ToList();
+        await tx.PublishAsync(new LeaseSlotsMoved(lease.Id, lease.OrderId, lease.MatchId, holding, from, now), ct);
 
         var agentsMustStart = options.RequireAgentAck && lease.Status is "active" or "provisioning";
         if (agentsMustStart)
