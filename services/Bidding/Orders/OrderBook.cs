@@ -24,10 +24,13 @@ internal static class OrderBook
     /// an offer of any group) takes the model exclusively. Capacity read under the lock stays true until commit.
     /// </summary>
     public static Task LockAsync(Tx tx, string model, string? group, CancellationToken ct) =>
-        tx.Connection.ExecuteAsync(new CommandDefinition(group is null
-            ? $"SELECT pg_advisory_xact_lock({ModelLocks}, hashtext(@model));"
-            : $"SELECT pg_advisory_xact_lock_shared({ModelLocks}, hashtext(@model)); SELECT pg_advisory_xact_lock({MarketLocks}, hashtext(@market));",
+        tx.Connection.ExecuteAsync(new CommandDefinition(LockSql(group),
             new { model, market = group is null ? null : Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
+
+    /// <summary>The statements of <see cref="LockAsync"/> (parameters @model and @market), to lead a command of more.</summary>
+    private static string LockSql(string? group) => group is null
+        ? $"SELECT 1 FROM pg_advisory_xact_lock({ModelLocks}, hashtext(@model));"
+        : $"SELECT 1 FROM pg_advisory_xact_lock_shared({ModelLocks}, hashtext(@model)); SELECT 1 FROM pg_advisory_xact_lock({MarketLocks}, hashtext(@market));";
 
     private const string OfferColumns = """
         offer_id, provider_org_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count, window_start,
@@ -274,11 +277,16 @@ internal static class OrderBook
     /// <summary>A standing order leaves the book when its time runs out: at expires_at (gtt), or at a reserved window's latest start.</summary>
     public static async Task ScheduleExpiryAsync(Tx tx, OrderRow order, CancellationToken ct)
     {
+        if (ExpiryDue(order) is { } at) await tx.ScheduleAsync(ExpireOrder.Kind, order.Id.ToString(), at, ct);
+    }
+
+    /// <summary>When a standing order leaves the book (<see cref="ScheduleExpiryAsync"/>); null: it does not expire.</summary>
+    public static DateTimeOffset? ExpiryDue(OrderRow order)
+    {
         DateTimeOffset? due = order.ExpiresAt;
         if (order.LatestEnd is { } latestEnd && (due is null || latestEnd.AddSeconds(-order.DurationSeconds) < due))
             due = latestEnd.AddSeconds(-order.DurationSeconds);
-        if (due is { } at && order.TimeInForce != "ioc")
-            await tx.ScheduleAsync(ExpireOrder.Kind, order.Id.ToString(), at, ct);
+        return order.TimeInForce == "ioc" ? null : due;
     }
 
     /// <summary>
@@ -349,13 +357,26 @@ internal static class OrderBook
     /// </summary>
     public static async Task<int> ClearPlacedAsync(Tx tx, string model, string? group, Guid[] ids, CancellationToken ct)
     {
-        await LockAsync(tx, model, group, ct);
-        var orders = (await tx.Connection.QueryAsync<OrderRow>(new CommandDefinition($"""
+        // One round trip: the market lock, the safety net of these orders marked done (this clearing sees every one of
+        // them, or a clearing already did; an item the due-work runner holds is its own clearing, skipped), the orders.
+        List<OrderRow> orders;
+        await using (var reader = await tx.Connection.QueryMultipleAsync(new CommandDefinition($"""
+            {LockSql(group)}
+            UPDATE due_work SET done_at = @now
+            WHERE id IN (SELECT id FROM due_work WHERE kind = @kind AND key = ANY(@keys) AND done_at IS NULL FOR UPDATE SKIP LOCKED);
             SELECT {OrderRow.Columns} FROM orders
             WHERE id = ANY(@ids) AND status = 'open' AND status_reason IS NULL
             ORDER BY id
-            FOR UPDATE
-            """, new { ids }, tx.Transaction, cancellationToken: ct))).AsList();
+            FOR UPDATE;
+            """, new
+            {
+                model, market = group is null ? null : Markets.Key(model, group), ids, now = tx.Now, kind = ClearPlacedOrder.Kind,
+                keys = ids.Select(id => id.ToString()).ToArray(),
+            }, tx.Transaction, cancellationToken: ct)))
+        {
+            for (var i = 0; i < (group is null ? 1 : 2); i++) await reader.ReadAsync<int>();
+            orders = (await reader.ReadAsync<OrderRow>()).AsList();
+        }
         if (orders.Count == 0) return 0;
         // The best bid before these orders came, per currency: if the ones left resting move it, PriceTicked says so.
         var bidders = orders.Where(o => o.Type != "interruptible").GroupBy(o => o.MaxPriceCurrency).Select(g => g.First()).ToList();
