@@ -19,4 +19,23 @@ public static class Markets
 
     /// <summary>The market's name in events and locks: "h100-sxm/cn".</summary>
     public static string Key(string model, string regionGroup) => model + "/" + regionGroup;
+
+    /// <summary>
+    /// The best ask among <paramref name="offers"/> (of one market): the lowest ask in <paramref name="currency"/> of an
+    /// offer whose window is open at <paramref name="now"/> and that has an accelerator not booked at that instant. The same
+    /// rule as the ask of MarketQuote, on offers already in memory with their bookings.
+    /// </summary>
+    public static long? BestAsk(IEnumerable<OfferCandidate> offers, string currency, DateTimeOffset now)
+    {
+        long? best = null;
+        foreach (var o in offers)
+        {
+            if (o.Currency != currency || o.WindowStart > now || o.WindowEnd <= now || (best is { } b && o.AskAmount >= b)) continue;
+            var used = 0;
+            foreach (var booking in o.Bookings)
+                if (booking.Start <= now && booking.End > now) used += booking.Count;
+            if (o.Capacity > used) best = o.AskAmount;
+        }
+        return best;
+    }
 }

@@ -29,4 +29,17 @@ internal sealed record MarketQuote(Money? BestBid, Money? BestAsk)
             """, new { model, group, currency, now = tx.Now, exceptOrders }, tx.Transaction, cancellationToken: ct));
         return new MarketQuote(bid is { } b ? new Money(b, currency) : null, ask is { } a ? new Money(a, currency) : null);
     }
+
+    /// <summary>The best bid alone (no offer or match is read): see <see cref="ReadAsync"/>.</summary>
+    public static async Task<Money?> ReadBestBidAsync(Tx tx, string model, string? group, string currency, CancellationToken ct,
+        Guid[]? exceptOrders = null)
+    {
+        var bid = await tx.Connection.QuerySingleAsync<long?>(new CommandDefinition("""
+            SELECT max(max_price_amount) FROM orders
+            WHERE accelerator_model = @model AND status = 'open' AND type <> 'interruptible' AND max_price_currency = @currency
+              AND (@group::text IS NULL OR region_group = @group OR region_group IS NULL)
+              AND (@exceptOrders::uuid[] IS NULL OR id <> ALL(@exceptOrders))
+            """, new { model, group, currency, exceptOrders }, tx.Transaction, cancellationToken: ct));
+        return bid is { } b ? new Money(b, currency) : null;
+    }
 }

@@ -24,10 +24,13 @@ internal static class OrderBook
     /// an offer of any group) takes the model exclusively. Capacity read under the lock stays true until commit.
     /// </summary>
     public static Task LockAsync(Tx tx, string model, string? group, CancellationToken ct) =>
-        tx.Connection.ExecuteAsync(new CommandDefinition(group is null
-            ? $"SELECT pg_advisory_xact_lock({ModelLocks}, hashtext(@model));"
-            : $"SELECT pg_advisory_xact_lock_shared({ModelLocks}, hashtext(@model)); SELECT pg_advisory_xact_lock({MarketLocks}, hashtext(@market));",
+        tx.Connection.ExecuteAsync(new CommandDefinition(LockSql(group),
             new { model, market = group is null ? null : Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
+
+    /// <summary>The statements of <see cref="LockAsync"/> (parameters @model and @market), to lead a command of more.</summary>
+    private static string LockSql(string? group) => group is null
+        ? $"SELECT 1 FROM pg_advisory_xact_lock({ModelLocks}, hashtext(@model));"
+        : $"SELECT 1 FROM pg_advisory_xact_lock_shared({ModelLocks}, hashtext(@model)); SELECT 1 FROM pg_advisory_xact_lock({MarketLocks}, hashtext(@market));";
 
     private const string OfferColumns = """
         offer_id, provider_org_id, node_ids, accelerator_model, region, jurisdiction, accelerator_count, window_start,
@@ -36,14 +39,24 @@ internal static class OrderBook
         """;
 
     /// <summary>Active offers of a model (of one group, or of all groups but <paramref name="exceptGroup"/>) with their bookings.</summary>
+    /// <remarks>
+    /// One round trip: the offers, then the active matches of the same offers (the same filter; offers change only under
+    /// the market lock, which the caller holds, so both statements see the same offers).
+    /// </remarks>
     public static async Task<Supply> LoadSupplyAsync(Tx tx, string model, string? group, CancellationToken ct, string? exceptGroup = null)
     {
-        var offers = (await tx.Connection.QueryAsync<OfferRow>(new CommandDefinition($"""
-            SELECT {OfferColumns} FROM offers
-            WHERE accelerator_model = @model AND status = 'active' AND window_end > @now
+        const string filter = """
+            accelerator_model = @model AND status = 'active' AND window_end > @now
               AND (@group::text IS NULL OR region_group = @group) AND (@exceptGroup::text IS NULL OR region_group <> @exceptGroup)
-            """, new { model, group, exceptGroup, now = tx.Now }, tx.Transaction, cancellationToken: ct))).AsList();
-        return await WithBookingsAsync(tx, offers, ct);
+            """;
+        await using var reader = await tx.Connection.QueryMultipleAsync(new CommandDefinition($"""
+            SELECT {OfferColumns} FROM offers WHERE {filter};
+            SELECT {BookingColumns} FROM matches
+            WHERE state = 'active' AND end_at > @now AND offer_id IN (SELECT offer_id FROM offers WHERE {filter});
+            """, new { model, group, exceptGroup, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+        var offers = (await reader.ReadAsync<OfferRow>()).AsList();
+        var bookings = (await reader.ReadAsync<BookingRow>()).AsList();
+        return WithBookings(offers, bookings);
     }
 
     /// <summary>
@@ -63,19 +76,23 @@ internal static class OrderBook
         return (await WithBookingsAsync(tx, offers, ct)).Candidates;
     }
 
-    private static async Task<Supply> WithBookingsAsync(Tx tx, List<OfferRow> offers, CancellationToken ct)
+    private static async Task<Supply> WithBookingsAsync(Tx tx, List<OfferRow> offers, CancellationToken ct) =>
+        offers.Count == 0 ? new Supply([], [])
+            : WithBookings(offers, await LoadBookingsAsync(tx, offers.Select(o => o.OfferId).ToArray(), ct));
+
+    private static Supply WithBookings(List<OfferRow> offers, List<BookingRow> rows)
     {
-        if (offers.Count == 0) return new Supply([], []);
-        var bookings = (await LoadBookingsAsync(tx, offers.Select(o => o.OfferId).ToArray(), ct))
-            .ToLookup(b => b.OfferId, b => b.ToBooking(forClearing: true));
+        var bookings = rows.ToLookup(b => b.OfferId, b => b.ToBooking(forClearing: true));
         var candidates = offers.Select(o => o.ToCandidate(bookings[o.OfferId].ToList())).ToList();
         return new Supply(candidates, offers.ToDictionary(o => o.OfferId));
     }
 
+    private const string BookingColumns =
+        "id, offer_id, order_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at, slot_ids";
+
     private static async Task<List<BookingRow>> LoadBookingsAsync(Tx tx, Guid[] offerIds, CancellationToken ct) =>
-        (await tx.Connection.QueryAsync<BookingRow>(new CommandDefinition("""
-            SELECT id, offer_id, order_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at, slot_ids
-            FROM matches
+        (await tx.Connection.QueryAsync<BookingRow>(new CommandDefinition($"""
+            SELECT {BookingColumns} FROM matches
             WHERE state = 'active' AND end_at > @now AND offer_id = ANY(@offerIds)
             """, new { now = tx.Now, offerIds }, tx.Transaction, cancellationToken: ct))).AsList();
 
@@ -93,29 +110,23 @@ internal static class OrderBook
         var book = orders.ToDictionary(o => o.Id, o => (Row: o, Order: o.ToBookOrder(now)));
         var result = Clearing.Clear([.. book.Values.Select(x => x.Order)], supply.Candidates, now);
 
+        // Every fill of the batch in three statements (orders, matches, OrderMatched), not one round trip per fill. The
+        // preemptions a fill makes (rare) are written first, each with its own statements.
+        var fills = result.Fills;
         var markets = new Dictionary<string, (Money Last, string Model, string Group)>();
-        foreach (var fill in result.Fills)
+        var matchIds = new Guid[fills.Count];
+        var events = new List<OrderMatched>(fills.Count);
+        for (var i = 0; i < fills.Count; i++)
         {
+            var fill = fills[i];
             var (row, _) = book[fill.OrderId];
             var offer = supply.Offers[fill.OfferId];
-            var matchId = NewId.NextGuid();
-            var market = Markets.Key(row.AcceleratorModel, offer.RegionGroup);
-            await tx.Connection.ExecuteAsync(new CommandDefinition("""
-                UPDATE orders SET status = 'matched', status_reason = NULL, alternatives = '{}', updated_at = @now WHERE id = @id;
-                INSERT INTO matches (id, order_id, offer_id, accelerator_count, start_at, end_at, price_amount, price_currency, state,
-                                     created_at, interruptible, bid_amount, order_type, market)
-                VALUES (@matchId, @id, @offerId, @count, @start, @end, @price, @currency, 'active', @now, @interruptible, @bid, @type, @market);
-                """, new
-                {
-                    id = row.Id, matchId, offerId = fill.OfferId, count = fill.Count, start = fill.Start, end = fill.End,
-                    price = fill.PriceAmount, currency = fill.Currency, now, interruptible = fill.Interruptible,
-                    bid = fill.Interruptible ? row.MaxPriceAmount : (long?)null, type = row.Type, market,
-                }, tx.Transaction, cancellationToken: ct));
+            matchIds[i] = NewId.NextGuid();
             foreach (var p in fill.Preemptions)
                 await PreemptAsync(tx, p, fill.Interruptible
                     ? $"outbid by an interruptible bid of {Matching.Price(row.MaxPriceAmount, row.MaxPriceCurrency)}"
                     : $"displaced by a higher-priority {row.Type} order", ct);
-            await tx.PublishAsync(new OrderMatched(matchId, row.Id, row.RenterOrgId, fill.OfferId, offer.ProviderOrgId, offer.NodeIds,
+            events.Add(new OrderMatched(matchIds[i], row.Id, row.RenterOrgId, fill.OfferId, offer.ProviderOrgId, offer.NodeIds,
                 row.AcceleratorModel, fill.Count, fill.Start, fill.End, new Money(fill.PriceAmount, fill.Currency), row.Type, now)
             {
                 Interruptible = fill.Interruptible,
@@ -123,8 +134,37 @@ internal static class OrderBook
                 SlaLevel = offer.SlaLevel,
                 SlotIds = offer.SlotIds,
                 VerifiedOnly = row.VerifiedOnly,
-            }, ct);
-            markets[market] = (new Money(fill.PriceAmount, fill.Currency), row.AcceleratorModel, offer.RegionGroup);
+            });
+            markets[Markets.Key(row.AcceleratorModel, offer.RegionGroup)] =
+                (new Money(fill.PriceAmount, fill.Currency), row.AcceleratorModel, offer.RegionGroup);
+        }
+        if (fills.Count > 0)
+        {
+            await tx.Connection.ExecuteAsync(new CommandDefinition("""
+                UPDATE orders SET status = 'matched', status_reason = NULL, alternatives = '{}', updated_at = @now WHERE id = ANY(@orderIds);
+                INSERT INTO matches (id, order_id, offer_id, accelerator_count, start_at, end_at, price_amount, price_currency, state,
+                                     created_at, interruptible, bid_amount, order_type, market)
+                SELECT f.id, f.order_id, f.offer_id, f.count, f.start_at, f.end_at, f.price, f.currency, 'active', @now,
+                       f.interruptible, f.bid, f.type, f.market
+                FROM unnest(@matchIds, @orderIds, @offerIds, @counts, @starts, @ends, @prices, @currencies, @interruptibles, @bids,
+                            @types, @markets)
+                     AS f(id, order_id, offer_id, count, start_at, end_at, price, currency, interruptible, bid, type, market);
+                """, new
+                {
+                    now, matchIds,
+                    orderIds = fills.Select(f => f.OrderId).ToArray(),
+                    offerIds = fills.Select(f => f.OfferId).ToArray(),
+                    counts = fills.Select(f => f.Count).ToArray(),
+                    starts = fills.Select(f => f.Start.ToUniversalTime()).ToArray(),
+                    ends = fills.Select(f => f.End.ToUniversalTime()).ToArray(),
+                    prices = fills.Select(f => f.PriceAmount).ToArray(),
+                    currencies = fills.Select(f => f.Currency).ToArray(),
+                    interruptibles = fills.Select(f => f.Interruptible).ToArray(),
+                    bids = fills.Select(f => f.Interruptible ? book[f.OrderId].Row.MaxPriceAmount : (long?)null).ToArray(),
+                    types = fills.Select(f => book[f.OrderId].Row.Type).ToArray(),
+                    markets = fills.Select(f => Markets.Key(book[f.OrderId].Row.AcceleratorModel, supply.Offers[f.OfferId].RegionGroup)).ToArray(),
+                }, tx.Transaction, cancellationToken: ct));
+            await tx.PublishAllAsync(events, ct);
         }
 
         var after = result.Offers.Concat(explainAgainst).ToList();
@@ -134,27 +174,41 @@ internal static class OrderBook
             var model = unfilled[0].AcceleratorModel;
             after.AddRange(await LoadOtherModelsAsync(tx, model, [.. unfilled.Select(o => o.MaxPriceCurrency).Distinct()],
                 unfilled.Max(o => o.MaxPriceAmount), ct));
-        }
-        foreach (var id in result.Unfilled)
-        {
-            var (row, order) = book[id];
-            var explanation = Explanations.Explain(order, after, now);
-            var windowPassed = order.Kind == OrderKind.Reserved && now.AddSeconds(order.DurationSeconds) > order.LatestEnd;
-            var cancel = windowPassed || (cancelUnfilledIoc && row.TimeInForce == "ioc");
+            // Every unfilled order's reason and alternatives in one statement (the alternatives of each as a JSON array).
+            var explained = result.Unfilled.Select(id =>
+            {
+                var (row, order) = book[id];
+                var explanation = Explanations.Explain(order, after, now);
+                var windowPassed = order.Kind == OrderKind.Reserved && now.AddSeconds(order.DurationSeconds) > order.LatestEnd;
+                var cancel = windowPassed || (cancelUnfilledIoc && row.TimeInForce == "ioc");
+                return (Id: id, Status: cancel ? "cancelled" : "open", explanation.Reason,
+                    Alternatives: JsonSerializer.Serialize(explanation.Alternatives));
+            }).ToList();
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
-                UPDATE orders SET status = @status, status_reason = @reason, alternatives = @alternatives, updated_at = @now
-                WHERE id = @id AND status = 'open'
+                UPDATE orders o
+                SET status = u.status, status_reason = u.reason, updated_at = @now,
+                    alternatives = ARRAY(SELECT a FROM jsonb_array_elements_text(u.alternatives::jsonb) WITH ORDINALITY AS x(a, n) ORDER BY n)
+                FROM unnest(@ids, @statuses, @reasons, @alternatives) AS u(id, status, reason, alternatives)
+                WHERE o.id = u.id AND o.status = 'open'
                 """, new
                 {
-                    id, status = cancel ? "cancelled" : "open", reason = explanation.Reason,
-                    alternatives = explanation.Alternatives.ToArray(), now,
+                    now,
+                    ids = explained.Select(e => e.Id).ToArray(),
+                    statuses = explained.Select(e => e.Status).ToArray(),
+                    reasons = explained.Select(e => e.Reason).ToArray(),
+                    alternatives = explained.Select(e => e.Alternatives).ToArray(),
                 }, tx.Transaction, cancellationToken: ct));
         }
 
+        // The quote after the trades: the best bid from the book, the best ask from the offers as this clearing left them
+        // (the same rule as MarketQuote, without reading every active match again).
         foreach (var (market, trade) in markets)
         {
-            var quote = await MarketQuote.ReadAsync(tx, trade.Model, trade.Group, trade.Last.Currency, ct);
-            await tx.PublishAsync(new PriceTicked(market, trade.Last, quote.BestBid, quote.BestAsk, now), ct);
+            var bid = await MarketQuote.ReadBestBidAsync(tx, trade.Model, trade.Group, trade.Last.Currency, ct);
+            var ask = Markets.BestAsk(result.Offers.Where(o => supply.Offers[o.OfferId].RegionGroup == trade.Group
+                                                                       && o.Model == trade.Model),
+                trade.Last.Currency, now);
+            await tx.PublishAsync(new PriceTicked(market, trade.Last, bid, ask is { } a ? new Money(a, trade.Last.Currency) : null, now), ct);
         }
         return result;
     }
@@ -223,11 +277,16 @@ internal static class OrderBook
     /// <summary>A standing order leaves the book when its time runs out: at expires_at (gtt), or at a reserved window's latest start.</summary>
     public static async Task ScheduleExpiryAsync(Tx tx, OrderRow order, CancellationToken ct)
     {
+        if (ExpiryDue(order) is { } at) await tx.ScheduleAsync(ExpireOrder.Kind, order.Id.ToString(), at, ct);
+    }
+
+    /// <summary>When a standing order leaves the book (<see cref="ScheduleExpiryAsync"/>); null: it does not expire.</summary>
+    public static DateTimeOffset? ExpiryDue(OrderRow order)
+    {
         DateTimeOffset? due = order.ExpiresAt;
         if (order.LatestEnd is { } latestEnd && (due is null || latestEnd.AddSeconds(-order.DurationSeconds) < due))
             due = latestEnd.AddSeconds(-order.DurationSeconds);
-        if (due is { } at && order.TimeInForce != "ioc")
-            await tx.ScheduleAsync(ExpireOrder.Kind, order.Id.ToString(), at, ct);
+        return order.TimeInForce == "ioc" ? null : due;
     }
 
     /// <summary>
@@ -289,7 +348,7 @@ internal static class OrderBook
     /// <summary>The best bid of an order's market (interruptible bids are not bids of the book), leaving out <paramref name="except"/>.</summary>
     public static async Task<Money?> BestBidAsync(Tx tx, OrderRow order, CancellationToken ct, Guid[]? except = null) =>
         order.Type == "interruptible" ? null
-            : (await MarketQuote.ReadAsync(tx, order.AcceleratorModel, order.RegionGroup, order.MaxPriceCurrency, ct, except)).BestBid;
+            : await MarketQuote.ReadBestBidAsync(tx, order.AcceleratorModel, order.RegionGroup, order.MaxPriceCurrency, ct, except);
 
     /// <summary>
     /// Clears newly placed orders of one market (model and region group, or the model for orders without a region) that
@@ -298,13 +357,26 @@ internal static class OrderBook
     /// </summary>
     public static async Task<int> ClearPlacedAsync(Tx tx, string model, string? group, Guid[] ids, CancellationToken ct)
     {
-        await LockAsync(tx, model, group, ct);
-        var orders = (await tx.Connection.QueryAsync<OrderRow>(new CommandDefinition($"""
+        // One round trip: the market lock, the safety net of these orders marked done (this clearing sees every one of
+        // them, or a clearing already did; an item the due-work runner holds is its own clearing, skipped), the orders.
+        List<OrderRow> orders;
+        await using (var reader = await tx.Connection.QueryMultipleAsync(new CommandDefinition($"""
+            {LockSql(group)}
+            UPDATE due_work SET done_at = @now
+            WHERE id IN (SELECT id FROM due_work WHERE kind = @kind AND key = ANY(@keys) AND done_at IS NULL FOR UPDATE SKIP LOCKED);
             SELECT {OrderRow.Columns} FROM orders
             WHERE id = ANY(@ids) AND status = 'open' AND status_reason IS NULL
             ORDER BY id
-            FOR UPDATE
-            """, new { ids }, tx.Transaction, cancellationToken: ct))).AsList();
+            FOR UPDATE;
+            """, new
+            {
+                model, market = group is null ? null : Markets.Key(model, group), ids, now = tx.Now, kind = ClearPlacedOrder.Kind,
+                keys = ids.Select(id => id.ToString()).ToArray(),
+            }, tx.Transaction, cancellationToken: ct)))
+        {
+            for (var i = 0; i < (group is null ? 1 : 2); i++) await reader.ReadAsync<int>();
+            orders = (await reader.ReadAsync<OrderRow>()).AsList();
+        }
         if (orders.Count == 0) return 0;
         // The best bid before these orders came, per currency: if the ones left resting move it, PriceTicked says so.
         var bidders = orders.Where(o => o.Type != "interruptible").GroupBy(o => o.MaxPriceCurrency).Select(g => g.First()).ToList();
@@ -326,8 +398,10 @@ internal static class OrderBook
     public static async Task TickIfBestBidMovedAsync(Tx tx, OrderRow order, Money? bidBefore, CancellationToken ct)
     {
         if (order.Type == "interruptible") return;
+        // The bid alone first (cheap); the whole quote, whose ask reads the offers' matches, only for a tick.
+        if (await MarketQuote.ReadBestBidAsync(tx, order.AcceleratorModel, order.RegionGroup, order.MaxPriceCurrency, ct) == bidBefore)
+            return;
         var quote = await MarketQuote.ReadAsync(tx, order.AcceleratorModel, order.RegionGroup, order.MaxPriceCurrency, ct);
-        if (quote.BestBid == bidBefore) return;
         await tx.PublishAsync(new PriceTicked(Markets.Key(order.AcceleratorModel, order.RegionGroup ?? "*"), null, quote.BestBid,
             quote.BestAsk, tx.Now), ct);
     }

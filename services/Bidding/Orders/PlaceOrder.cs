@@ -93,7 +93,8 @@ internal static class PlaceOrder
         var orderId = NewId.NextGuid();
         var now = tx.Now;
         // A concurrent request with the same key waits here on the unique index, then finds the winner's row below.
-        var inserted = await tx.Connection.ExecuteAsync(new CommandDefinition("""
+        // RETURNING: the new order as the clearing needs it, without reading it back.
+        var order = await tx.Connection.QuerySingleOrDefaultAsync<OrderRow>(new CommandDefinition($"""
             INSERT INTO orders (id, renter_org_id, idempotency_key, request_hash, type, time_in_force, status, accelerator_model,
                                 accelerator_count, duration_seconds, max_price_amount, max_price_currency, region, jurisdiction,
                                 created_at, updated_at, priority_at, region_group, earliest_start, latest_end, expires_at,
@@ -102,6 +103,7 @@ internal static class PlaceOrder
                     @count, @duration, @amount, @currency, @Region, @Jurisdiction, @now, @now, @now, @group, @EarliestStart,
                     @LatestEnd, @ExpiresAt, @verifiedOnly)
             ON CONFLICT (renter_org_id, idempotency_key) DO NOTHING
+            RETURNING {OrderRow.Columns}
             """, new
             {
                 orderId, org = caller.OrgId, idempotencyKey, hash, normalized.Type, normalized.TimeInForce, normalized.AcceleratorModel,
@@ -112,7 +114,7 @@ internal static class PlaceOrder
                 normalized.EarliestStart, normalized.LatestEnd, normalized.ExpiresAt, verifiedOnly = normalized.VerifiedOnly == true,
             }, tx.Transaction, cancellationToken: ct));
 
-        if (inserted == 0)
+        if (order is null)
         {
             var existing = await tx.Connection.QuerySingleAsync<(Guid Id, string RequestHash)>(new CommandDefinition(
                 "SELECT id, request_hash FROM orders WHERE renter_org_id = @org AND idempotency_key = @idempotencyKey",
@@ -124,10 +126,10 @@ internal static class PlaceOrder
             return (TypedResults.Ok((await OrderBook.ReadAsync(tx, existing.Id, caller.OrgId, ct))!), null);
         }
 
-        var order = await tx.Connection.QuerySingleAsync<OrderRow>(new CommandDefinition(
-            $"SELECT {OrderRow.Columns} FROM orders WHERE id = @orderId", new { orderId }, tx.Transaction, cancellationToken: ct));
-        await OrderBook.ScheduleExpiryAsync(tx, order, ct);
-        await tx.ScheduleAsync(ClearPlacedOrder.Kind, orderId.ToString(), now + ClearPlacedOrder.Delay, ct);
+        // Its expiry (if it has one) and the safety net in one statement.
+        List<(string Kind, string Key, DateTimeOffset DueAt)> due = [(ClearPlacedOrder.Kind, orderId.ToString(), now + ClearPlacedOrder.Delay)];
+        if (OrderBook.ExpiryDue(order) is { } expiry) due.Add((ExpireOrder.Kind, orderId.ToString(), expiry));
+        await tx.ScheduleAllAsync(due, ct);
         await tx.CommitAsync(ct);
         return (null, order);
     }
