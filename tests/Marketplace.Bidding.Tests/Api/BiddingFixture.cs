@@ -125,6 +125,14 @@ public sealed class BiddingFixture : IAsyncLifetime
     public static async Task<JsonElement> ReadAsync(HttpResponseMessage response) =>
         await response.Content.ReadFromJsonAsync<JsonElement>(Json);
 
+    /// <summary>Places a reserved order for exactly [<paramref name="start"/>, <paramref name="end"/>); returns its id and the answer.</summary>
+    public static async Task<(Guid OrderId, JsonElement Order)> ReservedAsync(HttpClient renter, string model, DateTimeOffset start, DateTimeOffset end)
+    {
+        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, type: "reserved", duration: (long)(end - start).TotalSeconds,
+            earliestStart: start, latestEnd: end)));
+        return (Guid.Parse(order.GetProperty("id").GetString()!), order);
+    }
+
     public static async Task<JsonElement> GetOrderAsync(HttpClient client, string id) =>
         await (await client.GetAsync($"/v1/orders/{id}")).Content.ReadFromJsonAsync<JsonElement>(Json);
 

@@ -14,13 +14,6 @@ public sealed class MovedLeaseSlotsApiTests(BiddingFixture fx) : IClassFixture<B
 {
     private static readonly Guid GpuA = Guid.NewGuid(), GpuB = Guid.NewGuid();
 
-    private async Task<(Guid OrderId, JsonElement Order)> ReservedAsync(HttpClient renter, string model, DateTimeOffset start, DateTimeOffset end)
-    {
-        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, type: "reserved", duration: (long)(end - start).TotalSeconds,
-            earliestStart: start, latestEnd: end)));
-        return (Guid.Parse(order.GetProperty("id").GetString()!), order);
-    }
-
     private Task<Guid> MatchOfAsync(Guid orderId) => fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @orderId", new { orderId });
 
     private Task<long> MatchesOnAsync(Guid match, Guid gpu) =>

@@ -15,13 +15,6 @@ public sealed class WholeWindowCapacityApiTests(BiddingFixture fx) : IClassFixtu
 {
     private static readonly Guid GpuA = Guid.NewGuid(), GpuB = Guid.NewGuid();
 
-    private async Task<(Guid OrderId, JsonElement Order)> ReservedAsync(HttpClient renter, string model, DateTimeOffset start, DateTimeOffset end)
-    {
-        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, type: "reserved", duration: (long)(end - start).TotalSeconds,
-            earliestStart: start, latestEnd: end)));
-        return (Guid.Parse(order.GetProperty("id").GetString()!), order);
-    }
-
     /// <summary>Plays Scheduling: the match is booked on <paramref name="gpu"/>.</summary>
     private async Task PlaceAsync(HttpClient renter, Guid renterOrg, OfferPublished offer, string model, Guid orderId, Guid gpu)
     {
