@@ -87,8 +87,11 @@ public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = nu
     }
 
     /// <summary>One heartbeat from every node that is alive (a dead node sends only its first).</summary>
-    public async Task HeartbeatOnceAsync(bool first, CancellationToken ct) =>
-        await Parallel.ForEachAsync(_nodes.Where(n => (first || !n.Dead) && !_silent.ContainsKey(n.NodeId)), new ParallelOptions { MaxDegreeOfParallelism = options.Concurrency, CancellationToken = ct },
+    public Task HeartbeatOnceAsync(bool first, CancellationToken ct) =>
+        HeartbeatAsync(_nodes.Where(n => first || !n.Dead), ct);
+
+    private async Task HeartbeatAsync(IEnumerable<SimulatedNode> nodes, CancellationToken ct) =>
+        await Parallel.ForEachAsync(nodes.Where(n => !_silent.ContainsKey(n.NodeId)), new ParallelOptions { MaxDegreeOfParallelism = options.Concurrency, CancellationToken = ct },
             async (node, token) =>
             {
                 try
@@ -135,20 +138,35 @@ public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = nu
         }, node.AgentKey, ct);
     }
 
-    /// <summary>Registers (if not done yet), then heartbeats every interval until <paramref name="ct"/> is cancelled.</summary>
+    /// <summary>
+    /// Registers (if not done yet), heartbeats every node at once, then each node every interval until
+    /// <paramref name="ct"/> is cancelled. After the first round each node keeps a phase of its own, spread evenly over
+    /// the interval, as agents that booted at different times do (<see cref="AgentSimOptions.Lockstep"/>: all at once).
+    /// </summary>
     public async Task RunAsync(CancellationToken ct)
     {
         await RegisterAsync(ct);
-        var first = true;
-        using var timer = new PeriodicTimer(options.HeartbeatInterval);
+        var interval = options.HeartbeatInterval;
+        var alive = _nodes.Where(n => !n.Dead).ToList();
+        var start = DateTimeOffset.UtcNow;
         try
         {
-            do
+            await HeartbeatOnceAsync(first: true, ct);
+            log?.WriteLine($"heartbeating {alive.Count} nodes every {interval.TotalSeconds.ToString(CultureInfo.InvariantCulture)} s" +
+                (options.Lockstep ? ", all at once" : ", spread over the interval"));
+            // Node i of n is due at start + (k + (i + 1) / n) × interval (k = 0, 1, ...: never later than an interval after the
+            // first round); a tick sends every node that is due, so a
+            // slow round delays the next ones instead of skipping them.
+            var due = alive.Select((_, i) => start + interval * (options.Lockstep ? 1 : (i + 1.0) / alive.Count)).ToArray();
+            var slices = options.Lockstep ? 1 : Math.Clamp(alive.Count, 1, 50);
+            using var timer = new PeriodicTimer(interval / slices);
+            while (await timer.WaitForNextTickAsync(ct))
             {
-                await HeartbeatOnceAsync(first, ct);
-                if (first) log?.WriteLine($"heartbeating {_nodes.Count(n => !n.Dead)} nodes every {options.HeartbeatInterval.TotalSeconds.ToString(CultureInfo.InvariantCulture)} s");
-                first = false;
-            } while (await timer.WaitForNextTickAsync(ct));
+                var now = DateTimeOffset.UtcNow;
+                var batch = Enumerable.Range(0, alive.Count).Where(i => due[i] <= now).ToList();
+                foreach (var i in batch) due[i] += interval;
+                if (batch.Count > 0) await HeartbeatAsync(batch.Select(i => alive[i]), ct);
+            }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {

@@ -37,6 +37,11 @@ public sealed class AgentSimOptions
     /// <summary>Attestations every cluster declares (kind, level for mlps); evidence and expiry are made up.</summary>
     public IReadOnlyList<(string Kind, int? Level)> Compliance { get; init; } = [("data-residency", null)];
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// Every node heartbeats at the same instant (a fleet whose agents all restarted together): the worst burst the
+    /// platform can get. Off by default: each node keeps a phase of its own, spread over the interval.
+    /// </summary>
+    public bool Lockstep { get; init; }
     /// <summary>So many nodes report one accelerator fewer than declared (they become unverified).</summary>
     public int Mismatched { get; init; }
     /// <summary>So many nodes heartbeat once and then fall silent (they become unhealthy after the timeout).</summary>

@@ -14,10 +14,11 @@ var interval = new Option<double>("--interval-seconds") { Description = "Seconds
 var mismatch = new Option<int>("--mismatch") { Description = "Nodes that report one accelerator fewer than declared" };
 var dead = new Option<int>("--dead") { Description = "Nodes that heartbeat once and then fall silent" };
 var concurrency = new Option<int>("--concurrency") { DefaultValueFactory = _ => 16 };
+var lockstep = new Option<bool>("--lockstep") { Description = "Every node heartbeats at the same instant (default: each node at its own phase, spread over the interval)" };
 var once = new Option<bool>("--once") { Description = "Register, heartbeat once and exit" };
 var root = new RootCommand("Simulates provider node agents: registers a fleet through the gateway and heartbeats it.")
 {
-    gateway, providerKey, fleet, clusters, name, region, jurisdiction, fabric, fabricGbps, interval, mismatch, dead, concurrency, once,
+    gateway, providerKey, fleet, clusters, name, region, jurisdiction, fabric, fabricGbps, interval, lockstep, mismatch, dead, concurrency, once,
 };
 root.SetAction(async (result, ct) =>
 {
@@ -35,6 +36,7 @@ root.SetAction(async (result, ct) =>
             Fabric = result.GetValue(fabric)!,
             FabricGbps = result.GetValue(fabricGbps),
             HeartbeatInterval = TimeSpan.FromSeconds(result.GetValue(interval)),
+            Lockstep = result.GetValue(lockstep),
             Mismatched = result.GetValue(mismatch),
             Dead = result.GetValue(dead),
             Concurrency = result.GetValue(concurrency),

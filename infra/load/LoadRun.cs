@@ -8,12 +8,14 @@ using System.Text.Json.Nodes;
 using Dapper;
 using Marketplace.AgentSim;
 using Marketplace.Demo;
+using CsvHelper;
 using Npgsql;
 
 namespace Marketplace.Load;
 
 internal sealed record LoadOptions(Uri Gateway, string AdminKey, string Postgres, int Providers, int Renters, double Rate, int Duration,
-    int LeaseSeconds, int PgBenchSeconds, string RunDir, string? JsonPath, string Mix, double HeartbeatSeconds, int[] RabbitPorts, int Warmup = 0);
+    int LeaseSeconds, int PgBenchSeconds, string RunDir, string? JsonPath, string Mix, double HeartbeatSeconds, int[] RabbitPorts, int Warmup = 0,
+    bool HeartbeatsInLockstep = false, string? OrdersCsvPath = null);
 
 internal sealed record Percentiles(int Count, double P50, double P95, double P99, double Max);
 
@@ -77,7 +79,8 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var providers = Math.Max(o.Providers, (mainNodes + spotNodes + MaxNodesPerProvider - 1) / MaxNodesPerProvider);
         int Split(int total, int i) => total / providers + (i < total % providers ? 1 : 0);
         log.WriteLine($"setup: {providers} providers with {mainNodes} nodes of {GpusPerNode} × {Model} and {spotNodes} of {GpusPerNode} × {InterruptibleModel} " +
-                      $"in all, registered and heartbeating every {o.HeartbeatSeconds.ToString(CultureInfo.InvariantCulture)} s through the agent simulator");
+                      $"in all, registered and heartbeating every {o.HeartbeatSeconds.ToString(CultureInfo.InvariantCulture)} s through the agent simulator" +
+                      (o.HeartbeatsInLockstep ? ", all nodes at once" : ", each node at its own phase"));
 
         var setup = Stopwatch.StartNew();
         using var heartbeats = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -149,8 +152,9 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
             if (warmOpen > 0) errors["warm-up orders not finished"] = warmOpen;
         }
         foreach (var (error, count) in warmErrors) errors.AddOrUpdate("warm-up: " + error, count, (_, c) => c + count);
-        var stages = Stages(rows);
         var kindOf = placed.ToDictionary(p => p.Id, p => p.Kind);
+        if (o.OrdersCsvPath is not null) await WriteOrdersCsvAsync(o.OrdersCsvPath, rows, kindOf, ct);
+        var stages = Stages(rows);
         var kinds = mix.Kinds.Select(k =>
         {
             var mine = rows.Where(r => kindOf[r.Id] == k).ToList();
@@ -184,6 +188,19 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
 
     // Npgsql reads timestamptz as UTC DateTime; Dapper maps records by exact constructor types.
     private sealed record Row(Guid Id, string Status, DateTime Created, DateTime? Matched, DateTime? Leased, DateTime? Held);
+
+    /// <summary>Every measured order's times, in the order they were accepted (when did the slow ones happen?).</summary>
+    private static async Task WriteOrdersCsvAsync(string path, List<Row> rows, Dictionary<Guid, OrderKind> kindOf, CancellationToken ct)
+    {
+        static string? Time(DateTime? t) => t?.ToString("yyyy-MM-ddTHH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
+        await using var file = File.Create(path);
+        await using var csv = CsvWriter.Create(file, new CsvWriterOptions());
+        csv.WriteHeader(["order_id", "kind", "status", "accepted_at", "matched_at", "leased_at", "held_at", "accepted_to_lease_ms"]);
+        foreach (var r in rows.OrderBy(r => r.Created))
+            await csv.WriteRecordAsync([r.Id.ToString(), OrderMix.Name(kindOf[r.Id]), r.Status, Time(r.Created), Time(r.Matched), Time(r.Leased),
+                Time(r.Held), r.Leased is { } l ? (l - r.Created).TotalMilliseconds.ToString("0.0", CultureInfo.InvariantCulture) : null]);
+        await csv.FlushAsync();
+    }
 
     private static Dictionary<string, Percentiles> Stages(List<Row> rows)
     {
@@ -261,7 +278,7 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         {
             Gateway = o.Gateway, ProviderKey = key, ClusterName = $"load-{run}-{i}", Region = "cn-east", Jurisdiction = "CN",
             Fleet = [.. new[] { new FleetEntry(Model, mainNodes, GpusPerNode), new FleetEntry(InterruptibleModel, spotNodes, GpusPerNode) }.Where(e => e.Nodes > 0)],
-            HeartbeatInterval = TimeSpan.FromSeconds(o.HeartbeatSeconds), Concurrency = 4,
+            HeartbeatInterval = TimeSpan.FromSeconds(o.HeartbeatSeconds), Lockstep = o.HeartbeatsInLockstep, Concurrency = 4,
         });
         var nodes = await sim.RegisterAsync(heartbeatCt);
         var heartbeats = sim.RunAsync(heartbeatCt);

@@ -21,6 +21,7 @@ var pgbenchSeconds = new Option<int>("--pgbench-seconds") { Description = "Lengt
 var runDir = new Option<string>("--run-dir") { Description = "Where infra/up.sh keeps the services' pid files", DefaultValueFactory = _ => Path.Combine(FindRoot(), ".run") };
 var shortMode = new Option<bool>("--short") { Description = "CI mode: 2 providers, 2 renters, 5 orders/s for 10 s, pgbench 5 s" };
 var json = new Option<string?>("--json") { Description = "Also write the results as JSON to this file" };
+var ordersCsv = new Option<string?>("--orders-csv") { Description = "Also write every measured order's times (accepted, matched, leased, held) as CSV to this file" };
 var mix = new Option<string>("--mix")
 {
     Description = "Relative weights of the order types (on_demand, reserved_fixed, reserved_flexible, interruptible)",
@@ -33,12 +34,16 @@ var rabbitPorts = new Option<string>("--rabbit-ports")
 };
 var warmup = new Option<int>("--warmup") { Description = "Seconds of the same load before the measured window, left out of every figure (the services compile their code meanwhile)", DefaultValueFactory = _ => 0 };
 var heartbeatSeconds = new Option<double>("--heartbeat-seconds") { Description = "Seconds between a node agent's heartbeats", DefaultValueFactory = _ => 5 };
+var lockstep = new Option<bool>("--heartbeats-in-lockstep")
+{
+    Description = "Every node heartbeats at the same instant, as a fleet whose agents all restarted together (default: each node at its own phase, spread over the interval)",
+};
 
 var root = new RootCommand("Load driver: providers bring their fleets through the agent simulator (node keys, heartbeats) and offer " +
                            "them, renters place a mix of order types at a target rate through the gateway; reports throughput, order → lease " +
                            "latency per stage and per order type, errors, pgbench's tps on the same PostgreSQL and each process's memory.")
 {
-    gateway, adminKey, postgres, providers, renters, rate, duration, leaseSeconds, pgbenchSeconds, runDir, shortMode, json, mix, heartbeatSeconds, rabbitPorts, warmup,
+    gateway, adminKey, postgres, providers, renters, rate, duration, leaseSeconds, pgbenchSeconds, runDir, shortMode, json, mix, heartbeatSeconds, lockstep, rabbitPorts, warmup, ordersCsv,
 };
 root.SetAction(async (r, ct) =>
 {
@@ -49,7 +54,7 @@ root.SetAction(async (r, ct) =>
         s ? 2 : r.GetValue(providers), s ? 2 : r.GetValue(renters), s ? 5 : r.GetValue(rate), s ? 10 : r.GetValue(duration),
         r.GetValue(leaseSeconds), s ? 5 : r.GetValue(pgbenchSeconds), r.GetValue(runDir)!, r.GetValue(json), r.GetValue(mix)!, r.GetValue(heartbeatSeconds),
         r.GetValue(rabbitPorts)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray(),
-        s ? 0 : r.GetValue(warmup));
+        s ? 0 : r.GetValue(warmup), r.GetValue(lockstep), r.GetValue(ordersCsv));
     var report = await new LoadRun(options, Console.Out).RunAsync(ct);
     return report.Errors.Count == 0 && report.Unfinished == 0 ? 0 : 1;
 });
