@@ -4,7 +4,6 @@ using Marketplace.Bidding.Orders;
 using Marketplace.ServiceDefaults.Hosting;
 using Marketplace.ServiceDefaults.Messaging;
 using MassTransit;
-using Npgsql;
 
 namespace Marketplace.Bidding;
 
@@ -13,7 +12,6 @@ public static class BiddingExtensions
     public static WebApplicationBuilder AddBiddingServices(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<MarketOptions>().BindConfiguration("Market").ValidateDataAnnotations().ValidateOnStart();
-        UsePreparedStatements(builder.Configuration);
         builder.AddServiceDefaults("bidding", bus =>
         {
             bus.AddConsumer<OfferPublishedConsumer, OfferPublishedConsumerDefinition>();
@@ -28,21 +26,6 @@ public static class BiddingExtensions
         builder.Services.AddDueWorkHandler<ClearPlacedOrder>();
         builder.Services.AddSingleton<PlacedOrders>();
         return builder;
-    }
-
-    /// <summary>
-    /// Bidding runs the same dozen statements for every order (accept, clear, LeaseScheduled, due work): Npgsql prepares
-    /// each one its connection has run twice, so PostgreSQL parses and plans it once per connection instead of every
-    /// time (docs/performance.md, "CPU per order"). A connection string that sets Max Auto Prepare itself is left alone.
-    /// </summary>
-    private static void UsePreparedStatements(ConfigurationManager configuration)
-    {
-        if (configuration.GetConnectionString("Postgres") is not { } connectionString) return;
-        var csb = new NpgsqlConnectionStringBuilder(connectionString);
-        if (csb.MaxAutoPrepare > 0) return;
-        csb.MaxAutoPrepare = 64;
-        csb.AutoPrepareMinUsages = 2;
-        configuration["ConnectionStrings:Postgres"] = csb.ConnectionString;
     }
 
     public static WebApplication MapBiddingApi(this WebApplication app)

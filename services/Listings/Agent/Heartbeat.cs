@@ -33,7 +33,9 @@ internal static class Heartbeat
     public static void Map(IEndpointRouteBuilder app) =>
         app.MapPost("/v1/agent/heartbeats", HandleAsync).WithName("Heartbeat").WithTags("Agent");
 
-    private sealed record DeclaredRow(string AcceleratorModel, int AcceleratorCount, int GpuMemoryGb, int? CpuCores, int? RamGb, int? DiskGb);
+    /// <summary>The node as it stands after the heartbeat's update: its health, verification and declared inventory.</summary>
+    private sealed record HeartbeatNode(Guid Id, Guid ClusterId, Guid ProviderOrgId, string Health, bool Verified, string? HealthReason,
+        string? VerificationReason, string AcceleratorModel, int AcceleratorCount, int GpuMemoryGb, int? CpuCores, int? RamGb, int? DiskGb);
 
     private static async Task<Results<Ok<HeartbeatResponse>, ValidationProblem, ProblemHttpResult>> HandleAsync(
         HeartbeatRequest request, Caller caller, Db db, TimeProvider time, IOptions<ListingsOptions> options, CancellationToken ct)
@@ -56,34 +58,39 @@ internal static class Heartbeat
         if (v.Failed) return v.Problem;
 
         var now = time.GetUtcNow().ToMicroseconds();
-        await using var tx = await db.BeginAsync(ct);
-        var node = await tx.Connection.QuerySingleOrDefaultAsync<NodeState>(new CommandDefinition(
-            HealthTransitions.SelectForUpdate + " WHERE n.id = @nodeId AND c.provider_org_id = @org FOR UPDATE OF n",
-            new { nodeId, org = caller.OrgId }, tx.Transaction, cancellationToken: ct));
-        if (node is null) return Problems.NotFound("node", nodeId);
-        var declared = await tx.Connection.QuerySingleAsync<DeclaredRow>(new CommandDefinition(
-            "SELECT accelerator_model, accelerator_count, gpu_memory_gb, cpu_cores, ram_gb, disk_gb FROM nodes WHERE id = @nodeId",
-            new { nodeId }, tx.Transaction, cancellationToken: ct));
-
         var observed = new Inventory(inv!.AcceleratorModel!, inv.AcceleratorCount!.Value, inv.GpuMemoryGb!.Value, inv.CpuCores, inv.RamGb, inv.DiskGb);
+        await using var tx = await db.BeginAsync(ct);
+        // One round trip records the sign of life and reads the node as it stands, locked until the commit (the health
+        // monitor and the provider's maintenance wait for it). A heartbeat that changes neither the node's health nor its
+        // verification (nearly all of them: 27 a second for the load driver's 133 nodes; at most the reasons' text) need
+        // not wait for the WAL flush: if it were lost in a crash, the agent's next heartbeat, seconds later, says the same.
+        var node = await tx.Connection.QuerySingleOrDefaultAsync<HeartbeatNode>(new CommandDefinition("""
+            SET LOCAL synchronous_commit = off;
+            UPDATE nodes n SET last_heartbeat_at = @now, observed = @observed::jsonb
+            FROM clusters c
+            WHERE n.id = @nodeId AND c.id = n.cluster_id AND c.provider_org_id = @org
+            RETURNING n.id, n.cluster_id, c.provider_org_id, n.health, n.verified, n.health_reason, n.verification_reason,
+                      n.accelerator_model, n.accelerator_count, n.gpu_memory_gb, n.cpu_cores, n.ram_gb, n.disk_gb
+            """, new { nodeId, org = caller.OrgId, now, observed = JsonSerializer.Serialize(observed) }, tx.Transaction, cancellationToken: ct));
+        if (node is null) return Problems.NotFound("node", nodeId);
+
         var differences = InventoryCheck.Differences(
-            new Inventory(declared.AcceleratorModel, declared.AcceleratorCount, declared.GpuMemoryGb, declared.CpuCores, declared.RamGb, declared.DiskGb),
-            observed);
+            new Inventory(node.AcceleratorModel, node.AcceleratorCount, node.GpuMemoryGb, node.CpuCores, node.RamGb, node.DiskGb), observed);
         var healthy = request.Healthy ?? true;
         var healthReason = healthy ? null
             : "the agent reports the node unhealthy" + (string.IsNullOrWhiteSpace(request.Message) ? "" : ": " + request.Message.Trim());
         var verificationReason = differences.Count == 0 ? null : "observed inventory differs from the declared one: " + string.Join("; ", differences);
         var health = healthy ? NodeHealth.Healthy : NodeHealth.Unhealthy;
 
-        var transition = await HealthTransitions.ApplyAsync(tx, node, health, healthReason, differences.Count == 0, verificationReason, now, ct);
-        // A heartbeat that changes neither the node's health nor its verification (nearly all of them: 27 a second for the
-        // load driver's 133 nodes; at most the last sign of life and the reasons' text) need not wait for the WAL flush:
-        // if it were lost in a crash, the agent's next heartbeat, seconds later, says the same. One that changes the node's
-        // health or verification (and publishes NodeHealthChanged) waits, like every other commit.
-        await tx.Connection.ExecuteAsync(new CommandDefinition($"""
-            UPDATE nodes SET last_heartbeat_at = @now, observed = @observed::jsonb WHERE id = @nodeId;
-            {(transition ? "" : "SET LOCAL synchronous_commit = off;")}
-            """, new { now, nodeId, observed = JsonSerializer.Serialize(observed) }, tx.Transaction, cancellationToken: ct));
+        var state = new NodeState
+        {
+            Id = node.Id, ClusterId = node.ClusterId, ProviderOrgId = node.ProviderOrgId, Health = node.Health, Verified = node.Verified,
+            HealthReason = node.HealthReason, VerificationReason = node.VerificationReason, LastHeartbeatAt = now,
+        };
+        // One that changes the node's health or verification (and publishes NodeHealthChanged) waits for the flush, like
+        // every other commit.
+        if (await HealthTransitions.ApplyAsync(tx, state, health, healthReason, differences.Count == 0, verificationReason, now, ct))
+            await tx.Connection.ExecuteAsync(new CommandDefinition("SET LOCAL synchronous_commit = on", transaction: tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
         return TypedResults.Ok(new HeartbeatResponse(nodeId, health, differences.Count == 0, NodeHealth.StatusReason(healthReason, verificationReason),
             now, now.AddSeconds(options.Value.HeartbeatTimeoutSeconds)) { HealthReason = healthReason, VerificationReason = verificationReason });

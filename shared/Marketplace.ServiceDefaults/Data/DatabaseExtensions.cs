@@ -19,6 +19,15 @@ public static class DatabaseExtensions
         Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
         Dapper.SqlMapper.AddTypeHandler(new DateTimeOffsetHandler());
         var csb = new NpgsqlConnectionStringBuilder(connectionString) { SearchPath = $"{schema},public" };
+        // A service runs the same few dozen statements over and over (an order, a placement, a hold, a heartbeat): Npgsql
+        // prepares each one a connection has run twice, so PostgreSQL parses and plans it once per connection instead of
+        // every time (docs/performance.md, "Prepared statements in every service"). A connection string that sets Max Auto
+        // Prepare itself is left alone.
+        if (csb.MaxAutoPrepare == 0)
+        {
+            csb.MaxAutoPrepare = 64;
+            csb.AutoPrepareMinUsages = 2;
+        }
         builder.Services.AddSingleton(new ServiceSchema(schema));
         builder.Services.AddSingleton(sp => new NpgsqlDataSourceBuilder(csb.ConnectionString)
             .UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>())
