@@ -155,8 +155,7 @@ public sealed class AgentSimulator(AgentSimOptions options, TextWriter? log = nu
             log?.WriteLine($"heartbeating {alive.Count} nodes every {interval.TotalSeconds.ToString(CultureInfo.InvariantCulture)} s" +
                 (options.Lockstep ? ", all at once" : ", spread over the interval"));
             // Node i of n is due at start + (k + (i + 1) / n) × interval (k = 0, 1, ...: never later than an interval after the
-            // first round); a tick sends every node that is due, so a
-            // slow round delays the next ones instead of skipping them.
+            // first round); a tick sends every node that is due, so a slow round delays the next ones instead of skipping them.
             var due = alive.Select((_, i) => start + interval * (options.Lockstep ? 1 : (i + 1.0) / alive.Count)).ToArray();
             var slices = options.Lockstep ? 1 : Math.Clamp(alive.Count, 1, 50);
             using var timer = new PeriodicTimer(interval / slices);

@@ -5,10 +5,10 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using CsvHelper;
 using Dapper;
 using Marketplace.AgentSim;
 using Marketplace.Demo;
-using CsvHelper;
 using Npgsql;
 
 namespace Marketplace.Load;

@@ -21,8 +21,8 @@ public static class DatabaseExtensions
         var csb = new NpgsqlConnectionStringBuilder(connectionString) { SearchPath = $"{schema},public" };
         // A service runs the same few dozen statements over and over (an order, a placement, a hold, a heartbeat): Npgsql
         // prepares each one a connection has run twice, so PostgreSQL parses and plans it once per connection instead of
-        // every time (docs/performance.md, "Prepared statements in every service"). A connection string that sets Max Auto
-        // Prepare itself is left alone.
+        // every time (docs/performance.md, System load, "Heartbeats, prepared statements everywhere"). A connection string
+        // that sets Max Auto Prepare itself is left alone.
         if (csb.MaxAutoPrepare == 0)
         {
             csb.MaxAutoPrepare = 64;
