@@ -50,6 +50,13 @@ root.SetAction(async (r, ct) =>
     var s = r.GetValue(shortMode);
     try { OrderMix.Parse(r.GetValue(mix)!); }
     catch (FormatException ex) { Console.Error.WriteLine(ex.Message); return 2; }
+    // The result files are written after the whole run: a directory that is not there is said now, not minutes later.
+    foreach (var (option, path) in new[] { ("--json", r.GetValue(json)), ("--orders-csv", r.GetValue(ordersCsv)) })
+        if (path is not null && Path.GetDirectoryName(Path.GetFullPath(path)) is { } dir && !Directory.Exists(dir))
+        {
+            Console.Error.WriteLine($"{option} {path}: the directory {dir} does not exist; create it or give another path.");
+            return 2;
+        }
     var options = new LoadOptions(new Uri(r.GetValue(gateway)!), r.GetValue(adminKey)!, r.GetValue(postgres)!,
         s ? 2 : r.GetValue(providers), s ? 2 : r.GetValue(renters), s ? 5 : r.GetValue(rate), s ? 10 : r.GetValue(duration),
         r.GetValue(leaseSeconds), s ? 5 : r.GetValue(pgbenchSeconds), r.GetValue(runDir)!, r.GetValue(json), r.GetValue(mix)!, r.GetValue(heartbeatSeconds),
