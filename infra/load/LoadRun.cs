@@ -28,7 +28,7 @@ internal sealed record LoadReport(
     int Placed, int Filled, int Cancelled, int Unfinished, double PlacedPerSecond, double BookingsPerSecond,
     Dictionary<string, Percentiles> Stages, Percentiles AcceptLatency, List<KindReport> Kinds, Dictionary<string, int> Errors,
     Dictionary<string, int> UnfinishedReasons,
-    double? PgBenchTps, string? PgBenchCommand, List<Memory.Sample> IdleMemory, List<Memory.Sample> LoadMemory);
+    double? PgBenchTps, string? PgBenchCommand, List<Memory.Sample> IdleMemory, List<Memory.Sample> LoadMemory, Cpu.Report Cpu);
 
 /// <summary>
 /// One load run against a running marketplace. Providers bring their fleets through the agent simulator (clusters, nodes,
@@ -103,16 +103,19 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var total = warmCount + (int)(o.Rate * o.Duration);
         var clock = Stopwatch.StartNew();
         var measuredFrom = TimeSpan.Zero;
+        Cpu.Snapshot? cpuFrom = null;
         for (var n = 0; n < total; n++)
         {
             var due = TimeSpan.FromSeconds(n / o.Rate);
             if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed, ct);
-            if (n == warmCount) measuredFrom = clock.Elapsed;
+            if (n == warmCount) (measuredFrom, cpuFrom) = (clock.Elapsed, Cpu.Take(o.RunDir, pgPort, o.RabbitPorts));
             if (n == warmCount + (total - warmCount) / 2) underLoad = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
             inflight.Add(n < warmCount
                 ? PlaceAsync(renters[n % renters.Length], mix.Next(), n, warm, warmErrors, ct)
                 : PlaceAsync(renters[n % renters.Length], mix.Next(), n, placed, errors, ct));
         }
+        // The CPU of the window in which the measured orders were placed (their last ones still finish after it).
+        var cpu = Cpu.Between(cpuFrom ?? Cpu.Take(o.RunDir, pgPort, o.RabbitPorts), Cpu.Take(o.RunDir, pgPort, o.RabbitPorts));
         await Task.WhenAll(inflight);
         var placingSeconds = (clock.Elapsed - measuredFrom).TotalSeconds;
         if (warmCount > 0)
@@ -174,7 +177,7 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var report = new LoadReport(o, providers, fleets.Sum(f => f.Simulator.Nodes.Count), fleets.Sum(f => f.Simulator.Nodes.Sum(n => n.AcceleratorCount)),
             fleets.Sum(f => f.Simulator.HeartbeatsSent), fleets.Sum(f => f.Simulator.HeartbeatsFailed),
             placed.Count, rows.Count(r => r.Status == "filled"), rows.Count(r => r.Status == "cancelled"), unfinished, placed.Count / placingSeconds, bookingsPerSecond,
-            stages, Stats(placed.Select(p => p.AcceptMs)), kinds, new Dictionary<string, int>(errors), reasons, tps, pgbenchCommand, idle, underLoad);
+            stages, Stats(placed.Select(p => p.AcceptMs)), kinds, new Dictionary<string, int>(errors), reasons, tps, pgbenchCommand, idle, underLoad, cpu);
         Print(report);
         if (o.JsonPath is not null)
             await File.WriteAllTextAsync(o.JsonPath, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }), ct);
@@ -366,5 +369,14 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         }
         log.WriteLine($"| **total** | {r.IdleMemory.Sum(m => m.RssKb) / 1024.0:0} | {r.IdleMemory.Sum(m => m.PssKb) / 1024.0:0} | " +
                       $"{r.LoadMemory.Sum(m => m.RssKb) / 1024.0:0} | {r.LoadMemory.Sum(m => m.PssKb) / 1024.0:0} |");
+        log.WriteLine();
+        var perOrder = r.Placed > 0 ? r.Cpu.Processes.Sum(u => u.Seconds) * 1000 / r.Placed : 0;
+        log.WriteLine($"CPU while the measured orders were placed ({r.Cpu.WindowSeconds:0.0} s): the machine {r.Cpu.MachineBusyShare:P0} busy " +
+                      $"(all {Environment.ProcessorCount} cores, every process on it); the processes below {perOrder:0.0} ms per order placed");
+        log.WriteLine("| process | CPU s | cores |");
+        log.WriteLine("|---|---:|---:|");
+        foreach (var u in r.Cpu.Processes)
+            log.WriteLine($"| {u.Name} | {u.Seconds:0.00} | {u.Cores:0.00} |");
+        log.WriteLine($"| **total** | {r.Cpu.Processes.Sum(u => u.Seconds):0.00} | {r.Cpu.Processes.Sum(u => u.Cores):0.00} |");
     }
 }

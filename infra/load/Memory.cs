@@ -30,15 +30,16 @@ internal static class Memory
 
     /// <summary>
     /// The five services (and the Stripe stand-in) from infra/up.sh's pid files; the PostgreSQL server listening on
-    /// <paramref name="pgPort"/> with all its backends summed; the RabbitMQ nodes (beam.smp) listening on
-    /// <paramref name="rabbitPorts"/> (other people's brokers on the machine are not the marketplace's).
+    /// <paramref name="pgPort"/> with all its backends; the RabbitMQ nodes (beam.smp) listening on
+    /// <paramref name="rabbitPorts"/> (other people's brokers on the machine are not the marketplace's). Each group is
+    /// named, keyed by its main pid, and lists every pid whose resources it sums.
     /// </summary>
-    public static List<Sample> Take(string runDir, int pgPort, IReadOnlyCollection<int> rabbitPorts)
+    public static List<Group> Processes(string runDir, int pgPort, IReadOnlyCollection<int> rabbitPorts)
     {
-        var samples = new List<Sample>();
+        var groups = new List<Group>();
         foreach (var file in Directory.Exists(runDir) ? Directory.GetFiles(runDir, "*.pid").Order().ToArray() : [])
             if (int.TryParse(File.ReadAllText(file).Trim(), out var pid) && Directory.Exists($"/proc/{pid}"))
-                samples.Add(Of(Path.GetFileNameWithoutExtension(file), pid));
+                groups.Add(new Group(Path.GetFileNameWithoutExtension(file), pid, [pid]));
 
         var all = Pids().ToList();
         foreach (var postmaster in all.Where(p => Comm(p) == "postgres" && CmdLine(p).Contains(" -D ")))
@@ -46,18 +47,27 @@ internal static class Memory
             var dataDir = CmdLine(postmaster).Split(" -D ")[1].Trim().Split(' ')[0];
             var pidFile = Path.Combine(dataDir, "postmaster.pid");
             if (!File.Exists(pidFile) || File.ReadAllLines(pidFile).ElementAtOrDefault(3)?.Trim() != pgPort.ToString()) continue;
-            var family = all.Where(p => p == postmaster || SafeParent(p) == postmaster).Select(p => Of("postgres", p)).ToList();
-            samples.Add(new Sample($"postgresql ({family.Count} processes)", postmaster, family.Sum(s => s.RssKb), family.Sum(s => s.PssKb)));
+            var family = all.Where(p => p == postmaster || SafeParent(p) == postmaster).ToList();
+            groups.Add(new Group($"postgresql ({family.Count} processes)", postmaster, family));
         }
         foreach (var beam in all.Where(p => Comm(p).StartsWith("beam.smp", StringComparison.Ordinal)))
         {
             // rabbitmq-server passes its node name and port to the VM in the environment, not on the command line.
             var env = Environ(beam);
             if (!int.TryParse(env.GetValueOrDefault("RABBITMQ_NODE_PORT"), out var port) || !rabbitPorts.Contains(port)) continue;
-            samples.Add(Of($"rabbitmq {env.GetValueOrDefault("RABBITMQ_NODENAME", "?")}", beam));
+            groups.Add(new Group($"rabbitmq {env.GetValueOrDefault("RABBITMQ_NODENAME", "?")}", beam, [beam]));
         }
-        return samples;
+        return groups;
     }
+
+    public sealed record Group(string Name, int Pid, IReadOnlyList<int> Pids);
+
+    public static List<Sample> Take(string runDir, int pgPort, IReadOnlyCollection<int> rabbitPorts) =>
+        [.. Processes(runDir, pgPort, rabbitPorts).Select(g =>
+        {
+            var each = g.Pids.Select(p => Of(g.Name, p)).ToList();
+            return new Sample(g.Name, g.Pid, each.Sum(s => s.RssKb), each.Sum(s => s.PssKb));
+        })];
 
     private static Dictionary<string, string> Environ(int pid)
     {
