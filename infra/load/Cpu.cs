@@ -36,7 +36,7 @@ internal static class Cpu
         var usage = end.Groups.Select(g =>
         {
             var used = g.Pids.Sum(p => end.TicksByPid.GetValueOrDefault(p) - start.TicksByPid.GetValueOrDefault(p)) / TicksPerSecond;
-            return new Usage(g.Name.StartsWith("postgresql", StringComparison.Ordinal) ? "postgresql (server and backends)" : g.Name, used, used / seconds);
+            return new Usage(g.Name, used, used / seconds);
         }).OrderByDescending(u => u.Seconds).ToList();
         var total = end.MachineTotal - start.MachineTotal;
         return new Report(seconds, usage, total > 0 ? (double)(end.MachineBusy - start.MachineBusy) / total : 0);
