@@ -216,4 +216,44 @@ public sealed class RunResumeTests(AutoConfirmingStripe fx) : IClassFixture<Auto
         Assert.Equal(5, await fx.ScalarAsync("SELECT count(*) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE i.renter_org_id = @renter", new { renter }));
         Assert.True(await fx.LedgerBalancedAsync());
     }
+
+    [Fact]
+    public async Task Connections_a_run_hands_back_to_the_pool_keep_no_lock_and_none_of_the_runs_settings_even_after_a_crash()
+    {
+        // The pool does not reset a connection handed back to it (DatabaseExtensions.AddServiceDatabase): whatever a run set
+        // on its connections, or a lock it took, would stay for whoever gets the connection next.
+        await FiveLeasesAsync(daysAgo: 42);
+        var hooks = fx.Factory.Services.GetRequiredService<BillingRunHooks>();
+        hooks.AfterBatch = (batch, _) => batch == 1 ? throw new InvalidOperationException("simulated crash") : Task.CompletedTask;
+        try
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, (await fx.Finance().PostAsync($"/v1/billing/periods/{Day(42)}/runs", null)).StatusCode);
+        }
+        finally
+        {
+            hooks.AfterBatch = null;
+        }
+        await fx.RunPeriodAsync(Day(42));
+
+        // Every idle connection of the pool at once (a run uses fewer than ten), each asked what it carries.
+        var dataSource = fx.Factory.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        var connections = new List<Npgsql.NpgsqlConnection>();
+        try
+        {
+            for (var i = 0; i < 10; i++) connections.Add(await dataSource.OpenConnectionAsync());
+            foreach (var c in connections)
+            {
+                var (locks, jit, workMem, bitmap, path) = await Dapper.SqlMapper.QuerySingleAsync<(long, string, string, string, string)>(c, """
+                    SELECT (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'),
+                           current_setting('jit'), current_setting('work_mem'), current_setting('enable_bitmapscan'), current_setting('search_path')
+                    """);
+                Assert.Equal((0L, "on", "4MB", "on", "billing,public"), (locks, jit, workMem, bitmap, path));
+            }
+        }
+        finally
+        {
+            foreach (var c in connections) await c.DisposeAsync();
+        }
+        Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM billing_runs WHERE period = @p AND state <> 'completed'", new { p = Day(42) }));
+    }
 }

@@ -46,11 +46,11 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     public async Task<Outcome> RunAsync(BillingPeriod p, CancellationToken ct)
     {
         await using var lockConnection = await db.DataSource.OpenConnectionAsync(ct);
-        // One run at a time for all periods (a day and its month overlap). Session-level, so it spans the batches;
-        // PostgreSQL drops it with the connection if this process dies.
-        await lockConnection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(hashtextextended('billing-run', 0))", cancellationToken: ct));
         try
         {
+            // One run at a time for all periods (a day and its month overlap). Session-level, so it spans the batches;
+            // PostgreSQL drops it with the connection if this process dies.
+            await lockConnection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(hashtextextended('billing-run', 0))", cancellationToken: ct));
             var profile = new RunProfile();
             var closed = await CloseUsageAsync(p, profile, ct);
             // The end: the invoices and the statements are both sums of the lines written above, and neither reads what
@@ -76,7 +76,9 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
         finally
         {
-            await lockConnection.ExecuteAsync("SELECT pg_advisory_unlock(hashtextextended('billing-run', 0))");
+            // Every session lock of this connection, a lock granted just as the wait for it was cancelled too: the
+            // connection goes back to the pool, which does not reset it (DatabaseExtensions.AddServiceDatabase).
+            await lockConnection.ExecuteAsync("SELECT pg_advisory_unlock_all()");
         }
     }
 
@@ -398,9 +400,11 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         // optimization, which costs more than it saves on a read that is index lookups (measured: 2.0 s vs 1.5 s for the
         // 100 000-lease benchmark period).
         // The renter order is a sort of the whole period: with the default work_mem (4 MB) it spilled to disk (an external
-        // merge of 20 MB for 100 000 leases); in memory it is a quicksort. Both settings last as long as this connection.
+        // merge of 20 MB for 100 000 leases); in memory it is a quicksort.
         // The downtime of each lease is one range of its primary key: a plain index scan, not a bitmap (10 % less for the read).
-        await using (var settings = new NpgsqlCommand("SET jit = off; SET work_mem = '64MB'; SET enable_bitmapscan = off", read))
+        // The settings last as long as the read's transaction (the pool does not reset a connection handed back to it).
+        await using var readTx = await read.BeginTransactionAsync(ct);
+        await using (var settings = new NpgsqlCommand("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_bitmapscan = off", read, readTx))
             await settings.ExecuteNonQueryAsync(ct);
         await using var cmd = new NpgsqlCommand($"""
             SELECT l.lease_id, l.renter_org_id, l.provider_org_id, l.accelerator_model, l.accelerator_count, l.start_at, l.end_at,
@@ -412,7 +416,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             WHERE h.status = 'pending' AND u.ended_at >= @from AND u.ended_at < @to AND u.ended_at <= @now
               {(ids is null ? "" : "AND h.lease_id = ANY(@ids)")}
             ORDER BY h.renter_org_id, h.lease_id
-            """, read);
+            """, read, readTx);
         cmd.Parameters.AddWithValue("from", p.From);
         cmd.Parameters.AddWithValue("to", p.To);
         cmd.Parameters.AddWithValue("now", now);
@@ -442,6 +446,8 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             batch = new List<Candidate>(size);
         }
         profile.Lap("read leases and downtime (streamed)", t);
+        await r.CloseAsync();
+        await readTx.CommitAsync(ct);
         if (batch.Count > 0) yield return batch;
     }
 

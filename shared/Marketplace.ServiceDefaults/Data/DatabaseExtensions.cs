@@ -28,6 +28,13 @@ public static class DatabaseExtensions
             csb.MaxAutoPrepare = 64;
             csb.AutoPrepareMinUsages = 2;
         }
+        // A connection handed back to the pool is not reset: Npgsql would otherwise prepend seven statements (RESET ALL,
+        // SET SESSION AUTHORIZATION DEFAULT, pg_advisory_unlock_all() and four more) to the next command of every pooled
+        // connection, more than half of all the statements PostgreSQL ran under load (docs/performance.md, System load,
+        // "Pooled connections not reset"). Nothing the services run leaves session state behind: settings are SET LOCAL,
+        // advisory locks are transaction-scoped but for the billing run's, which it releases itself, and the migrations'
+        // connections are closed for good after them (MigrateDatabase).
+        csb.NoResetOnClose = true;
         builder.Services.AddSingleton(new ServiceSchema(schema));
         builder.Services.AddSingleton(sp => new NpgsqlDataSourceBuilder(csb.ConnectionString)
             .UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>())
@@ -44,7 +51,8 @@ public static class DatabaseExtensions
     {
         var schema = services.GetRequiredService<ServiceSchema>().Name;
         var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Migrations");
-        using var connection = services.GetRequiredService<NpgsqlDataSource>().CreateConnection();
+        var dataSource = services.GetRequiredService<NpgsqlDataSource>();
+        using var connection = dataSource.CreateConnection();
         var evolve = new EvolveDb.Evolve(connection, msg => logger.LogInformation("{Migration}", msg))
         {
             EmbeddedResourceAssemblies = [typeof(DatabaseExtensions).Assembly, serviceAssembly],
@@ -54,6 +62,10 @@ public static class DatabaseExtensions
             IsEraseDisabled = true,
         };
         evolve.Migrate();
+        // Evolve sets the session's search path and takes a session lock; pooled connections are not reset when handed
+        // back (AddServiceDatabase), so the connections it used are closed rather than reused.
+        connection.Close();
+        dataSource.Clear();
     }
 }
 
