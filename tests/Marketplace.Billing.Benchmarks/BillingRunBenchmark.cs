@@ -178,7 +178,7 @@ public class BillingRunBenchmark
         using var c = _dataSource.OpenConnection();
         c.Execute("""
             SET session_replication_role = replica;
-            TRUNCATE payouts, credit_notes, invoice_lines, invoices, statements, ledger_entries, ledger_transactions, billing_runs;
+            TRUNCATE payouts, credit_notes, invoice_lines, invoices, statements, ledger_entries, ledger_transactions, wallet_balances, billing_runs;
             UPDATE holds SET status = 'pending', charged = 0, settled_at = NULL;
             SET session_replication_role = origin;
             """, commandTimeout: 600);

@@ -182,8 +182,15 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
 
     public static long Amount(JsonElement e, string property) => e.GetProperty(property).GetProperty("amount").GetInt64();
 
+    /// <summary>Every currency sums to zero, and every wallet balance the database keeps (wallet_balances) is its entries' sum.</summary>
     public async Task<bool> LedgerBalancedAsync() =>
-        await ScalarAsync("SELECT count(*) FROM (SELECT currency FROM ledger_entries GROUP BY currency HAVING SUM(amount) <> 0) x") == 0;
+        await ScalarAsync("SELECT count(*) FROM (SELECT currency FROM ledger_entries GROUP BY currency HAVING SUM(amount) <> 0) x") == 0
+        && await ScalarAsync("""
+            SELECT count(*) FROM (SELECT account, currency, SUM(amount) AS balance FROM ledger_entries WHERE account LIKE 'renter:%'
+                                  GROUP BY account, currency) e
+            FULL JOIN wallet_balances b USING (account, currency)
+            WHERE b.balance IS DISTINCT FROM e.balance
+            """) == 0;
 
     private static JsonSerializerOptions NewJson()
     {

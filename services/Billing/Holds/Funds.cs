@@ -55,7 +55,7 @@ internal static class Funds
     }
 
     public static Task<long> AvailableAsync(Tx tx, Guid renter, string currency, CancellationToken ct) =>
-        LedgerStore.BalanceAsync(tx, Accounts.RenterAvailable(renter), currency, ct);
+        LedgerStore.WalletBalanceAsync(tx, Accounts.RenterAvailable(renter), currency, ct);
 
     private static Task<Settings?> SettingsAsync(Tx tx, Guid renter, string currency, CancellationToken ct) =>
         tx.Connection.QuerySingleOrDefaultAsync<Settings>(new CommandDefinition("""

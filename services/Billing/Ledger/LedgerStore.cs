@@ -6,7 +6,11 @@ using NpgsqlTypes;
 
 namespace Marketplace.Billing.Ledger;
 
-/// <summary>Writes balanced transactions and reads balances, which are always SUMs over the entries.</summary>
+/// <summary>
+/// Writes balanced transactions and reads balances. A balance is the SUM of its account's entries; the renters' wallet
+/// accounts' sums are kept by the database in <c>wallet_balances</c> by the statement that adds the entries
+/// (V9__wallet_balances), so reading one does not grow with the account's history.
+/// </summary>
 internal static class LedgerStore
 {
     /// <summary>Posts the transaction in <paramref name="tx"/>; false if its idempotency key was posted before.</summary>
@@ -78,9 +82,10 @@ internal static class LedgerStore
         return posted;
     }
 
-    public static Task<long> BalanceAsync(Tx tx, string account, string currency, CancellationToken ct) =>
+    /// <summary>A renter wallet account's balance (<see cref="Accounts.RenterAvailable"/>, <see cref="Accounts.RenterHeld"/>).</summary>
+    public static Task<long> WalletBalanceAsync(Tx tx, string account, string currency, CancellationToken ct) =>
         tx.Connection.ExecuteScalarAsync<long>(new CommandDefinition(
-            "SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_entries WHERE account = @account AND currency = @currency",
+            "SELECT COALESCE((SELECT balance FROM wallet_balances WHERE account = @account AND currency = @currency), 0)",
             new { account, currency }, tx.Transaction, cancellationToken: ct));
 
     /// <summary>

@@ -27,9 +27,9 @@ internal static class GetWallet
         var rows = await connection.QueryAsync<Row>(new CommandDefinition("""
             WITH balances AS (
                 SELECT currency,
-                       COALESCE(SUM(amount) FILTER (WHERE account = @available), 0)::bigint AS available,
-                       COALESCE(SUM(amount) FILTER (WHERE account = @held), 0)::bigint AS held
-                FROM ledger_entries WHERE account IN (@available, @held) GROUP BY currency),
+                       COALESCE(SUM(balance) FILTER (WHERE account = @available), 0)::bigint AS available,
+                       COALESCE(SUM(balance) FILTER (WHERE account = @held), 0)::bigint AS held
+                FROM wallet_balances WHERE account IN (@available, @held) GROUP BY currency),
             spent AS (
                 SELECT currency, SUM(CASE status WHEN 'pending' THEN amount ELSE charged END)::bigint AS spent
                 FROM holds WHERE renter_org_id = @org AND created_at >= @monthStart GROUP BY currency),
