@@ -1,6 +1,6 @@
 -- The renters' wallet balances kept beside the journal. Until now a balance was SUM(amount) over the account's entries,
 -- and a hold reads the renter's available funds, under the wallet lock, on every booking: that read grew with the
--- account's history, one entry per booking, so a renter with 100 000 bookings paid 30-170 ms per booking for it
+-- account's history, one entry per booking, so a renter with 50 000 bookings paid about 40 ms per booking for it
 -- (docs/performance.md, Billing, "Wallet balances kept beside the journal"). wallet_balances holds the same sum for
 -- every renter account (renter:<org>:available and renter:<org>:held), kept by the database itself: the statement that
 -- adds entries adds them to these balances (one upsert per account and currency, in account order, so two postings
