@@ -153,17 +153,18 @@ CONF
     log "starting RabbitMQ on 127.0.0.1:$MP_RABBIT_PORT (management on $MP_RABBIT_MGMT_PORT)"
     rm -f "$RABBITMQ_PID_FILE"
     ( cd "$HOME" && setsid "$(rabbit_bin)/rabbitmq-server" </dev/null > "$RABBITMQ_LOG_BASE/console.log" 2>&1 & echo $! > "$DATA/rabbitmq/launcher.pid" )
-    # The AMQP listener opens near the end of the boot; the management API (waited for below) comes last.
-    for _ in $(seq 1 600); do port_open "$MP_RABBIT_PORT" && break; sleep 0.2; done
-    port_open "$MP_RABBIT_PORT" || die "RabbitMQ did not start; see $RABBITMQ_LOG_BASE"
+    # Ours from the launch on, not from when it answers: a node that fails half-way is still stopped by stop (down.sh).
     touch "$DATA/rabbit.started-by-us"
+    # The AMQP listener opens near the end of the boot; the management API (waited for below) comes last.
+    for _ in $(seq 1 600); do port_open "$MP_RABBIT_PORT" && break; sleep 0.2; rabbit_launched || break; done
+    port_open "$MP_RABBIT_PORT" || rabbit_failed "RabbitMQ did not start"
   fi
   for _ in $(seq 1 300); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MP_RABBIT_MGMT_PORT/api/overview" 2>/dev/null)" != 000 ] && break
     sleep 0.2
   done
   if ! rabbit_api_ready; then
-    ctl wait "$RABBITMQ_PID_FILE" --timeout 60 >/dev/null || die "RabbitMQ did not start; see $RABBITMQ_LOG_BASE"
+    ctl wait "$RABBITMQ_PID_FILE" --timeout 60 >/dev/null || rabbit_failed "RabbitMQ did not finish starting"
     ctl list_users --silent | grep -q "^$MP_RABBIT_USER\b" || ctl add_user "$MP_RABBIT_USER" "$MP_RABBIT_PASSWORD" >/dev/null
     ctl set_user_tags "$MP_RABBIT_USER" administrator >/dev/null
     ctl list_vhosts --silent | grep -qx "$MP_RABBIT_VHOST" || ctl add_vhost "$MP_RABBIT_VHOST" >/dev/null
@@ -171,7 +172,24 @@ CONF
   fi
   # Management API must answer: tests create a vhost per run through it.
   for _ in $(seq 1 300); do rabbit_api_ready && return 0; sleep 0.2; done
-  die "RabbitMQ management API did not answer on $MP_RABBIT_MGMT_PORT"
+  rabbit_failed "RabbitMQ management API did not answer on $MP_RABBIT_MGMT_PORT"
+}
+
+# The node we launched, while any of it runs: the launcher (a subshell of this script, which waits for it) has one
+# child, the start script, which setsid made the leader of a process group of its own (with the Erlang VM and its
+# helpers). Only a RabbitMQ child counts (after a reboot the launcher's pid may belong to something else).
+rabbit_node_group() { [ -f "$DATA/rabbitmq/launcher.pid" ] && pgrep -P "$(cat "$DATA/rabbitmq/launcher.pid")" -f rabbit | head -n 1; }
+rabbit_launched() { [ -n "$(rabbit_node_group)" ]; }
+
+# A start that failed: what the node said, then the node is stopped (a half-started node would hold its ports and
+# make the next start fail too), then the error.
+rabbit_failed() {
+  log "error: $1; the end of its logs:"
+  tail -n 20 "$RABBITMQ_LOG_BASE/console.log" 2>/dev/null | cut -c1-400 >&2 || true
+  local node_log; node_log=$(ls -t "$RABBITMQ_LOG_BASE"/*.log 2>/dev/null | grep -v console.log | head -n 1 || true)
+  [ -n "$node_log" ] && { log "$node_log:"; tail -n 20 "$node_log" | cut -c1-400 >&2; }
+  stop_rabbitmq
+  die "$1 (logs in $RABBITMQ_LOG_BASE)"
 }
 
 # Our user is an administrator with every right on our vhost (and the management API answers).
@@ -186,7 +204,15 @@ stop_rabbitmq() {
     log "stopping RabbitMQ"
     ctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || kill "$(cat "$RABBITMQ_PID_FILE")" 2>/dev/null || true
   fi
-  rm -f "$DATA/rabbit.started-by-us"
+  # Whatever is left of what we launched (a node that never wrote its pid file, or did not stop): TERM, then KILL.
+  if [ -f "$DATA/rabbit.started-by-us" ] && rabbit_launched; then
+    local group; group=$(rabbit_node_group || true)
+    log "stopping what is left of the RabbitMQ we launched (process group $group)"
+    kill -TERM -- "-$group" 2>/dev/null || true
+    for _ in $(seq 1 50); do rabbit_launched || break; sleep 0.2; done
+    kill -KILL -- "-$group" 2>/dev/null || true
+  fi
+  rm -f "$DATA/rabbit.started-by-us" "$DATA/rabbitmq/launcher.pid"
   # The epmd we started on our private port; never the system's.
   timeout 10 epmd -port "$MP_EPMD_PORT" -kill >/dev/null 2>&1 || true
 }
