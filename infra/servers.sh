@@ -71,8 +71,14 @@ CONF
   if pg_running "$pgdata"; then log "PostgreSQL already running on 127.0.0.1:$MP_PG_PORT"
   elif port_open "$MP_PG_PORT"; then log "a PostgreSQL not started by us (Docker?) answers on 127.0.0.1:$MP_PG_PORT: using it"; else
     log "starting PostgreSQL on 127.0.0.1:$MP_PG_PORT"
-    runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 start >/dev/null
+    # Ours from the launch on: a server still starting when pg_ctl gives up is stopped by stop (down.sh) too.
     touch "$DATA/pg.started-by-us"
+    if ! runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 start >/dev/null; then
+      log "error: PostgreSQL did not start; the end of its log:"
+      tail -n 20 "$pgdata/server.log" | cut -c1-400 >&2 || true
+      stop_postgres
+      die "PostgreSQL did not start (log: $pgdata/server.log)"
+    fi
   fi
   # One login and one schema per service; the extension for the booking exclusion constraint.
   psql_admin -d postgres <<SQL
