@@ -22,12 +22,15 @@ public sealed class PrivateServers : IAsyncDisposable
         _env = env;
     }
 
-    public static async Task<PrivateServers> StartAsync()
+    /// <summary>
+    /// The environment of <c>infra/servers.sh</c> for a new private pair: free ports (never a shared server's), a data
+    /// folder in the temp folder named <paramref name="prefix"/> and a random id, and a node name of its own.
+    /// </summary>
+    public static (Dictionary<string, string> Env, ServerEndpoints Endpoints, string DataDirectory) NewEnvironment(string prefix)
     {
         var ports = InfraScripts.FreePorts(5);
         var id = Guid.NewGuid().ToString("N")[..8];
-        var data = Path.Combine("/tmp", "marketplace-private-" + id);
-        var endpoints = new ServerEndpoints(ports[0], ports[1], ports[2]);
+        var data = Path.Combine("/tmp", $"marketplace-{prefix}-{id}");
         var shared = TestServers.Shared;
         if (ports.Contains(shared.PgPort) || ports.Contains(shared.RabbitPort) || ports.Contains(shared.RabbitManagementPort))
             throw new InvalidOperationException("a private server may not take a shared server's port");
@@ -39,7 +42,7 @@ public sealed class PrivateServers : IAsyncDisposable
             ["MP_RABBIT_MGMT_PORT"] = ports[2].ToString(),
             ["MP_RABBIT_DIST_PORT"] = ports[3].ToString(),
             ["MP_EPMD_PORT"] = ports[4].ToString(),
-            ["MP_RABBIT_NODENAME"] = $"private{id}@localhost",
+            ["MP_RABBIT_NODENAME"] = $"{prefix}{id}@localhost",
             // A server crash keeps the operating system's page cache, so fsync adds nothing to these scenarios but time.
             ["MP_PG_FSYNC"] = "off",
             // But a commit must be acknowledged only once its WAL left PostgreSQL's memory, or an immediate stop loses
@@ -47,6 +50,12 @@ public sealed class PrivateServers : IAsyncDisposable
             // servers, and this process inherits it (CI lost one accepted order to it).
             ["MP_PG_SYNC_COMMIT"] = "on",
         };
+        return (env, new ServerEndpoints(ports[0], ports[1], ports[2]), data);
+    }
+
+    public static async Task<PrivateServers> StartAsync()
+    {
+        var (env, endpoints, data) = NewEnvironment("private");
         var servers = new PrivateServers(endpoints, data, env);
         try
         {

@@ -12,23 +12,6 @@ namespace Marketplace.Proof.Tests;
 /// </summary>
 public sealed class ServerStartFailureTests
 {
-    private static Dictionary<string, string> PrivateEnvironment(string data)
-    {
-        var ports = InfraScripts.FreePorts(5);
-        var id = Path.GetFileName(data);
-        return new Dictionary<string, string>
-        {
-            ["MP_DATA_DIR"] = data,
-            ["MP_PG_PORT"] = ports[0].ToString(),
-            ["MP_RABBIT_PORT"] = ports[1].ToString(),
-            ["MP_RABBIT_MGMT_PORT"] = ports[2].ToString(),
-            ["MP_RABBIT_DIST_PORT"] = ports[3].ToString(),
-            ["MP_EPMD_PORT"] = ports[4].ToString(),
-            ["MP_RABBIT_NODENAME"] = $"{id.Replace("-", "", StringComparison.Ordinal)}@localhost",
-            ["MP_PG_FSYNC"] = "off",
-        };
-    }
-
     /// <summary>Processes whose command line names <paramref name="data"/> (a server of this test's pair).</summary>
     private static List<string> ProcessesOf(string data) =>
         [.. Directory.EnumerateDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)).Select(d =>
@@ -37,6 +20,14 @@ public sealed class ServerStartFailureTests
             catch (IOException) { return ""; }
             catch (UnauthorizedAccessException) { return ""; }
         }).Where(c => c.Contains(data, StringComparison.Ordinal))];
+
+    /// <summary>Stops the pair's <paramref name="server"/> (nothing of it may be left running) and removes its data folder.</summary>
+    private static async Task StopAndRemoveAsync(Dictionary<string, string> env, string data, string server)
+    {
+        await InfraScripts.ServersAsync(env, TimeSpan.FromMinutes(2), "stop", server);
+        Assert.Empty(ProcessesOf(data));
+        Directory.Delete(data, recursive: true);
+    }
 
     private static async Task<string> FailingAsync(Dictionary<string, string> env, params string[] args)
     {
@@ -47,8 +38,7 @@ public sealed class ServerStartFailureTests
     [Fact]
     public async Task A_RabbitMQ_that_cannot_start_is_reported_with_its_log_and_stopped_and_the_next_start_succeeds()
     {
-        var data = Path.Combine("/tmp", "marketplace-failing-" + Guid.NewGuid().ToString("N")[..8]);
-        var env = PrivateEnvironment(data);
+        var (env, _, data) = PrivateServers.NewEnvironment("failing");
         try
         {
             // Something else holds the node's distribution port: the node gives up during its boot.
@@ -67,17 +57,14 @@ public sealed class ServerStartFailureTests
         }
         finally
         {
-            await InfraScripts.ServersAsync(env, TimeSpan.FromMinutes(2), "stop", "rabbitmq");
-            Assert.Empty(ProcessesOf(data));
-            Directory.Delete(data, recursive: true);
+            await StopAndRemoveAsync(env, data, "rabbitmq");
         }
     }
 
     [Fact]
     public async Task A_PostgreSQL_that_cannot_start_is_reported_with_its_log_and_leaves_nothing_running()
     {
-        var data = Path.Combine("/tmp", "marketplace-failing-" + Guid.NewGuid().ToString("N")[..8]);
-        var env = PrivateEnvironment(data);
+        var (env, _, data) = PrivateServers.NewEnvironment("failing");
         try
         {
             await InfraScripts.ServersAsync(env, TimeSpan.FromMinutes(3), "start", "postgres");
@@ -98,9 +85,7 @@ public sealed class ServerStartFailureTests
         }
         finally
         {
-            await InfraScripts.ServersAsync(env, TimeSpan.FromMinutes(2), "stop", "postgres");
-            Assert.Empty(ProcessesOf(data));
-            Directory.Delete(data, recursive: true);
+            await StopAndRemoveAsync(env, data, "postgres");
         }
     }
 }
