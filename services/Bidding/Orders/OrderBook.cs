@@ -40,23 +40,25 @@ internal static class OrderBook
 
     /// <summary>Active offers of a model (of one group, or of all groups but <paramref name="exceptGroup"/>) with their bookings.</summary>
     /// <remarks>
-    /// One round trip: the offers, then the active matches of the same offers (the same filter; offers change only under
-    /// the market lock, which the caller holds, so both statements see the same offers).
+    /// One round trip: the offers, then the model's matches written since the copy this instance keeps
+    /// (<see cref="ActiveMatches"/>; all active ones the first time). Offers change only under the market lock, which the
+    /// caller holds, so the offers and their bookings agree.
     /// </remarks>
     public static async Task<Supply> LoadSupplyAsync(Tx tx, string model, string? group, CancellationToken ct, string? exceptGroup = null)
     {
-        const string filter = """
-            accelerator_model = @model AND status = 'active' AND window_end > @now
-              AND (@group::text IS NULL OR region_group = @group) AND (@exceptGroup::text IS NULL OR region_group <> @exceptGroup)
-            """;
+        var now = tx.Now;
+        var known = ActiveMatches.Known(tx, model);
         await using var reader = await tx.Connection.QueryMultipleAsync(new CommandDefinition($"""
-            SELECT {OfferColumns} FROM offers WHERE {filter};
-            SELECT {BookingColumns} FROM matches
-            WHERE state = 'active' AND end_at > @now AND offer_id IN (SELECT offer_id FROM offers WHERE {filter});
-            """, new { model, group, exceptGroup, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+            SELECT {OfferColumns} FROM offers
+            WHERE accelerator_model = @model AND status = 'active' AND window_end > @now
+              AND (@group::text IS NULL OR region_group = @group) AND (@exceptGroup::text IS NULL OR region_group <> @exceptGroup);
+            {ActiveMatches.Sql(known)}
+            """, new { model, group, exceptGroup, now, since = known?.Since }, tx.Transaction, cancellationToken: ct));
         var offers = (await reader.ReadAsync<OfferRow>()).AsList();
-        var bookings = (await reader.ReadAsync<BookingRow>()).AsList();
-        return WithBookings(offers, bookings);
+        var matches = await ActiveMatches.ReadAsync(reader, tx, model, known, now);
+        var bookings = matches.ToLookup(m => m.OfferId, m => m.Booking);
+        var candidates = offers.Select(o => o.ToCandidate(bookings[o.OfferId].ToList())).ToList();
+        return new Supply(candidates, offers.ToDictionary(o => o.OfferId));
     }
 
     /// <summary>
