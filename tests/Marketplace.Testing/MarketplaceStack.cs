@@ -51,7 +51,8 @@ public sealed class MarketplaceStack : IAsyncDisposable
         Database = db;
         VirtualHost = vhost;
         _options = options;
-        LogDirectory = Path.Combine(Path.GetTempPath(), "marketplace-stack-" + db.Name);
+        RemoveLogDirectories(olderThan: TimeSpan.FromDays(1));
+        LogDirectory = Path.Combine(Path.GetTempPath(), LogDirectoryPrefix + db.Name);
         Directory.CreateDirectory(LogDirectory);
         foreach (var p in ServiceProjects)
             for (var i = 0; i < InstancesOf(p); i++) _ports[(p, i)] = FreePort();
@@ -161,6 +162,27 @@ public sealed class MarketplaceStack : IAsyncDisposable
 
     private string LogPath(string project, int instance) =>
         Path.Combine(LogDirectory, project.ToLowerInvariant() + (instance == 0 ? "" : $"-{instance}") + ".log");
+
+    public const string LogDirectoryPrefix = "marketplace-stack-";
+
+    /// <summary>
+    /// Removes the service logs of stacks started longer than <paramref name="olderThan"/> ago (under <paramref name="root"/>,
+    /// the temp folder by default). Every new stack does it for a day: a failed run's logs stay to be read, and test runs
+    /// no longer fill the temp folder (5 stacks of 8-11 MB each per run of the suite).
+    /// </summary>
+    public static void RemoveLogDirectories(TimeSpan olderThan, string? root = null)
+    {
+        var before = DateTime.UtcNow - olderThan;
+        foreach (var dir in Directory.EnumerateDirectories(root ?? Path.GetTempPath(), LogDirectoryPrefix + "*"))
+            try
+            {
+                if (Directory.GetLastWriteTimeUtc(dir) < before) Directory.Delete(dir, recursive: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Another run's stack removing it, or not ours: left.
+            }
+    }
 
     public async ValueTask DisposeAsync()
     {
