@@ -20,9 +20,6 @@ internal static class ActiveMatches
 
     internal sealed record Entry(Guid OfferId, Booking Booking);
 
-    public const string Columns =
-        "id, offer_id, order_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at, slot_ids";
-
     /// <summary>The copy a clearing of <paramref name="model"/> starts from; null: none yet, read them all.</summary>
     public static KeptRows<Guid, Entry>.Copy? Known(Tx tx, string model) => Kept.Known(tx, model);
 
@@ -32,7 +29,7 @@ internal static class ActiveMatches
     /// </summary>
     public static string Sql(KeptRows<Guid, Entry>.Copy? known) => $"""
         {KeptRows<Guid, Entry>.XminSql}
-        SELECT {Columns}, state = 'active' AS active, {KeptRows<Guid, Entry>.OwnColumn}
+        SELECT {OrderBook.BookingColumns}, state = 'active' AS active, {KeptRows<Guid, Entry>.OwnColumn}
         FROM matches
         WHERE model = @model AND {(known is null ? "state = 'active' AND end_at > @now" : "changed_xid >= @since")};
         """;
@@ -42,37 +39,10 @@ internal static class ActiveMatches
         KeptRows<Guid, Entry>.Copy? known, DateTimeOffset now)
     {
         var since = await reader.ReadSingleAsync<long>();
-        var changed = (await reader.ReadAsync<Row>()).Select(r => r.ToChanged()).ToList();
+        // A released match no longer counts; the others as a clearing sees them.
+        var changed = (await reader.ReadAsync<OrderBook.BookingRow>())
+            .Select(r => new KeptRows<Guid, Entry>.Changed(r.Id, r.Active ? new Entry(r.OfferId, r.ToBooking(forClearing: true)) : null, r.Own))
+            .ToList();
         return Kept.Read(tx, model, known, since, changed, e => e.Booking.End > now).Rows.Values;
-    }
-
-    private sealed class Row
-    {
-        public Guid Id { get; init; }
-        public Guid OfferId { get; init; }
-        public Guid OrderId { get; init; }
-        public DateTimeOffset StartAt { get; init; }
-        public DateTimeOffset EndAt { get; init; }
-        public int AcceleratorCount { get; init; }
-        public bool Interruptible { get; init; }
-        public DateTimeOffset? PreemptedAt { get; init; }
-        public long? BidAmount { get; init; }
-        public DateTimeOffset CreatedAt { get; init; }
-        public Guid[]? SlotIds { get; init; }
-        public bool Active { get; init; }
-        public bool Own { get; init; }
-
-        // As a clearing sees it: an already preempted match is no longer interruptible (its capacity comes back at its
-        // shortened end, it is not preempted twice). A released match no longer counts.
-        public KeptRows<Guid, Entry>.Changed ToChanged() => new(Id, Active
-            ? new Entry(OfferId, new Booking(StartAt, EndAt, AcceleratorCount)
-            {
-                MatchId = Id,
-                Interruptible = Interruptible && PreemptedAt is null,
-                BidAmount = BidAmount ?? 0,
-                MatchedAt = CreatedAt,
-                SlotIds = SlotIds,
-            })
-            : null, Own);
     }
 }

@@ -89,7 +89,7 @@ internal static class OrderBook
         return new Supply(candidates, offers.ToDictionary(o => o.OfferId));
     }
 
-    private const string BookingColumns =
+    internal const string BookingColumns =
         "id, offer_id, order_id, start_at, end_at, accelerator_count, interruptible, preempted_at, bid_amount, created_at, slot_ids";
 
     private static async Task<List<BookingRow>> LoadBookingsAsync(Tx tx, Guid[] offerIds, CancellationToken ct) =>
@@ -483,7 +483,7 @@ internal static class OrderBook
         };
     }
 
-    private sealed class BookingRow
+    internal sealed class BookingRow
     {
         public Guid Id { get; init; }
         public Guid OfferId { get; init; }
@@ -498,6 +498,12 @@ internal static class OrderBook
 
         /// <summary>The accelerators Scheduling booked (LeaseScheduled); null while the match is in flight.</summary>
         public Guid[]? SlotIds { get; init; }
+
+        /// <summary>False once released (read by <see cref="ActiveMatches"/>, which reads released matches too).</summary>
+        public bool Active { get; init; } = true;
+
+        /// <summary>Written by the reading transaction (<see cref="ActiveMatches"/>).</summary>
+        public bool Own { get; init; }
 
         /// <param name="forClearing">
         /// True: an already preempted match is no longer interruptible (its capacity comes back at its shortened end, it
