@@ -4,15 +4,15 @@ namespace Marketplace.ServiceDefaults.Data;
 
 /// <summary>
 /// Rows of a table kept in memory between transactions, read again only when written since: instead of reading every
-/// live row of a hot read (a model's active matches, the fleet's bookings) for every transaction, a reader lays the rows
-/// written since its copy over it.
+/// live row of a hot read (Bidding's active matches of a model) for every transaction, a reader lays the rows written
+/// since its copy over it.
 /// </summary>
 /// <remarks>
 /// <para>
 /// The table records, in a trigger on every insert and update, the id of the writing transaction (<c>changed_xid</c>:
-/// <c>NEW.changed_xid := pg_current_xact_id()::text::bigint</c> in a BEFORE INSERT OR UPDATE trigger). A copy remembers <see cref="Copy.Since"/>: the oldest transaction still running when
-/// it was read (<see cref="XminSql"/>, the xmin of that snapshot). Every transaction that had finished by then is in the
-/// copy; every one that had not, or that starts later, has an id at or after <c>Since</c> (ids are handed out in order,
+/// <c>NEW.changed_xid := pg_current_xact_id()::text::bigint</c> in a BEFORE INSERT OR UPDATE trigger). A copy remembers
+/// <see cref="Copy.Since"/>: the oldest transaction still running when it was read (<see cref="XminSql"/>, the xmin of
+/// that snapshot). Every transaction that had finished by then is in the copy; every one that had not, or that starts later, has an id at or after <c>Since</c> (ids are handed out in order,
 /// and a running one keeps the xmin at or below its own). So the rows whose <c>changed_xid</c> is at or after
 /// <c>Since</c>, read at a newer snapshot and laid over the copy, give what a full read at that snapshot gives; the new
 /// copy's <c>Since</c> is an xmin read before them. A transaction that wrote first and commits last (a smaller id than
