@@ -56,9 +56,7 @@ internal static class OrderBook
             """, new { model, group, exceptGroup, now, since = known?.Since }, tx.Transaction, cancellationToken: ct));
         var offers = (await reader.ReadAsync<OfferRow>()).AsList();
         var matches = await ActiveMatches.ReadAsync(reader, tx, model, known, now);
-        var bookings = matches.ToLookup(m => m.OfferId, m => m.Booking);
-        var candidates = offers.Select(o => o.ToCandidate(bookings[o.OfferId].ToList())).ToList();
-        return new Supply(candidates, offers.ToDictionary(o => o.OfferId));
+        return WithBookings(offers, matches.ToLookup(m => m.OfferId, m => m.Booking));
     }
 
     /// <summary>
@@ -80,11 +78,11 @@ internal static class OrderBook
 
     private static async Task<Supply> WithBookingsAsync(Tx tx, List<OfferRow> offers, CancellationToken ct) =>
         offers.Count == 0 ? new Supply([], [])
-            : WithBookings(offers, await LoadBookingsAsync(tx, offers.Select(o => o.OfferId).ToArray(), ct));
+            : WithBookings(offers, (await LoadBookingsAsync(tx, offers.Select(o => o.OfferId).ToArray(), ct))
+                .ToLookup(b => b.OfferId, b => b.ToBooking(forClearing: true)));
 
-    private static Supply WithBookings(List<OfferRow> offers, List<BookingRow> rows)
+    private static Supply WithBookings(List<OfferRow> offers, ILookup<Guid, Booking> bookings)
     {
-        var bookings = rows.ToLookup(b => b.OfferId, b => b.ToBooking(forClearing: true));
         var candidates = offers.Select(o => o.ToCandidate(bookings[o.OfferId].ToList())).ToList();
         return new Supply(candidates, offers.ToDictionary(o => o.OfferId));
     }
