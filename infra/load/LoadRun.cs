@@ -90,7 +90,10 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         await Task.Delay(TimeSpan.FromSeconds(3), ct); // offers reach Bidding; processes settle before the idle sample
 
         var idle = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
-        List<Memory.Sample> underLoad = [];
+        // The samples taken while orders are placed run beside the placing loop: reading /proc (PSS walks every
+        // process's page tables, about 80 PostgreSQL backends under load) took the loop off its schedule for tens of
+        // milliseconds, and the orders due meanwhile then went out in one burst.
+        Task<List<Memory.Sample>> underLoad = Task.FromResult<List<Memory.Sample>>([]);
         var placed = new ConcurrentBag<Placed>();
         var errors = new ConcurrentDictionary<string, int>();
         var inflight = new List<Task>();
@@ -103,19 +106,19 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var total = warmCount + (int)(o.Rate * o.Duration);
         var clock = Stopwatch.StartNew();
         var measuredFrom = TimeSpan.Zero;
-        Cpu.Snapshot? cpuFrom = null;
+        Task<Cpu.Snapshot>? cpuFrom = null;
         for (var n = 0; n < total; n++)
         {
             var due = TimeSpan.FromSeconds(n / o.Rate);
             if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed, ct);
-            if (n == warmCount) (measuredFrom, cpuFrom) = (clock.Elapsed, Cpu.Take(o.RunDir, pgPort, o.RabbitPorts));
-            if (n == warmCount + (total - warmCount) / 2) underLoad = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
+            if (n == warmCount) (measuredFrom, cpuFrom) = (clock.Elapsed, Task.Run(() => Cpu.Take(o.RunDir, pgPort, o.RabbitPorts), ct));
+            if (n == warmCount + (total - warmCount) / 2) underLoad = Task.Run(() => Memory.Take(o.RunDir, pgPort, o.RabbitPorts), ct);
             inflight.Add(n < warmCount
                 ? PlaceAsync(renters[n % renters.Length], mix.Next(), n, warm, warmErrors, ct)
                 : PlaceAsync(renters[n % renters.Length], mix.Next(), n, placed, errors, ct));
         }
         // The CPU of the window in which the measured orders were placed (their last ones still finish after it).
-        var cpu = Cpu.Between(cpuFrom ?? Cpu.Take(o.RunDir, pgPort, o.RabbitPorts), Cpu.Take(o.RunDir, pgPort, o.RabbitPorts));
+        var cpu = Cpu.Between(cpuFrom is null ? Cpu.Take(o.RunDir, pgPort, o.RabbitPorts) : await cpuFrom, Cpu.Take(o.RunDir, pgPort, o.RabbitPorts));
         await Task.WhenAll(inflight);
         var placingSeconds = (clock.Elapsed - measuredFrom).TotalSeconds;
         if (warmCount > 0)
@@ -177,7 +180,7 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var report = new LoadReport(o, providers, fleets.Sum(f => f.Simulator.Nodes.Count), fleets.Sum(f => f.Simulator.Nodes.Sum(n => n.AcceleratorCount)),
             fleets.Sum(f => f.Simulator.HeartbeatsSent), fleets.Sum(f => f.Simulator.HeartbeatsFailed),
             placed.Count, rows.Count(r => r.Status == "filled"), rows.Count(r => r.Status == "cancelled"), unfinished, placed.Count / placingSeconds, bookingsPerSecond,
-            stages, Stats(placed.Select(p => p.AcceptMs)), kinds, new Dictionary<string, int>(errors), reasons, tps, pgbenchCommand, idle, underLoad, cpu);
+            stages, Stats(placed.Select(p => p.AcceptMs)), kinds, new Dictionary<string, int>(errors), reasons, tps, pgbenchCommand, idle, await underLoad, cpu);
         Print(report);
         if (o.JsonPath is not null)
             await File.WriteAllTextAsync(o.JsonPath, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }), ct);
