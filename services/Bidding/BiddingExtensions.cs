@@ -24,6 +24,7 @@ public static class BiddingExtensions
         });
         builder.Services.AddDueWorkHandler<ExpireOrder>();
         builder.Services.AddDueWorkHandler<ClearPlacedOrder>();
+        builder.Services.AddDueWorkHandler<ClearMarket>();
         builder.Services.AddSingleton<PlacedOrders>();
         return builder;
     }

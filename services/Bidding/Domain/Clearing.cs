@@ -96,6 +96,29 @@ public static class Clearing
         return new ClearingResult(fills, unfilled, book.Snapshot());
     }
 
+    /// <summary>
+    /// When to clear a market's standing book again for <paramref name="waiting"/>, the orders a clearing left open: at the
+    /// first instant after <paramref name="now"/> at which a booking of <paramref name="offers"/> ends, but only if one of
+    /// them waits for capacity, that is, would be filled if no accelerator were booked. An order that waits for a price,
+    /// a region or a window is not helped by capacity coming back (its market's next order or offer clears it); null then,
+    /// and when no booking ends.
+    /// </summary>
+    /// <remarks>
+    /// Clearing all of them together against empty offers fills something exactly when one of them would fill alone: the
+    /// first such order in priority is never kept out by orders before it that did not fill.
+    /// </remarks>
+    public static DateTimeOffset? CapacityReturnsAt(IReadOnlyList<BookOrder> waiting, IReadOnlyList<OfferCandidate> offers, DateTimeOffset now)
+    {
+        if (waiting.Count == 0 || offers.Count == 0) return null;
+        DateTimeOffset? next = null;
+        foreach (var offer in offers)
+            foreach (var b in offer.Bookings)
+                if (b.End > now && (next is null || b.End < next)) next = b.End;
+        if (next is null) return null;
+        var empty = offers.Select(o => o with { Bookings = [] }).ToList();
+        return Clear(waiting, empty, now).Fills.Count > 0 ? next : null;
+    }
+
     /// <summary>Peak concurrent use of <paramref name="bookings"/> over [start, end) (half-open: adjacent bookings do not overlap).</summary>
     public static int PeakUse(IReadOnlyList<Booking> bookings, DateTimeOffset start, DateTimeOffset end, Func<Booking, bool>? skip = null)
     {

@@ -27,6 +27,16 @@ internal static class OrderBook
         tx.Connection.ExecuteAsync(new CommandDefinition(LockSql(group),
             new { model, market = group is null ? null : Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
 
+    /// <summary>
+    /// <see cref="LockAsync"/> of one market without waiting: false (and nothing held that matters) when another
+    /// transaction is clearing the market or its model exclusively.
+    /// </summary>
+    public static Task<bool> TryLockAsync(Tx tx, string model, string group, CancellationToken ct) =>
+        tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition($"""
+            SELECT CASE WHEN pg_try_advisory_xact_lock_shared({ModelLocks}, hashtext(@model))
+                        THEN pg_try_advisory_xact_lock({MarketLocks}, hashtext(@market)) ELSE false END
+            """, new { model, market = Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
+
     /// <summary>The statements of <see cref="LockAsync"/> (parameters @model and @market), to lead a command of more.</summary>
     private static string LockSql(string? group) => group is null
         ? $"SELECT 1 FROM pg_advisory_xact_lock({ModelLocks}, hashtext(@model));"
@@ -198,6 +208,7 @@ internal static class OrderBook
                     reasons = explained.Select(e => e.Reason).ToArray(),
                     alternatives = explained.Select(e => e.Alternatives).ToArray(),
                 }, tx.Transaction, cancellationToken: ct));
+            await ScheduleWaitingAsync(tx, model, [.. explained.Where(e => e.Status == "open").Select(e => book[e.Id].Order)], result.Offers, supply, ct);
         }
 
         // The quote after the trades: the best bid from the book, the best ask from the offers as this clearing left them
@@ -211,6 +222,21 @@ internal static class OrderBook
             await tx.PublishAsync(new PriceTicked(market, trade.Last, bid, ask is { } a ? new Money(a, trade.Last.Currency) : null, now), ct);
         }
         return result;
+    }
+
+    /// <summary>
+    /// Orders left open that wait for capacity are tried again when it comes back (<see cref="ClearMarket"/>): per region
+    /// group of the cleared offers, at the first end of one of their bookings. Only markets whose lock the clearing holds
+    /// are scheduled: the supply of a market's clearing is that market's offers, and a clearing of all groups holds the
+    /// model exclusively.
+    /// </summary>
+    private static async Task ScheduleWaitingAsync(Tx tx, string model, List<BookOrder> waiting, IReadOnlyList<OfferCandidate> offers,
+        Supply supply, CancellationToken ct)
+    {
+        if (waiting.Count == 0) return;
+        foreach (var group in offers.GroupBy(o => supply.Offers[o.OfferId].RegionGroup))
+            if (Clearing.CapacityReturnsAt(waiting, [.. group], tx.Now) is { } at)
+                await ClearMarket.ScheduleAsync(tx, model, group.Key, at, ct);
     }
 
     /// <summary>

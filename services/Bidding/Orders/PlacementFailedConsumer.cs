@@ -8,7 +8,8 @@ namespace Marketplace.Bidding.Orders;
 /// <summary>
 /// Scheduling could not place the match: its capacity is freed and the order goes back to the book with the reason
 /// (an immediate-or-cancel order is cancelled instead). It is not rematched at once, which could pick the same
-/// unplaceable offer again; the next offer of its market tries it.
+/// unplaceable accelerators again: its market is cleared again a little later (<see cref="ClearMarket.AfterPlacementFailedAsync"/>),
+/// or sooner by the market's next order or offer.
 /// </summary>
 internal sealed class PlacementFailedConsumer(Db db) : IConsumer<PlacementFailed>
 {
@@ -19,6 +20,19 @@ internal sealed class PlacementFailedConsumer(Db db) : IConsumer<PlacementFailed
         await using var tx = await db.BeginAsync(ct);
         if (!await tx.FirstDeliveryAsync(context, "bidding.placement-failed")) return;
         var reason = $"the match could not be placed: {m.Reason}";
+        // The retry is scheduled under the market's lock, taken before this transaction locks anything a clearing of the
+        // market may lock too (the match, the order): a running retry holds its item's row while it clears.
+        var retry = await tx.Connection.QuerySingleOrDefaultAsync<(string Model, string Group, int Released)?>(new CommandDefinition("""
+            SELECT o.accelerator_model, f.region_group,
+                   (SELECT count(*)::int FROM matches r WHERE r.order_id = x.order_id AND r.state = 'released')
+            FROM matches x JOIN orders o ON o.id = x.order_id JOIN offers f ON f.offer_id = x.offer_id
+            WHERE x.id = @MatchId AND x.order_id = @OrderId AND x.state = 'active' AND o.status = 'matched' AND o.time_in_force <> 'ioc'
+            """, new { m.MatchId, m.OrderId }, tx.Transaction, cancellationToken: ct));
+        if (retry is { } r)
+        {
+            await OrderBook.LockAsync(tx, r.Model, r.Group, ct);
+            await ClearMarket.AfterPlacementFailedAsync(tx, r.Model, r.Group, r.Released, ct);
+        }
         var released = await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE matches SET state = 'released', released_at = @now, release_reason = @reason
             WHERE id = @MatchId AND order_id = @OrderId AND state = 'active'

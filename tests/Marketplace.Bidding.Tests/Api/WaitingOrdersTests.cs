@@ -1,0 +1,120 @@
+using System.Text.Json;
+using Marketplace.Contracts;
+using Marketplace.Testing;
+using Xunit;
+using static Marketplace.Bidding.Tests.Api.BiddingFixture;
+
+namespace Marketplace.Bidding.Tests.Api;
+
+/// <summary>
+/// A standing order that found every accelerator booked is filled when a booking ends, with no other order or offer
+/// coming to its market (due work "market.clear"); one that waits for a price is not cleared again for nothing.
+/// </summary>
+public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<BiddingFixture>
+{
+    private const string DueClear = "SELECT due_at FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key AND done_at IS NULL";
+
+    /// <summary>Places a gtc order that fills the offer, then has its match end <paramref name="endsIn"/> from now (a short lease).</summary>
+    private async Task<DateTimeOffset> BookEverythingUntilAsync(HttpClient renter, string model, TimeSpan endsIn)
+    {
+        var first = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
+        Assert.Equal("matched", first.GetProperty("status").GetString());
+        return await fx.ScalarAsync<DateTimeOffset>("""
+            UPDATE bidding.matches SET end_at = now() + @endsIn WHERE order_id = @id RETURNING end_at
+            """, new { id = Guid.Parse(first.GetProperty("id").GetString()!), endsIn });
+    }
+
+    [Fact]
+    public async Task An_order_waiting_for_capacity_is_filled_when_a_booking_ends_without_another_order()
+    {
+        var model = NewModel();
+        await fx.PublishOfferAsync(model, count: 1);
+        var renter = fx.Renter(Guid.NewGuid());
+        var freeAt = await BookEverythingUntilAsync(renter, model, TimeSpan.FromSeconds(3));
+
+        var waiting = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
+        var id = waiting.GetProperty("id").GetString()!;
+        Assert.Equal("open", waiting.GetProperty("status").GetString());
+        Assert.Contains("the most free in one offer is 0", waiting.GetProperty("status_reason").GetString());
+        // Its market is cleared again when the booking ends.
+        Assert.Equal(freeAt, await fx.ScalarAsync<DateTimeOffset>(DueClear, new { key = $"{model}/cn" }), TimeSpan.FromMilliseconds(1));
+
+        var filled = await Eventually.Get(() => GetOrderAsync(renter, id), o => o.GetProperty("status").GetString() == "matched",
+            what: "the waiting order matched once the booking ended");
+        Assert.True(filled.GetProperty("match").GetProperty("start").GetDateTimeOffset() >= freeAt);
+        await Eventually.True(() => Task.FromResult(fx.Relayed.Any(m => m.OrderId.ToString() == id)), what: "OrderMatched relayed");
+        // Nothing waits any more: no clearing is left scheduled.
+        Assert.Equal(0L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key AND done_at IS NULL",
+            new { key = $"{model}/cn" }));
+    }
+
+    [Fact]
+    public async Task An_order_waiting_for_a_price_is_not_cleared_again_when_a_booking_ends()
+    {
+        var model = NewModel();
+        await fx.PublishOfferAsync(model, ask: 250, count: 1);
+        var renter = fx.Renter(Guid.NewGuid());
+        await BookEverythingUntilAsync(renter, model, TimeSpan.FromSeconds(3));
+
+        var cheap = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, max: 200)));
+
+        // Its reason names the first obstacle, the booked accelerator; but free, it would still cost more than 2.00 CNY/h.
+        Assert.Equal("open", cheap.GetProperty("status").GetString());
+        Assert.Contains("1 accelerators", cheap.GetProperty("status_reason").GetString());
+        Assert.Equal(0L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key",
+            new { key = $"{model}/cn" }));
+    }
+
+    [Fact]
+    public async Task A_market_another_transaction_is_clearing_is_tried_again_shortly_not_waited_for()
+    {
+        var model = NewModel();
+        await fx.PublishOfferAsync(model, count: 1);
+        var renter = fx.Renter(Guid.NewGuid());
+        var freeAt = await BookEverythingUntilAsync(renter, model, TimeSpan.FromSeconds(2));
+        var waiting = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
+        var id = waiting.GetProperty("id").GetString()!;
+
+        // Hold the market's lock, as a long clearing would, past the time the booking ends.
+        await using (var admin = fx.Database.OpenAdmin())
+        {
+            await using var tx = await admin.BeginTransactionAsync();
+            await using (var lockCommand = new Npgsql.NpgsqlCommand("SELECT pg_advisory_xact_lock(4202, hashtext(@market))", admin, tx))
+            {
+                lockCommand.Parameters.AddWithValue("market", $"{model}/cn");
+                await lockCommand.ExecuteNonQueryAsync();
+            }
+            // The clearing came and found the market busy: it moved itself a little later instead of waiting for the lock.
+            await Eventually.True(async () => await fx.ScalarAsync<DateTimeOffset>(DueClear, new { key = $"{model}/cn" }) > freeAt,
+                what: "the clearing moved past the booking's end");
+            Assert.Equal("open", (await GetOrderAsync(renter, id)).GetProperty("status").GetString());
+            await tx.RollbackAsync();
+        }
+
+        await Eventually.Get(() => GetOrderAsync(renter, id), o => o.GetProperty("status").GetString() == "matched",
+            what: "the waiting order matched once the market was free");
+    }
+
+    [Fact]
+    public async Task An_order_whose_match_Scheduling_could_not_place_is_tried_again_a_moment_later()
+    {
+        var model = NewModel();
+        await fx.PublishOfferAsync(model, count: 1);
+        var renter = fx.Renter(Guid.NewGuid());
+        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
+        var id = Guid.Parse(order.GetProperty("id").GetString()!);
+        var first = await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id });
+
+        await fx.Bus.Publish(new PlacementFailed(first, id, "only 0 of 1 slots are free on the offered nodes", DateTimeOffset.UtcNow));
+
+        // Back in the book with Scheduling's reason, and about a second later matched again with no other order placed.
+        await Eventually.True(async () => await fx.ScalarAsync<string>("SELECT state FROM bidding.matches WHERE id = @first", new { first }) == "released",
+            what: "the refused match released");
+        var again = await Eventually.Get(() => GetOrderAsync(renter, id.ToString()),
+            o => o.GetProperty("status").GetString() == "matched", what: "the order matched again");
+        Assert.Equal(JsonValueKind.Object, again.GetProperty("match").ValueKind);
+        Assert.NotEqual(first, await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id AND state = 'active'", new { id }));
+        await Eventually.True(() => Task.FromResult(fx.Relayed.Count(m => m.OrderId == id) == 2), what: "a second OrderMatched relayed");
+        Assert.Equal(2L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.matches WHERE order_id = @id", new { id }));
+    }
+}
