@@ -7,6 +7,7 @@
 #   MP_LOAD_NO_BUILD=1      skip the Release build
 #   MP_LOAD_RABBIT_CLUSTER=1  use the three-node cluster of infra/rabbit-cluster.sh (started if needed) with quorum queues
 #   MP_MIN_LEASE_SECONDS    the marketplace's minimum lease (default 60; the driver's --lease-seconds must not be lower)
+#   MP_LOAD_KEEP_DB=1       keep the run's database afterwards (to read why an order ended as it did); drop it yourself
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 cd "$MP_ROOT"
@@ -52,9 +53,11 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$pidfile"
   done
-  psql_admin -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  local dropped="database $db and vhost $vhost dropped"
+  if [ "${MP_LOAD_KEEP_DB:-}" = 1 ]; then dropped="vhost $vhost dropped, database $db kept"
+  else psql_admin -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
   mgmt -X DELETE "http://127.0.0.1:$rabbit_mgmt/api/vhosts/$vhost" >/dev/null 2>&1 || true
-  log "services stopped; database $db and vhost $vhost dropped (logs kept in ${run_dir#"$MP_ROOT"/})"
+  log "services stopped; $dropped (logs kept in ${run_dir#"$MP_ROOT"/})"
   if [ "$started_cluster" = 1 ]; then "$MP_ROOT/infra/rabbit-cluster.sh" stop; fi
 }
 trap cleanup EXIT

@@ -28,14 +28,13 @@ internal static class OrderBook
             new { model, market = group is null ? null : Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
 
     /// <summary>
-    /// <see cref="LockAsync"/> of one market without waiting: false (and nothing held that matters) when another
-    /// transaction is clearing the market or its model exclusively.
+    /// <see cref="LockAsync"/> of one market, waiting at most <paramref name="timeout"/>: then PostgreSQL's
+    /// <c>lock_not_available</c> (55P03), which the due-work runner answers by trying the item again shortly.
     /// </summary>
-    public static Task<bool> TryLockAsync(Tx tx, string model, string group, CancellationToken ct) =>
-        tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition($"""
-            SELECT CASE WHEN pg_try_advisory_xact_lock_shared({ModelLocks}, hashtext(@model))
-                        THEN pg_try_advisory_xact_lock({MarketLocks}, hashtext(@market)) ELSE false END
-            """, new { model, market = Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
+    public static Task LockWithinAsync(Tx tx, string model, string group, TimeSpan timeout, CancellationToken ct) =>
+        tx.Connection.ExecuteAsync(new CommandDefinition(
+            $"SET LOCAL lock_timeout = {(int)timeout.TotalMilliseconds}; {LockSql(group)} SET LOCAL lock_timeout TO DEFAULT;",
+            new { model, market = Markets.Key(model, group) }, tx.Transaction, cancellationToken: ct));
 
     /// <summary>The statements of <see cref="LockAsync"/> (parameters @model and @market), to lead a command of more.</summary>
     private static string LockSql(string? group) => group is null
