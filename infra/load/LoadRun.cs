@@ -107,12 +107,20 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var clock = Stopwatch.StartNew();
         var measuredFrom = TimeSpan.Zero;
         Task<Cpu.Snapshot>? cpuFrom = null;
+        var sampleMs = 0.0;
         for (var n = 0; n < total; n++)
         {
             var due = TimeSpan.FromSeconds(n / o.Rate);
             if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed, ct);
             if (n == warmCount) (measuredFrom, cpuFrom) = (clock.Elapsed, Task.Run(() => Cpu.Take(o.RunDir, pgPort, o.RabbitPorts), ct));
-            if (n == warmCount + (total - warmCount) / 2) underLoad = Task.Run(() => Memory.Take(o.RunDir, pgPort, o.RabbitPorts), ct);
+            if (n == warmCount + (total - warmCount) / 2)
+                underLoad = Task.Run(() =>
+                {
+                    var sampling = Stopwatch.StartNew();
+                    var sample = Memory.Take(o.RunDir, pgPort, o.RabbitPorts);
+                    sampleMs = sampling.Elapsed.TotalMilliseconds;
+                    return sample;
+                }, ct);
             inflight.Add(n < warmCount
                 ? PlaceAsync(renters[n % renters.Length], mix.Next(), n, warm, warmErrors, ct)
                 : PlaceAsync(renters[n % renters.Length], mix.Next(), n, placed, errors, ct));
@@ -124,6 +132,8 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         if (warmCount > 0)
             log.WriteLine($"warm-up: {warm.Count} orders placed" + (warmErrors.IsEmpty ? "" : ", errors: " + string.Join(", ", warmErrors.Select(e => $"{e.Key} ×{e.Value}"))));
         log.WriteLine($"placed {placed.Count} orders in {placingSeconds:0.0} s; waiting for each to end (filled or cancelled)");
+        await underLoad;
+        log.WriteLine($"the memory sample under load (/proc of every process below) took {sampleMs:0} ms, beside the placing");
 
         var ids = placed.Select(p => p.Id).ToArray();
         var warmIds = warm.Select(p => p.Id).ToArray();
