@@ -200,6 +200,13 @@ public sealed class DemoScenario(Uri gateway, string adminKey, TextWriter output
         Say($"notice: interruptible lease {interruptibleLeaseId} ({noticed["status"]}) is given notice (PreemptionNoticeGiven): " +
             $"it keeps running until {noticed["preempt_at"]}, then ends");
         Say($"   its order says: {displacedOrder["status_reason"]}");
+        if ((string?)displacedOrder["requeued_as"] is { } requeued)
+        {
+            // Left in the book, it would be filled as soon as an accelerator comes back (when the reserved lease ends) and
+            // run past the billing period the demo closes.
+            var cancelled = await renter.DeleteAsync($"/v1/orders/{requeued}", ct);
+            Say($"   the renter no longer needs it and cancels the requeued order {requeued}: {cancelled["status"]}");
+        }
         var displacingFilled = await WaitFilledAsync(renter, (string)displacing["id"]!, ct);
         var displacingLeaseId = (string)displacingFilled["lease_id"]!;
         var displacingLease = await renter.GetAsync($"/v1/leases/{displacingLeaseId}", ct);

@@ -14,66 +14,66 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
 {
     private const string DueClear = "SELECT due_at FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key AND done_at IS NULL";
 
-    /// <summary>Places a gtc order that fills the offer, then has its match end <paramref name="endsIn"/> from now (a short lease).</summary>
-    private async Task<DateTimeOffset> BookEverythingUntilAsync(HttpClient renter, string model, TimeSpan endsIn)
+    private sealed record Waiting(string Model, HttpClient Renter, DateTimeOffset FreeAt, string Id, JsonElement Order)
     {
-        var first = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
+        public object Market => new { key = $"{Model}/cn" };
+    }
+
+    /// <summary>
+    /// A one-accelerator offer (at <paramref name="ask"/>) booked by a first order whose match ends <paramref name="endsIn"/>
+    /// from now (a short lease), and a second gtc order (at most <paramref name="max"/>) left open.
+    /// </summary>
+    private async Task<Waiting> WaitingOrderAsync(TimeSpan endsIn, long ask = 235, long max = 300)
+    {
+        var model = NewModel();
+        await fx.PublishOfferAsync(model, ask: ask, count: 1);
+        var renter = fx.Renter(Guid.NewGuid());
+        var first = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, max: Math.Max(ask, max))));
         Assert.Equal("matched", first.GetProperty("status").GetString());
-        return await fx.ScalarAsync<DateTimeOffset>("""
+        var freeAt = await fx.ScalarAsync<DateTimeOffset>("""
             UPDATE bidding.matches SET end_at = now() + @endsIn WHERE order_id = @id RETURNING end_at
             """, new { id = Guid.Parse(first.GetProperty("id").GetString()!), endsIn });
+        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, max: max)));
+        Assert.Equal("open", order.GetProperty("status").GetString());
+        return new Waiting(model, renter, freeAt, order.GetProperty("id").GetString()!, order);
     }
+
+    private Task<long> ClearsScheduledAsync(Waiting w) =>
+        fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key AND done_at IS NULL", w.Market);
+
+    private Task<JsonElement> MatchedAsync(Waiting w, string what) =>
+        Eventually.Get(() => GetOrderAsync(w.Renter, w.Id), o => o.GetProperty("status").GetString() == "matched", what: what);
 
     [Fact]
     public async Task An_order_waiting_for_capacity_is_filled_when_a_booking_ends_without_another_order()
     {
-        var model = NewModel();
-        await fx.PublishOfferAsync(model, count: 1);
-        var renter = fx.Renter(Guid.NewGuid());
-        var freeAt = await BookEverythingUntilAsync(renter, model, TimeSpan.FromSeconds(3));
+        var w = await WaitingOrderAsync(TimeSpan.FromSeconds(3));
 
-        var waiting = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
-        var id = waiting.GetProperty("id").GetString()!;
-        Assert.Equal("open", waiting.GetProperty("status").GetString());
-        Assert.Contains("the most free in one offer is 0", waiting.GetProperty("status_reason").GetString());
+        Assert.Contains("the most free in one offer is 0", w.Order.GetProperty("status_reason").GetString());
         // Its market is cleared again when the booking ends.
-        Assert.Equal(freeAt, await fx.ScalarAsync<DateTimeOffset>(DueClear, new { key = $"{model}/cn" }), TimeSpan.FromMilliseconds(1));
+        Assert.Equal(w.FreeAt, await fx.ScalarAsync<DateTimeOffset>(DueClear, w.Market), TimeSpan.FromMilliseconds(1));
 
-        var filled = await Eventually.Get(() => GetOrderAsync(renter, id), o => o.GetProperty("status").GetString() == "matched",
-            what: "the waiting order matched once the booking ended");
-        Assert.True(filled.GetProperty("match").GetProperty("start").GetDateTimeOffset() >= freeAt);
-        await Eventually.True(() => Task.FromResult(fx.Relayed.Any(m => m.OrderId.ToString() == id)), what: "OrderMatched relayed");
+        var filled = await MatchedAsync(w, "the waiting order matched once the booking ended");
+        Assert.True(filled.GetProperty("match").GetProperty("start").GetDateTimeOffset() >= w.FreeAt);
+        await Eventually.True(() => Task.FromResult(fx.Relayed.Any(m => m.OrderId.ToString() == w.Id)), what: "OrderMatched relayed");
         // Nothing waits any more: no clearing is left scheduled.
-        Assert.Equal(0L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key AND done_at IS NULL",
-            new { key = $"{model}/cn" }));
+        Assert.Equal(0L, await ClearsScheduledAsync(w));
     }
 
     [Fact]
     public async Task An_order_waiting_for_a_price_is_not_cleared_again_when_a_booking_ends()
     {
-        var model = NewModel();
-        await fx.PublishOfferAsync(model, ask: 250, count: 1);
-        var renter = fx.Renter(Guid.NewGuid());
-        await BookEverythingUntilAsync(renter, model, TimeSpan.FromSeconds(3));
-
-        var cheap = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, max: 200)));
+        var w = await WaitingOrderAsync(TimeSpan.FromSeconds(3), ask: 250, max: 200);
 
         // Its reason names the first obstacle, the booked accelerator; but free, it would still cost more than 2.00 CNY/h.
-        Assert.Equal("open", cheap.GetProperty("status").GetString());
-        Assert.Contains("1 accelerators", cheap.GetProperty("status_reason").GetString());
-        Assert.Equal(0L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key",
-            new { key = $"{model}/cn" }));
+        Assert.Contains("1 accelerators", w.Order.GetProperty("status_reason").GetString());
+        Assert.Equal(0L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key", w.Market));
     }
 
     [Fact]
     public async Task A_market_another_transaction_is_clearing_is_waited_for_briefly_then_tried_again()
     {
-        var model = NewModel();
-        await fx.PublishOfferAsync(model, count: 1);
-        var renter = fx.Renter(Guid.NewGuid());
-        var freeAt = await BookEverythingUntilAsync(renter, model, TimeSpan.FromSeconds(2));
-        var waiting = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
-        var id = waiting.GetProperty("id").GetString()!;
+        var w = await WaitingOrderAsync(TimeSpan.FromSeconds(2));
 
         // Hold the market's lock, as a long clearing would, past the time the booking ends.
         await using (var admin = fx.Database.OpenAdmin())
@@ -81,10 +81,10 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
             await using var tx = await admin.BeginTransactionAsync();
             await using (var lockCommand = new Npgsql.NpgsqlCommand("SELECT pg_advisory_xact_lock(4202, hashtext(@market))", admin, tx))
             {
-                lockCommand.Parameters.AddWithValue("market", $"{model}/cn");
+                lockCommand.Parameters.AddWithValue("market", $"{w.Model}/cn");
                 await lockCommand.ExecuteNonQueryAsync();
             }
-            await Task.Delay(freeAt - DateTimeOffset.UtcNow + TimeSpan.FromSeconds(1));
+            await Task.Delay(w.FreeAt - DateTimeOffset.UtcNow + TimeSpan.FromSeconds(1));
             // The item keeps coming back but never sits on its row waiting for the market: the lock's holder, a clearing
             // that schedules this item, gets the row (here: a row lock without waiting, from a third connection).
             await Eventually.True(async () =>
@@ -93,17 +93,16 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
                 await using var probeTx = await probe.BeginTransactionAsync();
                 await using var nowait = new Npgsql.NpgsqlCommand(
                     "SELECT id FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key AND done_at IS NULL FOR UPDATE NOWAIT", probe, probeTx);
-                nowait.Parameters.AddWithValue("key", $"{model}/cn");
+                nowait.Parameters.AddWithValue("key", $"{w.Model}/cn");
                 try { return await nowait.ExecuteScalarAsync() is long; }
                 catch (Npgsql.PostgresException e) when (e.SqlState == Npgsql.PostgresErrorCodes.LockNotAvailable) { return false; }
             }, timeout: TimeSpan.FromSeconds(15), // less than a command's 30 s timeout, which would free a waiting item too
                 what: "the pending item's row free while the market is locked");
-            Assert.Equal("open", (await GetOrderAsync(renter, id)).GetProperty("status").GetString());
+            Assert.Equal("open", (await GetOrderAsync(w.Renter, w.Id)).GetProperty("status").GetString());
             await tx.RollbackAsync();
         }
 
-        await Eventually.Get(() => GetOrderAsync(renter, id), o => o.GetProperty("status").GetString() == "matched",
-            what: "the waiting order matched once the market was free");
+        await MatchedAsync(w, "the waiting order matched once the market was free");
     }
 
     [Fact]
