@@ -43,8 +43,9 @@ internal sealed class ClearMarket(ILogger<ClearMarket> logger) : IDueWorkHandler
 
     /// <summary>
     /// Schedules the market's clearing at <paramref name="at"/> (no sooner than <see cref="MinInterval"/> from now), or
-    /// keeps the earlier time if one is already pending. Call holding the market's lock (<see cref="OrderBook.LockAsync"/>):
-    /// the item's row is locked while it runs, and it only waits for locks that a holder of the market lock may hold.
+    /// keeps the earlier time if one is already pending. Call holding the market's lock (<see cref="OrderBook.LockAsync"/>),
+    /// as every clearing does: a running item holds its row while it takes that lock, waiting at most <see cref="LockWait"/>,
+    /// so a clearing waiting here for the row is never kept longer than that.
     /// </summary>
     public static Task ScheduleAsync(Tx tx, string model, string group, DateTimeOffset at, CancellationToken ct, TimeSpan? minInterval = null) =>
         tx.Connection.ExecuteAsync(new CommandDefinition("""
