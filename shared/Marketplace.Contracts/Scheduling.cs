@@ -3,7 +3,15 @@ namespace Marketplace.Contracts;
 // Events published by Scheduling. Owned by the Scheduling service.
 
 /// <summary>Scheduling could not place a match on concrete slots; Bidding returns the order to the book.</summary>
-public sealed record PlacementFailed(Guid MatchId, Guid OrderId, string Reason, DateTimeOffset At);
+public sealed record PlacementFailed(Guid MatchId, Guid OrderId, string Reason, DateTimeOffset At)
+{
+    /// <summary>
+    /// True when the only cause was that too few of the offered accelerators were free for the window, with no offered
+    /// node left out as unhealthy, in maintenance or unverified: Bidding's view of the offer was behind (matches still in
+    /// flight), and clearing the order again a moment later may place it. False for every other refusal.
+    /// </summary>
+    public bool SlotsBooked { get; init; }
+}
 
 public sealed record LeaseScheduled(
     Guid LeaseId,

@@ -51,6 +51,7 @@ public sealed class NodeFailureTests(SchedulingFixture f) : IClassFixture<Schedu
             f.Match(Guid.NewGuid(), provider, [sick.NodeId, serviced.NodeId], 4, start, start.AddHours(1))));
         Assert.Contains("only 0 of 4 h100-sxm slots are free", failed.Reason, StringComparison.Ordinal);
         Assert.Contains("of the offered nodes, 1 is unhealthy and 1 is in maintenance then", failed.Reason, StringComparison.Ordinal);
+        Assert.False(failed.SlotsBooked);
 
         // Before the maintenance window the serviced node is fine.
         await f.ScheduleAsync(f.Match(Guid.NewGuid(), provider, [sick.NodeId, serviced.NodeId], 4, start.AddHours(-2), start.AddHours(-1)));

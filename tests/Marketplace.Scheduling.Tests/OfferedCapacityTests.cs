@@ -33,6 +33,7 @@ public sealed class OfferedCapacityTests(SchedulingFixture f) : IClassFixture<Sc
         Assert.Equal([7], (await SlotsAsync(one.RenterOrgId, one.LeaseId)).Select(s => s.Index));
         Assert.All(three.SlotIds.Concat(one.SlotIds), id => Assert.Contains(id, offered));
         Assert.Contains("only 0 of 1 h100-sxm slots are free on the offered slots", full.Reason, StringComparison.Ordinal);
+        Assert.True(full.SlotsBooked); // only booked: Bidding may clear the order again soon
         Assert.Equal(0, await f.ScalarAsync<long>(
             "SELECT count(*) FROM scheduling.bookings b JOIN scheduling.gpu_slots s ON s.id = b.slot_id WHERE s.node_id = @NodeId AND b.slot_id <> ALL(@offered)",
             new { node.NodeId, offered = offered.ToArray() }));
@@ -71,6 +72,7 @@ public sealed class OfferedCapacityTests(SchedulingFixture f) : IClassFixture<Sc
         var refused = Assert.IsType<PlacementFailed>(await f.PlaceAsync(match with { MatchId = Guid.NewGuid(), OrderId = Guid.NewGuid(), VerifiedOnly = true }));
         Assert.Contains("only 0 of 4 h100-sxm slots are free on the offered nodes", refused.Reason, StringComparison.Ordinal);
         Assert.Contains("of the offered nodes, 1 is unverified (the order asks for verified capacity only)", refused.Reason, StringComparison.Ordinal);
+        Assert.False(refused.SlotsBooked); // a node Bidding cannot see is unverified: clearing again soon would not help
 
         // The same order without the wish is placed there.
         await f.ScheduleAsync(match);

@@ -8,8 +8,10 @@ namespace Marketplace.Bidding.Orders;
 /// <summary>
 /// Scheduling could not place the match: its capacity is freed and the order goes back to the book with the reason
 /// (an immediate-or-cancel order is cancelled instead). It is not rematched at once, which could pick the same
-/// unplaceable accelerators again: its market is cleared again a little later (<see cref="ClearMarket.AfterPlacementFailedAsync"/>),
-/// or sooner by the market's next order or offer.
+/// unplaceable accelerators again. When Scheduling says only the accelerators were booked (<see cref="PlacementFailed.SlotsBooked"/>:
+/// Bidding's view was behind), its market is cleared again a little later (<see cref="ClearMarket.AfterPlacementFailedAsync"/>);
+/// otherwise (a node unhealthy, in maintenance or unverified, which Bidding cannot see) the market's next order or offer
+/// tries it, as would a timer only to be refused again.
 /// </summary>
 internal sealed class PlacementFailedConsumer(Db db) : IConsumer<PlacementFailed>
 {
@@ -22,7 +24,7 @@ internal sealed class PlacementFailedConsumer(Db db) : IConsumer<PlacementFailed
         var reason = $"the match could not be placed: {m.Reason}";
         // The retry is scheduled under the market's lock, taken before this transaction locks anything a clearing of the
         // market may lock too (the match, the order): a running retry holds its item's row while it clears.
-        var retry = await tx.Connection.QuerySingleOrDefaultAsync<(string Model, string Group, int Released)?>(new CommandDefinition("""
+        var retry = !m.SlotsBooked ? null : await tx.Connection.QuerySingleOrDefaultAsync<(string Model, string Group, int Released)?>(new CommandDefinition("""
             SELECT o.accelerator_model, f.region_group,
                    (SELECT count(*)::int FROM matches r WHERE r.order_id = x.order_id AND r.state = 'released')
             FROM matches x JOIN orders o ON o.id = x.order_id JOIN offers f ON f.offer_id = x.offer_id

@@ -127,7 +127,7 @@ internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, Plac
                     candidates = await Booking.CandidatesAsync(tx.Connection, tx.Transaction, eligible, start, end, ct, yieldToNotice: true);
                     continue;
                 }
-                await RefuseAsync(tx, m, Explain(placement, m, start, end), ct);
+                await RefuseAsync(tx, m, Explain(placement, m, start, end), ct, slotsBooked: OnlySlotsBooked(placement));
                 return Outcome.Done;
             }
             var chosen = placement.Slots.Select(s => s.SlotId).Order().ToArray();
@@ -210,11 +210,19 @@ internal sealed class OrderMatchedConsumer(Db db, PlacementBatcher batcher, Plac
             SlaLevel = lease.SlaLevel,
         };
 
-    private static async Task RefuseAsync(Tx tx, OrderMatched m, string reason, CancellationToken ct)
+    private static async Task RefuseAsync(Tx tx, OrderMatched m, string reason, CancellationToken ct, bool slotsBooked = false)
     {
-        await tx.PublishAsync(new PlacementFailed(m.MatchId, m.OrderId, reason, tx.Now), ct);
+        await tx.PublishAsync(new PlacementFailed(m.MatchId, m.OrderId, reason, tx.Now) { SlotsBooked = slotsBooked }, ct);
         await tx.CommitAsync(ct);
     }
+
+    /// <summary>
+    /// Too few of the offered accelerators were free, and no offered node was left out as unhealthy, in maintenance or
+    /// unverified (<see cref="PlacementFailed.SlotsBooked"/>): the only refusal that clearing again soon may turn around.
+    /// </summary>
+    internal static bool OnlySlotsBooked(PlacementResult placement) =>
+        placement.Failure == PlacementFailure.NotEnoughFree
+        && placement.Excluded is { Unhealthy: 0, InMaintenance: 0, Unverified: 0 };
 
     private async Task FailAsync(ConsumeContext<OrderMatched> context, string reason, CancellationToken ct)
     {

@@ -115,7 +115,10 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
         var id = Guid.Parse(order.GetProperty("id").GetString()!);
         var first = await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id });
 
-        await fx.Bus.Publish(new PlacementFailed(first, id, "only 0 of 1 slots are free on the offered nodes", DateTimeOffset.UtcNow));
+        await fx.Bus.Publish(new PlacementFailed(first, id, "only 0 of 1 slots are free on the offered nodes", DateTimeOffset.UtcNow)
+        {
+            SlotsBooked = true,
+        });
 
         // Back in the book with Scheduling's reason, and about a second later matched again with no other order placed.
         await Eventually.True(async () => await fx.ScalarAsync<string>("SELECT state FROM bidding.matches WHERE id = @first", new { first }) == "released",
@@ -126,5 +129,28 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
         Assert.NotEqual(first, await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id AND state = 'active'", new { id }));
         await Eventually.True(() => Task.FromResult(fx.Relayed.Count(m => m.OrderId == id) == 2), what: "a second OrderMatched relayed");
         Assert.Equal(2L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.matches WHERE order_id = @id", new { id }));
+    }
+
+    [Fact]
+    public async Task An_order_refused_for_a_reason_Bidding_cannot_see_is_not_cleared_again_on_a_timer()
+    {
+        var model = NewModel();
+        await fx.PublishOfferAsync(model, count: 1);
+        var renter = fx.Renter(Guid.NewGuid());
+        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
+        var id = Guid.Parse(order.GetProperty("id").GetString()!);
+        var first = await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id });
+
+        // An unverified node: every match on this offer would be refused the same way until the node is verified.
+        await fx.Bus.Publish(new PlacementFailed(first, id,
+            "only 0 of 1 slots are free on the offered nodes; of the offered nodes, 1 is unverified", DateTimeOffset.UtcNow));
+
+        var reopened = await Eventually.Get(() => GetOrderAsync(renter, id.ToString()),
+            o => o.GetProperty("status").GetString() == "open", what: "the order back in the book");
+        Assert.Contains("1 is unverified; back in the book", reopened.GetProperty("status_reason").GetString());
+        // Released and sent back in one transaction, with no clearing scheduled: it waits for the market's next order or offer.
+        Assert.Equal(0L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key",
+            new { key = $"{model}/cn" }));
+        Assert.Equal(1L, await fx.ScalarAsync<long>("SELECT count(*) FROM bidding.matches WHERE order_id = @id", new { id }));
     }
 }
