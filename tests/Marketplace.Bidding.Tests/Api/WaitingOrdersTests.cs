@@ -38,6 +38,18 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
         return new Waiting(model, renter, freeAt, order.GetProperty("id").GetString()!, order);
     }
 
+    /// <summary>A gtc order matched on a one-accelerator offer, and its match (not yet placed by Scheduling).</summary>
+    private async Task<(string Model, HttpClient Renter, Guid OrderId, Guid MatchId)> MatchedOrderAsync()
+    {
+        var model = NewModel();
+        await fx.PublishOfferAsync(model, count: 1);
+        var renter = fx.Renter(Guid.NewGuid());
+        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
+        Assert.Equal("matched", order.GetProperty("status").GetString());
+        var id = Guid.Parse(order.GetProperty("id").GetString()!);
+        return (model, renter, id, await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id }));
+    }
+
     private Task<long> ClearsScheduledAsync(Waiting w) =>
         fx.ScalarAsync<long>("SELECT count(*) FROM bidding.due_work WHERE kind = 'market.clear' AND key = @key AND done_at IS NULL", w.Market);
 
@@ -108,12 +120,7 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
     [Fact]
     public async Task An_order_whose_match_Scheduling_could_not_place_is_tried_again_a_moment_later()
     {
-        var model = NewModel();
-        await fx.PublishOfferAsync(model, count: 1);
-        var renter = fx.Renter(Guid.NewGuid());
-        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
-        var id = Guid.Parse(order.GetProperty("id").GetString()!);
-        var first = await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id });
+        var (_, renter, id, first) = await MatchedOrderAsync();
 
         await fx.Bus.Publish(new PlacementFailed(first, id, "only 0 of 1 slots are free on the offered nodes", DateTimeOffset.UtcNow)
         {
@@ -134,12 +141,7 @@ public sealed class WaitingOrdersTests(BiddingFixture fx) : IClassFixture<Biddin
     [Fact]
     public async Task An_order_refused_for_a_reason_Bidding_cannot_see_is_not_cleared_again_on_a_timer()
     {
-        var model = NewModel();
-        await fx.PublishOfferAsync(model, count: 1);
-        var renter = fx.Renter(Guid.NewGuid());
-        var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model)));
-        var id = Guid.Parse(order.GetProperty("id").GetString()!);
-        var first = await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id });
+        var (model, renter, id, first) = await MatchedOrderAsync();
 
         // An unverified node: every match on this offer would be refused the same way until the node is verified.
         await fx.Bus.Publish(new PlacementFailed(first, id,
