@@ -134,7 +134,7 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         if (warmCount > 0)
             log.WriteLine($"warm-up: {warm.Count} orders placed" + (warmErrors.IsEmpty ? "" : ", errors: " + string.Join(", ", warmErrors.Select(e => $"{e.Key} ×{e.Value}"))));
         log.WriteLine($"placed {placed.Count} orders in {placingSeconds:0.0} s; waiting for each to end (filled or cancelled)");
-        await underLoad;
+        var loadMemory = await underLoad;
         log.WriteLine($"the memory sample under load (/proc of every process below) took {sampleMs:0} ms, beside the placing" +
                       (warmCount > 0 ? ", in the warm-up" : ""));
 
@@ -193,7 +193,7 @@ internal sealed class LoadRun(LoadOptions o, TextWriter log)
         var report = new LoadReport(o, providers, fleets.Sum(f => f.Simulator.Nodes.Count), fleets.Sum(f => f.Simulator.Nodes.Sum(n => n.AcceleratorCount)),
             fleets.Sum(f => f.Simulator.HeartbeatsSent), fleets.Sum(f => f.Simulator.HeartbeatsFailed),
             placed.Count, rows.Count(r => r.Status == "filled"), rows.Count(r => r.Status == "cancelled"), unfinished, placed.Count / placingSeconds, bookingsPerSecond,
-            stages, Stats(placed.Select(p => p.AcceptMs)), kinds, new Dictionary<string, int>(errors), reasons, tps, pgbenchCommand, idle, await underLoad, cpu);
+            stages, Stats(placed.Select(p => p.AcceptMs)), kinds, new Dictionary<string, int>(errors), reasons, tps, pgbenchCommand, idle, loadMemory, cpu);
         Print(report);
         if (o.JsonPath is not null)
             await File.WriteAllTextAsync(o.JsonPath, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }), ct);
