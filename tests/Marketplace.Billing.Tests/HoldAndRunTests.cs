@@ -197,6 +197,32 @@ public sealed class HoldAndRunTests(AutoConfirmingStripe fx) : IClassFixture<Aut
     }
 
     [Fact]
+    public async Task The_database_refuses_a_second_invoice_line_for_a_lease_even_on_a_draft_invoice_of_another_period()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var start = DateTimeOffset.UtcNow.AddHours(-3);
+        var lease = await RunLeaseAsync(renter, provider, 100, 1, start, TimeSpan.FromHours(1), TimeSpan.FromHours(1));
+        await RunAsync(PeriodOf(start + TimeSpan.FromHours(1)));
+
+        // Everything else about the second line is valid: a draft invoice, an existing statement, a known lease.
+        await using var c = fx.Database.OpenAdmin();
+        var e = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => Dapper.SqlMapper.ExecuteAsync(c, """
+            SET search_path = billing;
+            INSERT INTO invoices (id, renter_org_id, period, currency, created_at, total) VALUES (@invoice, @renter, '2099-01', 'CNY', now(), 0);
+            INSERT INTO invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
+                                       started_at, ended_at, seconds, unit_price, amount, platform_fee, currency)
+            SELECT @line, @invoice, l.statement_id, l.lease_id, l.provider_org_id, l.accelerator_model, l.accelerator_count,
+                   l.started_at, l.ended_at, l.seconds, l.unit_price, l.amount, l.platform_fee, l.currency
+            FROM invoice_lines l WHERE l.lease_id = @LeaseId
+            """, new { invoice = Guid.NewGuid(), line = Guid.NewGuid(), renter, lease.LeaseId }));
+
+        Assert.Equal(Npgsql.PostgresErrorCodes.UniqueViolation, e.SqlState);
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM invoice_lines WHERE lease_id = @LeaseId", new { lease.LeaseId }));
+        Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM invoices WHERE renter_org_id = @renter AND period = '2099-01'", new { renter }));
+    }
+
+    [Fact]
     public async Task A_renter_reads_only_its_own_invoices_and_a_provider_only_its_own_statements()
     {
         var (renter, other, provider) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());

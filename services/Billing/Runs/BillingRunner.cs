@@ -340,7 +340,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         t = profile.Lap("claim and settle holds", t);
 
         // Straight into the table: a lease is in at most one batch (its hold is claimed above), and a line that
-        // exists already fails the batch on invoice_lines.lease_id's unique index, loudly.
+        // exists already fails the batch on invoice_lines' primary key (its lease), loudly.
         await using (var w = await tx.Connection.BeginBinaryImportAsync("""
             COPY invoice_lines (id, invoice_id, statement_id, lease_id, provider_org_id, accelerator_model, accelerator_count,
                                 started_at, ended_at, seconds, unit_price, amount, platform_fee, currency, downtime_seconds,
