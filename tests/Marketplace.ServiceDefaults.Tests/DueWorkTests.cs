@@ -141,4 +141,24 @@ public sealed class DueWorkTests : IAsyncLifetime
         Assert.Equal(1, await runner.RunDueAsync(CancellationToken.None));
         Assert.Equal(1, await EffectsAsync());
     }
+
+    [Fact]
+    public async Task Cancelling_several_kinds_at_once_cancels_only_those_kinds_of_that_key()
+    {
+        await using var app = ProbeHost.Build(_db, _vhost, _time);
+        var db = app.Services.GetRequiredService<Db>();
+        await using (var tx = await db.BeginAsync(CancellationToken.None))
+        {
+            foreach (var (kind, key) in new[] { ("probe", "lease-0"), ("other", "lease-0"), ("third", "lease-0"), ("probe", "lease-1") })
+                await tx.ScheduleAsync(kind, key, T0.AddMinutes(1), CancellationToken.None);
+            await tx.CancelScheduledAsync(["probe", "other"], "lease-0", CancellationToken.None);
+            await tx.CommitAsync(CancellationToken.None);
+        }
+
+        await using var c = _db.OpenAdmin();
+        var pending = (await c.QueryAsync<string>("SELECT kind || '/' || key FROM listings.due_work WHERE done_at IS NULL ORDER BY 1")).ToList();
+        var cancelled = (await c.QueryAsync<string>("SELECT kind || '/' || key FROM listings.due_work WHERE last_error = 'cancelled' ORDER BY 1")).ToList();
+        Assert.Equal(["probe/lease-1", "third/lease-0"], pending);
+        Assert.Equal(["other/lease-0", "probe/lease-0"], cancelled);
+    }
 }

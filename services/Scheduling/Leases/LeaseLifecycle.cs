@@ -89,8 +89,7 @@ internal static class LeaseLifecycle
             UPDATE lease_downtime SET end_at = greatest(start_at, @now) WHERE lease_id = @Id AND end_at IS NULL;
             """, new { lease.Id, status, cause, reason, now }, tx.Transaction, cancellationToken: ct));
         await Assignments.StopAllAsync(tx, lease.Id, ct);
-        foreach (var kind in new[] { Activate, Complete, Preempt, ProvisioningTimeout })
-            await tx.CancelScheduledAsync(kind, lease.Id.ToString(), ct);
+        await tx.CancelScheduledAsync([Activate, Complete, Preempt, ProvisioningTimeout], lease.Id.ToString(), ct);
         await tx.PublishAsync(new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now) { NeverRan = lease.StartedAt is null }, ct);
     }
 

@@ -94,10 +94,13 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
             }, transaction, cancellationToken: ct));
 
     /// <summary>Cancels pending work of <paramref name="kind"/> for <paramref name="key"/>, if any.</summary>
-    public Task CancelScheduledAsync(string kind, string key, CancellationToken ct) =>
+    public Task CancelScheduledAsync(string kind, string key, CancellationToken ct) => CancelScheduledAsync([kind], key, ct);
+
+    /// <summary>Cancels pending work of any of <paramref name="kinds"/> for <paramref name="key"/>, in one statement.</summary>
+    public Task CancelScheduledAsync(string[] kinds, string key, CancellationToken ct) =>
         connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE due_work SET done_at = @now, last_error = 'cancelled' WHERE kind = @kind AND key = @key AND done_at IS NULL",
-            new { kind, key, now = time.GetUtcNow() }, transaction, cancellationToken: ct));
+            "UPDATE due_work SET done_at = @now, last_error = 'cancelled' WHERE kind = ANY(@kinds) AND key = @key AND done_at IS NULL",
+            new { kinds, key, now = time.GetUtcNow() }, transaction, cancellationToken: ct));
 
     public async Task CommitAsync(CancellationToken ct)
     {
