@@ -53,7 +53,9 @@ public static class DatabaseExtensions
         var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Migrations");
         var dataSource = services.GetRequiredService<NpgsqlDataSource>();
         using var connection = dataSource.CreateConnection();
-        var evolve = new EvolveDb.Evolve(connection, msg => logger.LogInformation("{Migration}", msg))
+        // The database is named, not detected: detection tries MySQL's "SHOW VARIABLES" first, which PostgreSQL logs as an
+        // ERROR at every start of every service.
+        var evolve = new EvolveDb.Evolve(connection, msg => logger.LogInformation("{Migration}", msg), EvolveDb.Dialect.DBMS.PostgreSQL)
         {
             EmbeddedResourceAssemblies = [typeof(DatabaseExtensions).Assembly, serviceAssembly],
             Schemas = [schema],
