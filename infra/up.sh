@@ -35,7 +35,7 @@ start() { # name project-dir assembly port
   local db_user=${name//-/_}
   ( cd "$MP_ROOT/$dir/bin/Release/net10.0" && exec env "${common_env[@]}" \
       "ASPNETCORE_URLS=$(url "$port")" \
-      "ConnectionStrings__Postgres=Host=127.0.0.1;Port=$MP_PG_PORT;Database=marketplace;Username=$db_user;Password=$db_user;Maximum Pool Size=30" \
+      "ConnectionStrings__Postgres=Host=127.0.0.1;Port=$MP_PG_PORT;Database=marketplace;Username=$db_user;Password=$db_user;Maximum Pool Size=10" \
       "Gateway__BootstrapAdminKey=$MP_ADMIN_KEY" \
       "Gateway__Upstreams__listings=$(url $MP_PORT_listings)" "Gateway__Upstreams__bidding=$(url $MP_PORT_bidding)" \
       "Gateway__Upstreams__scheduling=$(url $MP_PORT_scheduling)" "Gateway__Upstreams__billing=$(url $MP_PORT_billing)" \

@@ -97,7 +97,7 @@ common_env=(
 start() { # name project-dir assembly
   local name=$1 dir=$2 asm=$3 db_user=${1//-/_}
   ( cd "$MP_ROOT/$dir/bin/Release/net10.0" && exec env "${common_env[@]}" "ASPNETCORE_URLS=$(url "$name")" \
-      "ConnectionStrings__Postgres=Host=127.0.0.1;Port=$MP_PG_PORT;Database=$db;Username=$db_user;Password=$db_user;Maximum Pool Size=30" \
+      "ConnectionStrings__Postgres=Host=127.0.0.1;Port=$MP_PG_PORT;Database=$db;Username=$db_user;Password=$db_user;Maximum Pool Size=10" \
       dotnet "$asm.dll" >>"$run_dir/logs/$name.log" 2>&1 & echo $! >"$run_dir/$name.pid" )
 }
 

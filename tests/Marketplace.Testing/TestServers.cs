@@ -51,6 +51,6 @@ public sealed record ServerEndpoints(int PgPort, int RabbitPort, int RabbitManag
         Username = service,
         Password = service,
         Database = database,
-        MaxPoolSize = 30,
+        MaxPoolSize = 10,
     }.ConnectionString;
 }
