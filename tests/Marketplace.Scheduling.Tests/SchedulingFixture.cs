@@ -158,7 +158,9 @@ public class SchedulingFixture : IAsyncLifetime
     /// <summary>A connection as the service's own login, for running the service's own SQL directly.</summary>
     public async Task<NpgsqlConnection> OpenServiceConnectionAsync()
     {
-        var csb = new NpgsqlConnectionStringBuilder(Database.ConnectionString("scheduling")) { SearchPath = "scheduling,public" };
+        // Not pooled: a test may hold more of these open at once (twenty transactions at one start line) than a
+        // service's pool allows.
+        var csb = new NpgsqlConnectionStringBuilder(Database.ConnectionString("scheduling")) { SearchPath = "scheduling,public", Pooling = false };
         var c = new NpgsqlConnection(csb.ConnectionString);
         await c.OpenAsync();
         return c;
