@@ -38,8 +38,23 @@ pg_data_dir() {
     local alt="/var/tmp/marketplace-$(printf '%s' "$MP_ROOT${MP_DATA_DIR:+:$MP_DATA_DIR}" | cksum | cut -d' ' -f1)"
     mkdir -p "$alt"; chmod 755 "$alt"
     [ -L "$DATA/pg" ] || { rm -rf "$DATA/pg"; ln -s "$alt/pg" "$DATA/pg"; }
+    [ -f "$alt/owner" ] || printf '%s\n' "$DATA" > "$alt/owner"
     echo "$alt/pg"
   fi
+}
+
+# Such a folder outlives its checkout when the checkout is deleted (a clean clone in a temporary folder, say): each
+# start removes the ones whose checkout no longer links to them and whose PostgreSQL is not running.
+prune_orphaned_pg_data() {
+  local d owner
+  for d in /var/tmp/marketplace-*; do
+    [ -f "$d/owner" ] || continue
+    owner="$(cat "$d/owner")"
+    [ "$(readlink "$owner/pg" 2>/dev/null)" = "$d/pg" ] && continue
+    pg_running "$d/pg" && continue
+    log "removing $d: the checkout it belonged to ($owner) is gone"
+    rm -rf "$d"
+  done
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -227,6 +242,7 @@ which="${2:-both}"
 case "$which" in both|postgres|rabbitmq) ;; *) echo "usage: $0 start|stop|status [postgres|rabbitmq]" >&2; exit 2 ;; esac
 case "${1:-}" in
   start) install_packages
+         prune_orphaned_pg_data
          [ "$which" = rabbitmq ] || start_postgres
          [ "$which" = postgres ] || start_rabbitmq
          log "PostgreSQL 127.0.0.1:$MP_PG_PORT, RabbitMQ 127.0.0.1:$MP_RABBIT_PORT (management http://127.0.0.1:$MP_RABBIT_MGMT_PORT)" ;;
