@@ -101,24 +101,34 @@ public sealed class DueWorkTests : IAsyncLifetime
     public async Task Failed_work_is_retried_later_with_its_error_visible()
     {
         await using var app = ProbeHost.Build(_db, _vhost, _time);
-        app.Services.GetRequiredService<ProbeDueHandler>().FailuresLeft = 1;
+        app.Services.GetRequiredService<ProbeDueHandler>().FailuresLeft = 2;
         var runner = app.Services.GetRequiredService<DueWorkRunner>();
         await ScheduleAsync(app.Services, 1, T0);
 
-        Assert.Equal(1, await runner.RunDueAsync(CancellationToken.None));
-        Assert.Equal(0, await EffectsAsync());
-        await using (var c = _db.OpenAdmin())
+        // Each failure counts one attempt and waits twice as long as the one before: 2 s, then 4 s.
+        var retryAt = T0;
+        foreach (var (attempts, backoff) in new[] { (1, 2), (2, 4) })
         {
-            var row = await c.QuerySingleAsync<(string? LastError, DateTime DueAt, DateTime? DoneAt)>(
-                "SELECT last_error, due_at, done_at FROM listings.due_work");
+            _time.SetUtcNow(retryAt);
+            Assert.Equal(1, await runner.RunDueAsync(CancellationToken.None));
+            Assert.Equal(0, await EffectsAsync());
+            await using var c = _db.OpenAdmin();
+            var row = await c.QuerySingleAsync<(string? LastError, DateTime DueAt, DateTime? DoneAt, int Attempts)>(
+                "SELECT last_error, due_at, done_at, attempts FROM listings.due_work");
             Assert.Equal("the provider's agent did not answer", row.LastError);
             Assert.Null(row.DoneAt);
-            Assert.True(row.DueAt > T0.UtcDateTime);
+            Assert.Equal(attempts, row.Attempts);
+            retryAt += TimeSpan.FromSeconds(backoff);
+            Assert.Equal(retryAt.UtcDateTime, row.DueAt);
         }
 
-        _time.Advance(TimeSpan.FromMinutes(5));
+        _time.SetUtcNow(retryAt - TimeSpan.FromMilliseconds(1));
+        Assert.Equal(0, await runner.RunDueAsync(CancellationToken.None)); // not due before its time
+        _time.SetUtcNow(retryAt);
         Assert.Equal(1, await runner.RunDueAsync(CancellationToken.None));
         Assert.Equal(1, await EffectsAsync());
+        await using (var c = _db.OpenAdmin())
+            Assert.Equal(3, await c.ExecuteScalarAsync<int>("SELECT attempts FROM listings.due_work WHERE done_at IS NOT NULL"));
     }
 
     [Fact]

@@ -100,19 +100,19 @@ public sealed class DueWorkRunner(
         DueItem? item;
         await using (var tx = await db.BeginAsync(ct))
         {
+            // Claimed and marked done in one statement, before the handler runs: a handler that reschedules the same
+            // (kind, key) reopens the row. The item keeps the attempts it had before this one.
             var row = await tx.Connection.QuerySingleOrDefaultAsync<DueRow>(new CommandDefinition("""
-                SELECT id, kind, key, due_at, payload::text AS payload, attempts FROM due_work
-                WHERE done_at IS NULL AND due_at <= @now AND kind = ANY(@kinds) AND id <> ALL(@busy)
-                ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED
+                UPDATE due_work SET done_at = @now, attempts = attempts + 1
+                WHERE id = (SELECT id FROM due_work
+                            WHERE done_at IS NULL AND due_at <= @now AND kind = ANY(@kinds) AND id <> ALL(@busy)
+                            ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+                RETURNING id, kind, key, due_at, payload::text AS payload, attempts - 1 AS attempts
                 """, new { now, kinds = _handlers.Keys.ToArray(), busy = BusyItems() }, tx.Transaction, cancellationToken: ct));
             if (row is null) return false;
             item = new DueItem(row.Id, row.Kind, row.Key, new DateTimeOffset(row.DueAt, TimeSpan.Zero), row.Payload, row.Attempts);
             try
             {
-                // Marked done first: a handler that reschedules the same (kind, key) reopens the row.
-                await tx.Connection.ExecuteAsync(new CommandDefinition(
-                    "UPDATE due_work SET done_at = @now, attempts = attempts + 1 WHERE id = @Id",
-                    new { now, item.Id }, tx.Transaction, cancellationToken: ct));
                 await _handlers[item.Kind].HandleAsync(item, tx, ct);
                 await tx.CommitAsync(ct);
                 return true;
