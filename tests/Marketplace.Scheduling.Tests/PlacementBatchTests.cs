@@ -57,6 +57,42 @@ public sealed class PlacementBatchTests(SchedulingFixture f) : IClassFixture<Sch
         Assert.Equal(0, await f.OverlappingBookingsAsync());
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task A_batch_sees_every_booking_of_the_offered_nodes_over_its_window_and_books_the_gpu_that_is_free(int busyIndex)
+    {
+        var provider = Guid.NewGuid();
+        var node = await f.RegisterNodeAsync(provider, slots: 2);
+        var busy = node.Slots.Single(s => s.Index == busyIndex).SlotId;
+        var free = node.Slots.Single(s => s.Index != busyIndex).SlotId;
+        var t0 = f.Clock.GetUtcNow().AddDays(8 + busyIndex);
+        // One GPU is booked over the whole window (from before it); the other only up to its start (back to back) and a
+        // day before. A batch that missed the first booking would book that GPU, and the database would refuse the batch.
+        await BookAsync(provider, busy, t0.AddMinutes(-30), t0.AddHours(2));
+        await BookAsync(provider, free, t0.AddHours(-1), t0);
+        await BookAsync(provider, free, t0.AddDays(-1), t0.AddDays(-1).AddHours(1));
+
+        var match = f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, t0, t0.AddHours(1));
+        var done = await Batcher.PlaceBatchAsync([(NewId.NextGuid(), match)], CancellationToken.None);
+        Assert.Equal([true], done);
+
+        var scheduled = Assert.IsType<LeaseScheduled>(await f.OutcomeAsync(match.MatchId));
+        Assert.Equal([free], scheduled.SlotIds);
+        Assert.Equal(0, await f.OverlappingBookingsAsync());
+    }
+
+    /// <summary>Books <paramref name="slot"/> over [start, end) for a lease of its own, as the single path does.</summary>
+    private async Task BookAsync(Guid provider, Guid slot, DateTimeOffset start, DateTimeOffset end)
+    {
+        await using var connection = await f.OpenServiceConnectionAsync();
+        await using var tx = await connection.BeginTransactionAsync();
+        var lease = new NewLease(Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), provider, SchedulingFixture.Model, 1,
+            start, end, 235, "CNY", start);
+        await Booking.InsertAsync(connection, tx, lease, [slot], CancellationToken.None);
+        await tx.CommitAsync();
+    }
+
     [Fact]
     public async Task Two_batches_running_at_once_for_a_one_gpu_node_book_it_once_and_hand_the_other_match_back()
     {

@@ -127,8 +127,9 @@ internal static class Booking
         NpgsqlConnection connection, NpgsqlTransaction transaction, Guid leaseId, IEnumerable<Guid> slotIds,
         DateTimeOffset start, DateTimeOffset end, CancellationToken ct) =>
         connection.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO bookings (lease_id, slot_id, during)
-            SELECT @leaseId, slot_id, tstzrange(@start, @end, '[)') FROM unnest(@slotIds) AS s(slot_id) ORDER BY slot_id
+            INSERT INTO bookings (lease_id, slot_id, node_id, during)
+            SELECT @leaseId, s.slot_id, g.node_id, tstzrange(@start, @end, '[)')
+            FROM unnest(@slotIds) AS s(slot_id) LEFT JOIN gpu_slots g ON g.id = s.slot_id ORDER BY s.slot_id
             """, new { leaseId, start, end, slotIds = slotIds.ToArray() }, transaction, cancellationToken: ct));
 
     private sealed class CandidateRow

@@ -200,7 +200,8 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
 
     /// <summary>
     /// One round trip: claims the matches in the inbox (the ids returned are new; a duplicate in flight elsewhere waits on
-    /// the key) and reads their nodes, the nodes' slots, and the bookings and maintenance over the batch's span.
+    /// the key) and reads their nodes, the nodes' slots, and the bookings (by node and end, one range of bookings_node_end per node)
+    /// and maintenance over the batch's span.
     /// </summary>
     private static async Task<(HashSet<Guid> Claimed, FleetView View)> ClaimAndReadAsync(
         Tx tx, IReadOnlyList<(Guid MessageId, IReadOnlyList<Guid> NodeIds, (DateTimeOffset Start, DateTimeOffset End) Window)> matches, CancellationToken ct)
@@ -215,9 +216,8 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
                    health = 'healthy' AS healthy, verified
             FROM nodes WHERE id = ANY(@nodeIds);
             SELECT id AS slot_id, node_id, index FROM gpu_slots WHERE node_id = ANY(@nodeIds);
-            SELECT b.slot_id, lower(b.during) AS start_at, upper(b.during) AS end_at
-            FROM gpu_slots s JOIN bookings b ON b.slot_id = s.id
-            WHERE s.node_id = ANY(@nodeIds) AND b.during && tstzrange(@from, greatest(@from, @to), '[)');
+            SELECT slot_id, lower(during) AS start_at, upper(during) AS end_at FROM bookings
+            WHERE node_id = ANY(@nodeIds) AND upper(during) > @from AND during && tstzrange(@from, greatest(@from, @to), '[)');
             SELECT node_id, lower(during) AS start_at, upper(during) AS end_at FROM node_maintenance
             WHERE node_id = ANY(@nodeIds) AND cancelled_at IS NULL AND during && tstzrange(@from, greatest(@from, @to), '[)');
             """, new
@@ -289,9 +289,10 @@ internal sealed class PlacementBatcher(Db db, ILogger<PlacementBatcher> logger) 
                 accelerator_count int, start_at timestamptz, end_at timestamptz, price_amount bigint, price_currency text,
                 created_at timestamptz, interruptible boolean, preemption_notice_seconds int, sla_level text,
                 offer_id uuid, offered_node_ids uuid[], offered_slot_ids uuid[], verified_only boolean);
-            INSERT INTO bookings (lease_id, slot_id, during)
-            SELECT b.lease_id, b.slot_id, tstzrange(b.start_at, b.end_at, '[)')
+            INSERT INTO bookings (lease_id, slot_id, node_id, during)
+            SELECT b.lease_id, b.slot_id, g.node_id, tstzrange(b.start_at, b.end_at, '[)')
             FROM unnest(@leaseIds, @slotIds, @starts, @ends) AS b(lease_id, slot_id, start_at, end_at)
+                 LEFT JOIN gpu_slots g ON g.id = b.slot_id -- an unknown slot: no node, refused by NOT NULL
             ORDER BY b.slot_id;
             """, new
         {
