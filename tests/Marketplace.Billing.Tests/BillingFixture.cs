@@ -55,14 +55,13 @@ public abstract class BillingFixture(bool autoConfirm) : IAsyncLifetime
         });
         _ = Factory.Server; // start now: migrations, bus
         // What Billing publishes, as another service would receive it (the outbox row is gone once relayed).
-        var observer = Factory.Services.GetRequiredService<IBus>().ConnectReceiveEndpoint("billing-tests-observer", e =>
+        await Factory.Services.GetRequiredService<IBus>().ConnectProbeAsync("billing-tests-observer", e =>
         {
             e.Handler<HoldPlaced>(c => { Published.Add(c.Message); return Task.CompletedTask; });
             e.Handler<HoldRejected>(c => { Published.Add(c.Message); return Task.CompletedTask; });
             e.Handler<ExtensionRejected>(c => { Published.Add(c.Message); return Task.CompletedTask; });
             e.Handler<LowBalance>(c => { Published.Add(c.Message); return Task.CompletedTask; });
         });
-        await observer.Ready;
     }
 
     public async Task DisposeAsync()

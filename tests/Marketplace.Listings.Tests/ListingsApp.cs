@@ -57,7 +57,7 @@ public class ListingsApp : IAsyncLifetime
         });
         _ = _factory.Server; // starts the host: migrations, bus, relay
 
-        _probe = Factory.Services.GetRequiredService<IBus>().ConnectReceiveEndpoint("listings-test-probe", e =>
+        _probe = await Factory.Services.GetRequiredService<IBus>().ConnectProbeAsync("listings-test-probe", e =>
         {
             e.Handler<NodeRegistered>(ctx => Record(ctx.Message));
             e.Handler<OfferPublished>(ctx => Record(ctx.Message));
@@ -67,7 +67,6 @@ public class ListingsApp : IAsyncLifetime
             e.Handler<NodeMaintenanceCancelled>(ctx => Record(ctx.Message));
             e.Handler<AcceleratorModelChanged>(ctx => Record(ctx.Message));
         });
-        await _probe.Ready;
     }
 
     private Task Record(object message)

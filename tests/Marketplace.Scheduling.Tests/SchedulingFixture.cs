@@ -55,7 +55,7 @@ public class SchedulingFixture : IAsyncLifetime
             _ = _second.Server;
         }
         Bus.ConnectConsumeObserver(Consumed);
-        var handle = Bus.ConnectReceiveEndpoint("scheduling-tests-recorder", e =>
+        await Bus.ConnectProbeAsync("scheduling-tests-recorder", e =>
         {
             e.Handler<LeaseScheduled>(Record);
             e.Handler<PlacementFailed>(Record);
@@ -67,7 +67,6 @@ public class SchedulingFixture : IAsyncLifetime
             e.Handler<PreemptionNoticeGiven>(Record);
             e.Handler<LeaseExtended>(Record);
         });
-        await handle.Ready;
     }
 
     private void Configure(IServiceCollection services)

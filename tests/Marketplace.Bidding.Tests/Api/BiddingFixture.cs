@@ -38,7 +38,7 @@ public sealed class BiddingFixture : IAsyncLifetime
         var health = Factory.CreateClient();
         // Ready = database reachable and the bus connected with its queues bound, so published messages are not lost.
         await Eventually.True(async () => (await health.GetAsync("/health/ready")).IsSuccessStatusCode, what: "bidding ready");
-        _probe = Bus.ConnectReceiveEndpoint("bidding-tests-order-matched", e =>
+        _probe = await Bus.ConnectProbeAsync("bidding-tests-order-matched", e =>
         {
             e.Handler<OrderMatched>(ctx =>
             {
@@ -56,7 +56,6 @@ public sealed class BiddingFixture : IAsyncLifetime
                 return Task.CompletedTask;
             });
         });
-        await _probe.Ready;
     }
 
     public async Task DisposeAsync()
