@@ -12,10 +12,10 @@ public static class TestProbe
     /// <summary>
     /// Connects a receive endpoint of the test's own (a probe that records what a service publishes) and waits until it
     /// consumes. Once in CI (2026-11-30, Listings) a probe's endpoint never became ready: its fixture waited on
-    /// <c>Ready</c> until the blame timeout killed the test host ten minutes later, and the four tests of that class never
-    /// ran (docs/reliability.md, known issue 17). A probe not ready within <see cref="ReadyTimeout"/> is stopped (given
-    /// 5 s) and connected again under a queue name of its own, up to three attempts; each failed attempt is written to
-    /// stderr. The last one fails the fixture with a <see cref="TimeoutException"/> instead of waiting for ever.
+    /// <c>Ready</c> until the blame timeout killed the test host ten minutes later, and the 8 test cases of that class
+    /// never ran (docs/reliability.md, known issue 17). A probe not ready within <see cref="ReadyTimeout"/> is stopped
+    /// (given 5 s) and connected again under a queue name of its own, up to three attempts; each failed attempt is written
+    /// to stderr. The last one fails the fixture with a <see cref="TimeoutException"/> instead of waiting for ever.
     /// </summary>
     public static async Task<HostReceiveEndpointHandle> ConnectProbeAsync(this IBus bus, string queueName,
         Action<IReceiveEndpointConfigurator> configure)
