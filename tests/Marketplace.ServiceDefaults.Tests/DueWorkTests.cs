@@ -98,6 +98,29 @@ public sealed class DueWorkTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_idle_instance_rests_all_workers_but_one_and_overdue_work_committed_wakes_them_all_without_waiting_for_a_poll()
+    {
+        // Ten minutes between looks at the table: only the wake-ups can run this work within the test's minute.
+        var quiet = new Dictionary<string, string?> { ["DueWork:PollInterval"] = "00:10:00", ["DueWork:RestInterval"] = "00:10:00" };
+        await using var app = ProbeHost.Build(_db, _vhost, _time, settings: quiet);
+        var runner = app.Services.GetRequiredService<DueWorkRunner>();
+        var workers = app.Services.GetRequiredService<IOptions<DueWorkOptions>>().Value.Workers;
+        var handler = app.Services.GetRequiredService<ProbeDueHandler>();
+        handler.WaitForInFlight = workers;
+
+        await app.StartAsync();
+        await Eventually.True(() => Task.FromResult(runner.RestingWorkers == workers - 1), TimeSpan.FromSeconds(30),
+            "every worker but the watching one to rest");
+        // Work an hour overdue, as after an outage: the commit wakes the watch, and a worker that claims an item a poll
+        // interval or more late wakes a resting one, which does the same.
+        await ScheduleAsync(app.Services, workers * 2, T0.AddHours(-1));
+        await Eventually.True(async () => await EffectsAsync() == workers * 2, TimeSpan.FromSeconds(60), "every due item to run");
+        await app.StopAsync();
+
+        Assert.Equal(workers, handler.MaxInFlight);
+    }
+
+    [Fact]
     public async Task Failed_work_is_retried_later_with_its_error_visible()
     {
         await using var app = ProbeHost.Build(_db, _vhost, _time);

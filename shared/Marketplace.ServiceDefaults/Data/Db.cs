@@ -6,7 +6,8 @@ using Npgsql;
 namespace Marketplace.ServiceDefaults.Data;
 
 /// <summary>Opens the unit of work: a connection and a transaction whose outbox rows are relayed after commit.</summary>
-public sealed class Db(NpgsqlDataSource dataSource, OutboxSignal outboxSignal, TimeProvider time, ILogger<Db>? logger = null)
+public sealed class Db(NpgsqlDataSource dataSource, OutboxSignal outboxSignal, TimeProvider time, ILogger<Db>? logger = null,
+    DueWorkSignal? dueWorkSignal = null)
 {
     /// <summary>How often <see cref="RunAsync"/> runs a transaction that PostgreSQL keeps aborting as a deadlock victim or unserializable.</summary>
     public const int TransactionAttempts = 3;
@@ -19,7 +20,7 @@ public sealed class Db(NpgsqlDataSource dataSource, OutboxSignal outboxSignal, T
         try
         {
             var transaction = await connection.BeginTransactionAsync(isolation, ct);
-            return new Tx(connection, transaction, outboxSignal, time);
+            return new Tx(connection, transaction, outboxSignal, time, dueWorkSignal);
         }
         catch
         {

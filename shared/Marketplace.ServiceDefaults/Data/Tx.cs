@@ -11,10 +11,11 @@ namespace Marketplace.ServiceDefaults.Data;
 /// One business transaction. State changes, outbox messages, inbox marks and due work all commit together;
 /// Npgsql runs every command on the connection inside the open transaction.
 /// </summary>
-public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transaction, OutboxSignal outboxSignal, TimeProvider time)
-    : IAsyncDisposable
+public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transaction, OutboxSignal outboxSignal, TimeProvider time,
+    DueWorkSignal? dueWorkSignal = null) : IAsyncDisposable
 {
     private bool _published;
+    private DateTimeOffset? _soonestScheduled;
 
     public NpgsqlConnection Connection => connection;
     public NpgsqlTransaction Transaction => transaction;
@@ -73,17 +74,23 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
     }
 
     /// <summary>Schedules (or moves) work of <paramref name="kind"/> for <paramref name="key"/> at <paramref name="dueAt"/>.</summary>
-    public Task ScheduleAsync(string kind, string key, DateTimeOffset dueAt, CancellationToken ct, object? payload = null) =>
-        connection.ExecuteAsync(new CommandDefinition("""
+    public Task ScheduleAsync(string kind, string key, DateTimeOffset dueAt, CancellationToken ct, object? payload = null)
+    {
+        Scheduled(dueAt);
+        return connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO due_work (kind, key, due_at, payload) VALUES (@kind, @key, @dueAt, @payload::jsonb)
             ON CONFLICT (kind, key) DO UPDATE
               SET due_at = excluded.due_at, payload = excluded.payload, done_at = NULL, attempts = 0, last_error = NULL
             """, new { kind, key, dueAt, payload = JsonSerializer.Serialize(payload ?? new { }, MessageTypes.Json) },
             transaction, cancellationToken: ct));
+    }
 
     /// <summary>Schedules (or moves) several items of due work in one statement; each (kind, key) at most once.</summary>
-    public Task ScheduleAllAsync(IReadOnlyCollection<(string Kind, string Key, DateTimeOffset DueAt)> items, CancellationToken ct) =>
-        items.Count == 0 ? Task.CompletedTask : connection.ExecuteAsync(new CommandDefinition("""
+    public Task ScheduleAllAsync(IReadOnlyCollection<(string Kind, string Key, DateTimeOffset DueAt)> items, CancellationToken ct)
+    {
+        if (items.Count == 0) return Task.CompletedTask;
+        Scheduled(items.Min(i => i.DueAt));
+        return connection.ExecuteAsync(new CommandDefinition("""
             INSERT INTO due_work (kind, key, due_at, payload) SELECT w.kind, w.key, w.due_at, '{}' FROM unnest(@kinds, @keys, @dueAts) AS w(kind, key, due_at)
             ON CONFLICT (kind, key) DO UPDATE
               SET due_at = excluded.due_at, payload = excluded.payload, done_at = NULL, attempts = 0, last_error = NULL
@@ -92,6 +99,12 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
                 kinds = items.Select(i => i.Kind).ToArray(), keys = items.Select(i => i.Key).ToArray(),
                 dueAts = items.Select(i => i.DueAt.UtcDateTime).ToArray(),
             }, transaction, cancellationToken: ct));
+    }
+
+    private void Scheduled(DateTimeOffset dueAt)
+    {
+        if (_soonestScheduled is not { } soonest || dueAt < soonest) _soonestScheduled = dueAt;
+    }
 
     /// <summary>Cancels pending work of <paramref name="kind"/> for <paramref name="key"/>, if any.</summary>
     public Task CancelScheduledAsync(string kind, string key, CancellationToken ct) => CancelScheduledAsync([kind], key, ct);
@@ -106,6 +119,8 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
     {
         await transaction.CommitAsync(ct);
         if (_published) outboxSignal.Wake();
+        // Work due within the runner's (default) poll interval is woken for; later work is found by its watch in time.
+        if (_soonestScheduled is { } soonest && soonest <= time.GetUtcNow() + DueWorkRunner.DefaultPollInterval) dueWorkSignal?.Wake();
     }
 
     public async ValueTask DisposeAsync()

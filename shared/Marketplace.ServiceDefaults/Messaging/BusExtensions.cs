@@ -52,6 +52,7 @@ public static class BusExtensions
         builder.Services.AddOptions<DueWorkOptions>().BindConfiguration("DueWork").ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<OutboxSignal>();
         builder.Services.AddHostedService<OutboxRelay>();
+        builder.Services.AddSingleton<DueWorkSignal>();
         builder.Services.AddSingleton<DueWorkRunner>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<DueWorkRunner>());
         builder.Services.AddOptions<EndpointWatchdogOptions>().BindConfiguration("RabbitMq:EndpointWatchdog").ValidateDataAnnotations().ValidateOnStart();

@@ -34,21 +34,33 @@ public sealed class DueWorkOptions
     /// 0: this instance runs due work only when <see cref="DueWorkRunner.RunOneAsync"/> is called (tests that pick the moment).
     /// </summary>
     [Range(0, 64)] public int Workers { get; set; } = 4;
+
+    /// <summary>The longest the watching worker waits between two looks at the table.</summary>
+    public TimeSpan PollInterval { get; set; } = DueWorkRunner.DefaultPollInterval;
+
+    /// <summary>The longest a resting worker waits for a wake-up before it looks itself (a wake-up lost in a race costs no more).</summary>
+    public TimeSpan RestInterval { get; set; } = TimeSpan.FromSeconds(2);
 }
 
 /// <summary>
-/// Polls due_work with FOR UPDATE SKIP LOCKED, so any number of instances (and of workers in one,
+/// Runs due_work, claimed with FOR UPDATE SKIP LOCKED, so any number of instances (and of workers in one,
 /// <see cref="DueWorkOptions.Workers"/>) share it and each item runs once.
+/// One idle worker of an instance watches the table (looks every <see cref="DueWorkOptions.PollInterval"/>, and at once
+/// when the instance commits work due now, <see cref="DueWorkSignal"/>); the other idle workers rest. A worker that
+/// claims an item goes on claiming until none is due, and wakes a resting one when the item it claimed was already a poll
+/// interval late: a backlog (after an outage, or more due at once than one worker keeps up with) fans out to every worker.
+/// Four workers that each polled every 200 ms made about 20 claims a second per service that found nothing, idle or not.
 /// "Now" comes from <see cref="TimeProvider"/>, so tests move time; a failed item is retried with backoff and
 /// keeps its last error visible. An item whose handler found its object locked (55P03) is not a failure: it is skipped
-/// by this instance for <see cref="PollInterval"/> and then claimed again.
+/// by this instance for the poll interval and then claimed again.
 /// </summary>
 public sealed class DueWorkRunner(
     Db db,
     IEnumerable<IDueWorkHandler> handlers,
     TimeProvider time,
     IOptions<DueWorkOptions> options,
-    ILogger<DueWorkRunner> logger) : BackgroundService
+    ILogger<DueWorkRunner> logger,
+    DueWorkSignal? signal = null) : BackgroundService
 {
     private readonly Dictionary<string, IDueWorkHandler> _handlers = handlers.ToDictionary(h => h.Kind);
 
@@ -58,7 +70,18 @@ public sealed class DueWorkRunner(
     /// </summary>
     private readonly ConcurrentDictionary<long, long> _busyUntil = new();
 
-    public static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
+    /// <summary>1 while a worker watches the table for this instance.</summary>
+    private int _watching;
+
+    /// <summary>Workers resting, and what wakes one of them.</summary>
+    private int _resting;
+
+    /// <summary>Workers resting now (an idle instance has all but one: the one that watches).</summary>
+    public int RestingWorkers => Volatile.Read(ref _resting);
+    private readonly SemaphoreSlim _wakeOne = new(0);
+
+    /// <summary>The watch's default poll interval; work committed due sooner than this wakes it (<see cref="DueWorkSignal"/>).</summary>
+    public static readonly TimeSpan DefaultPollInterval = TimeSpan.FromMilliseconds(200);
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => _handlers.Count == 0
         ? Task.CompletedTask
@@ -70,8 +93,7 @@ public sealed class DueWorkRunner(
         {
             try
             {
-                if (!await RunOneAsync(stoppingToken))
-                    await Task.Delay(PollInterval, stoppingToken);
+                if (!await RunNextAsync(wakeAnother: true, stoppingToken)) await IdleAsync(stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -85,6 +107,43 @@ public sealed class DueWorkRunner(
         }
     }
 
+    /// <summary>
+    /// Nothing due for this worker now: it watches if no other worker does, for the poll interval or until work due now
+    /// is committed here; otherwise it rests until woken.
+    /// </summary>
+    private async Task IdleAsync(CancellationToken ct)
+    {
+        if (Interlocked.CompareExchange(ref _watching, 1, 0) == 0)
+        {
+            try
+            {
+                var wait = options.Value.PollInterval;
+                if (signal is null) await Task.Delay(wait, ct);
+                else await signal.WaitAsync(wait, ct);
+            }
+            finally
+            {
+                Volatile.Write(ref _watching, 0);
+            }
+            return;
+        }
+        Interlocked.Increment(ref _resting);
+        try
+        {
+            await _wakeOne.WaitAsync(options.Value.RestInterval, ct);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _resting);
+        }
+    }
+
+    /// <summary>Wakes one resting worker, if one rests and none is being woken already.</summary>
+    private void WakeAnother()
+    {
+        if (Volatile.Read(ref _resting) > 0 && _wakeOne.CurrentCount == 0) _wakeOne.Release();
+    }
+
     /// <summary>Runs every item that is due now; returns how many ran (tests call this after moving the clock).</summary>
     public async Task<int> RunDueAsync(CancellationToken ct)
     {
@@ -94,14 +153,22 @@ public sealed class DueWorkRunner(
     }
 
     /// <summary>Claims and runs one due item (or finds its object busy and leaves it for a moment); false when none is due.</summary>
-    public async Task<bool> RunOneAsync(CancellationToken ct)
+    public Task<bool> RunOneAsync(CancellationToken ct) => RunNextAsync(wakeAnother: false, ct);
+
+    /// <summary>
+    /// Claims and runs one due item (false when none is due). With <paramref name="wakeAnother"/>, an item claimed a poll
+    /// interval or more after its time wakes a resting worker before it runs: the work is behind.
+    /// </summary>
+    private async Task<bool> RunNextAsync(bool wakeAnother, CancellationToken ct)
     {
         var now = time.GetUtcNow();
         DueItem? item;
         await using (var tx = await db.BeginAsync(ct))
         {
             // Claimed and marked done in one statement, before the handler runs: a handler that reschedules the same
-            // (kind, key) reopens the row. The item keeps the attempts it had before this one.
+            // (kind, key) reopens the row. The item keeps the attempts it had before this one. (A version that also
+            // looked up when the next item was due, to wake workers only for it, made the claim 2-7 times as costly,
+            // 0.05 -> 0.37 ms in Bidding, and used more database time than the claims it saved.)
             var row = await tx.Connection.QuerySingleOrDefaultAsync<DueRow>(new CommandDefinition("""
                 UPDATE due_work SET done_at = @now, attempts = attempts + 1
                 WHERE id = (SELECT id FROM due_work
@@ -111,6 +178,7 @@ public sealed class DueWorkRunner(
                 """, new { now, kinds = _handlers.Keys.ToArray(), busy = BusyItems() }, tx.Transaction, cancellationToken: ct));
             if (row is null) return false;
             item = new DueItem(row.Id, row.Kind, row.Key, new DateTimeOffset(row.DueAt, TimeSpan.Zero), row.Payload, row.Attempts);
+            if (wakeAnother && now - item.DueAt >= options.Value.PollInterval) WakeAnother();
             try
             {
                 await _handlers[item.Kind].HandleAsync(item, tx, ct);
@@ -122,7 +190,7 @@ public sealed class DueWorkRunner(
                 // Its object is locked by a transaction that may be waiting for this very row: let go of it, try it again soon.
                 logger.LogDebug("Due work {Kind}/{Key}: its object is locked by another transaction; retrying shortly", item.Kind, item.Key);
                 await tx.Transaction.RollbackAsync(ct);
-                _busyUntil[item.Id] = Environment.TickCount64 + (long)PollInterval.TotalMilliseconds;
+                _busyUntil[item.Id] = Environment.TickCount64 + (long)DefaultPollInterval.TotalMilliseconds;
                 return true;
             }
             catch (Exception ex) when (!ct.IsCancellationRequested)
