@@ -43,16 +43,23 @@ try
         var sqlCpu = (await Cpu.NowAsync(bench.Database)).Since(cpu);
         bench.Reset();
         cpu = await Cpu.NowAsync(bench.Database);
+        var wal = await Wal.NowAsync();
+        var gc = (G0: GC.CollectionCount(0), G1: GC.CollectionCount(1), G2: GC.CollectionCount(2), Pause: GC.GetTotalPauseDuration(), Alloc: GC.GetTotalAllocatedBytes());
         var (jit, jitted) = (System.Runtime.JitInfo.GetCompilationTime(), System.Runtime.JitInfo.GetCompiledMethodCount());
         t = Stopwatch.GetTimestamp();
         var closed = await bench.BillingRun();
         var run = Stopwatch.GetElapsedTime(t);
         var runCpu = (await Cpu.NowAsync(bench.Database)).Since(cpu);
+        var runWal = (await Wal.NowAsync()).Since(wal);
         (jit, jitted) = (System.Runtime.JitInfo.GetCompilationTime() - jit, System.Runtime.JitInfo.GetCompiledMethodCount() - jitted);
         Console.WriteLine($"{pass}: {BillingRunBenchmark.Leases} leases: SQL aggregation {sql.TotalSeconds:0.00} s, " +
             $"billing run {run.TotalSeconds:0.00} s ({closed} closed), ratio {run / sql:0.0}×");
         // CPU time changes less than wall time when other work shares the machine: a fairer A/B on a busy machine.
         Console.WriteLine($"  CPU: SQL aggregation {sqlCpu}; billing run {runCpu}");
+        // A checkpoint that begins between the reset and the run's writes makes the first change of every page after it
+        // log the whole page (a full-page image): the same run then writes several times the WAL, with the CPU that costs.
+        Console.WriteLine($"  GC during the billing run: gen0 {GC.CollectionCount(0) - gc.G0}, gen1 {GC.CollectionCount(1) - gc.G1}, gen2 {GC.CollectionCount(2) - gc.G2}, paused {(GC.GetTotalPauseDuration() - gc.Pause).TotalSeconds:0.00} s, allocated {(GC.GetTotalAllocatedBytes() - gc.Alloc) / 1_000_000} MB");
+        Console.WriteLine($"  WAL during the billing run (the whole server): {runWal}");
         Console.WriteLine($"  JIT during the billing run: {jitted} methods compiled in {jit.TotalSeconds:0.00} s");
         foreach (var (phase, time) in bench.LastProfile!.Phases)
             Console.WriteLine($"  {phase,-55} {time.TotalSeconds,7:0.00} s  {time / run,6:P0}");
@@ -62,6 +69,25 @@ finally
 {
     if (keep) Console.WriteLine($"kept database {bench.Database}");
     else await bench.CleanupAsync();
+}
+
+/// <summary>The server's WAL counters (pg_stat_wal) and its checkpoints so far (pg_stat_bgwriter).</summary>
+internal sealed record Wal(long Records, long FullPageImages, decimal Bytes, long Checkpoints, string Lsn)
+{
+    public static async Task<Wal> NowAsync()
+    {
+        await using var c = new Npgsql.NpgsqlConnection(BillingRunBenchmark.Admin("postgres") + ";Pooling=false");
+        await c.OpenAsync();
+        await using var cmd = new Npgsql.NpgsqlCommand(
+            "SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.checkpoints_timed + b.checkpoints_req, pg_current_wal_lsn()::text FROM pg_stat_wal w, pg_stat_bgwriter b", c);
+        await using var r = await cmd.ExecuteReaderAsync();
+        await r.ReadAsync();
+        return new Wal(r.GetInt64(0), r.GetInt64(1), r.GetDecimal(2), r.GetInt64(3), r.GetString(4));
+    }
+
+    public string Since(Wal before) =>
+        $"{Records - before.Records} records, {FullPageImages - before.FullPageImages} full-page images, " +
+        $"{(Bytes - before.Bytes) / 1_000_000m:0} MB, {Checkpoints - before.Checkpoints} checkpoints begun (LSN {before.Lsn} to {Lsn})";
 }
 
 /// <summary>CPU time used so far by this process and by the PostgreSQL backends serving the benchmark's database (same machine).</summary>
