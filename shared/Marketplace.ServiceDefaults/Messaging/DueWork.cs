@@ -52,7 +52,7 @@ public sealed class DueWorkOptions
 /// Four workers that each polled every 200 ms made about 20 claims a second per service that found nothing, idle or not.
 /// "Now" comes from <see cref="TimeProvider"/>, so tests move time; a failed item is retried with backoff and
 /// keeps its last error visible. An item whose handler found its object locked (55P03) is not a failure: it is skipped
-/// by this instance for the poll interval and then claimed again.
+/// by this instance for 200 ms (<see cref="DefaultPollInterval"/>) and then claimed again.
 /// </summary>
 public sealed class DueWorkRunner(
     Db db,
