@@ -120,6 +120,17 @@ public sealed class DueWorkTests : IAsyncLifetime
         Assert.Equal(workers, handler.MaxInFlight);
     }
 
+    [Theory]
+    [InlineData("DueWork:PollInterval", "00:00:00")]
+    [InlineData("DueWork:RestInterval", "-00:00:01")]
+    public async Task A_service_with_a_due_work_interval_of_nothing_or_less_refuses_to_start_and_says_which_setting(string key, string value)
+    {
+        await using var app = ProbeHost.Build(_db, _vhost, _time, settings: new Dictionary<string, string?> { [key] = value });
+
+        var refused = await Assert.ThrowsAsync<Microsoft.Extensions.Options.OptionsValidationException>(() => app.StartAsync());
+        Assert.Contains(key.Split(':')[1], refused.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Failed_work_is_retried_later_with_its_error_visible()
     {

@@ -36,9 +36,11 @@ public sealed class DueWorkOptions
     [Range(0, 64)] public int Workers { get; set; } = 4;
 
     /// <summary>The longest the watching worker waits between two looks at the table.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.010", "01:00:00")]
     public TimeSpan PollInterval { get; set; } = DueWorkRunner.DefaultPollInterval;
 
     /// <summary>The longest a resting worker waits for a wake-up before it looks itself (a wake-up lost in a race costs no more).</summary>
+    [Range(typeof(TimeSpan), "00:00:00.010", "01:00:00")]
     public TimeSpan RestInterval { get; set; } = TimeSpan.FromSeconds(2);
 }
 
