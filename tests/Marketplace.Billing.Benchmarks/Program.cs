@@ -56,9 +56,9 @@ try
             $"billing run {run.TotalSeconds:0.00} s ({closed} closed), ratio {run / sql:0.0}×");
         // CPU time changes less than wall time when other work shares the machine: a fairer A/B on a busy machine.
         Console.WriteLine($"  CPU: SQL aggregation {sqlCpu}; billing run {runCpu}");
+        Console.WriteLine($"  GC during the billing run: gen0 {GC.CollectionCount(0) - gc.G0}, gen1 {GC.CollectionCount(1) - gc.G1}, gen2 {GC.CollectionCount(2) - gc.G2}, paused {(GC.GetTotalPauseDuration() - gc.Pause).TotalSeconds:0.00} s, allocated {(GC.GetTotalAllocatedBytes() - gc.Alloc) / 1_000_000} MB");
         // A checkpoint that begins between the reset and the run's writes makes the first change of every page after it
         // log the whole page (a full-page image): the same run then writes several times the WAL, with the CPU that costs.
-        Console.WriteLine($"  GC during the billing run: gen0 {GC.CollectionCount(0) - gc.G0}, gen1 {GC.CollectionCount(1) - gc.G1}, gen2 {GC.CollectionCount(2) - gc.G2}, paused {(GC.GetTotalPauseDuration() - gc.Pause).TotalSeconds:0.00} s, allocated {(GC.GetTotalAllocatedBytes() - gc.Alloc) / 1_000_000} MB");
         Console.WriteLine($"  WAL during the billing run (the whole server): {runWal}");
         Console.WriteLine($"  JIT during the billing run: {jitted} methods compiled in {jit.TotalSeconds:0.00} s");
         foreach (var (phase, time) in bench.LastProfile!.Phases)

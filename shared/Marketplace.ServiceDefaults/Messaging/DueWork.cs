@@ -77,10 +77,10 @@ public sealed class DueWorkRunner(
 
     /// <summary>Workers resting, and what wakes one of them.</summary>
     private int _resting;
+    private readonly SemaphoreSlim _wakeOne = new(0);
 
     /// <summary>Workers resting now (an idle instance has all but one: the one that watches).</summary>
     public int RestingWorkers => Volatile.Read(ref _resting);
-    private readonly SemaphoreSlim _wakeOne = new(0);
 
     /// <summary>The watch's default poll interval; work committed due sooner than this wakes it (<see cref="DueWorkSignal"/>).</summary>
     public static readonly TimeSpan DefaultPollInterval = TimeSpan.FromMilliseconds(200);
