@@ -45,6 +45,7 @@ try
         cpu = await Cpu.NowAsync(bench.Database);
         var wal = await Wal.NowAsync();
         var gc = (G0: GC.CollectionCount(0), G1: GC.CollectionCount(1), G2: GC.CollectionCount(2), Pause: GC.GetTotalPauseDuration(), Alloc: GC.GetTotalAllocatedBytes());
+        using var allocations = Environment.GetEnvironmentVariable("MP_BENCH_ALLOCATIONS") == "1" ? new Allocations() : null;
         var (jit, jitted) = (System.Runtime.JitInfo.GetCompilationTime(), System.Runtime.JitInfo.GetCompiledMethodCount());
         t = Stopwatch.GetTimestamp();
         var closed = await bench.BillingRun();
@@ -61,6 +62,7 @@ try
         // log the whole page (a full-page image): the same run then writes several times the WAL, with the CPU that costs.
         Console.WriteLine($"  WAL during the billing run (the whole server): {runWal}");
         Console.WriteLine($"  JIT during the billing run: {jitted} methods compiled in {jit.TotalSeconds:0.00} s");
+        if (allocations is not null) Console.WriteLine($"  Allocated during the billing run, by type (sampled, MB):{Environment.NewLine}{allocations.Top(15)}");
         foreach (var (phase, time) in bench.LastProfile!.Phases)
             Console.WriteLine($"  {phase,-55} {time.TotalSeconds,7:0.00} s  {time / run,6:P0}");
     }
@@ -124,4 +126,31 @@ internal sealed record Cpu(TimeSpan Process, IReadOnlyDictionary<int, TimeSpan> 
         var pg = Backends.Sum(b => (b.Value - before.Backends.GetValueOrDefault(b.Key)).TotalSeconds);
         return $".NET {dotnet.TotalSeconds:0.00} s + PostgreSQL {pg:0.00} s = {dotnet.TotalSeconds + pg:0.00} s";
     }
+}
+
+/// <summary>
+/// What the process allocates, by type, from the runtime's own sampling (an AllocationTick event about every 100 KB
+/// allocated, naming the type that crossed the mark): MP_BENCH_ALLOCATIONS=1. The sampling itself costs a little CPU.
+/// </summary>
+internal sealed class Allocations : System.Diagnostics.Tracing.EventListener
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _bytes = new();
+
+    protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+    {
+        // The GC keyword (0x1) at the verbose level is what turns AllocationTick on.
+        if (source.Name == "Microsoft-Windows-DotNETRuntime")
+            EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1);
+    }
+
+    protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+    {
+        if (!(e.EventName?.StartsWith("GCAllocationTick", StringComparison.Ordinal) ?? false) || e.PayloadNames is null) return;
+        var type = e.Payload![e.PayloadNames.IndexOf("TypeName")] as string ?? "?";
+        var amount = Convert.ToInt64(e.Payload[e.PayloadNames.IndexOf("AllocationAmount")], System.Globalization.CultureInfo.InvariantCulture);
+        _bytes.AddOrUpdate(type, amount, (_, sum) => sum + amount);
+    }
+
+    public string Top(int n) => string.Join(Environment.NewLine, _bytes.OrderByDescending(b => b.Value).Take(n)
+        .Select(b => $"    {b.Value / 1_000_000.0,7:0.0}  {b.Key}"));
 }

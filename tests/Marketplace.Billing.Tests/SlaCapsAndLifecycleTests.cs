@@ -47,6 +47,58 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
     }
 
     [Fact]
+    public async Task Downtime_of_every_cause_is_never_billed_and_only_the_providers_and_the_platforms_count_for_the_credit()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(25), TimeSpan.FromHours(1)));
+        // Four intervals of four causes and four lengths: the run must pair each interval with its own cause.
+        static (TimeSpan, TimeSpan, string) Down(int atMinute, int seconds, string cause) =>
+            (TimeSpan.FromMinutes(atMinute), TimeSpan.FromMinutes(atMinute) + TimeSpan.FromSeconds(seconds), cause);
+        await fx.RunAsync(lease, TimeSpan.FromHours(1),
+            downtime: [Down(10, 20, "provider"), Down(20, 300, "renter"), Down(40, 20, "platform"), Down(50, 60, "market")]);
+
+        var run = await fx.RunPeriodAsync(Day(25));
+
+        var line = InvoiceOf(run, renter).GetProperty("lines").EnumerateArray().Single();
+        Assert.Equal(400, line.GetProperty("downtime_seconds").GetInt64());   // 20 + 300 + 20 + 60 s, none billed
+        Assert.Equal(3200, line.GetProperty("seconds").GetInt64());
+        Assert.Equal(889, Amount(line, "amount"));                            // 10.00 CNY/h × 3200 s = 8.8889 → 8.89
+        // Only the provider's 20 s and the platform's 20 s count: 98.89% → standard tier "below 99%" → 25% credit. With
+        // the causes paired wrongly (the renter's 300 s or the market's 60 s counted) it would be a 100% or 50% credit.
+        Assert.Equal(0.988888m, line.GetProperty("availability").GetDecimal());
+        Assert.Equal(222, Amount(line, "sla_credit"));                        // 25% of 8.89 = 2.2225 → 2.22
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    [Fact]
+    public async Task A_downtime_cause_holding_the_runs_separator_is_stored_with_a_space_and_the_period_still_closes()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(26), TimeSpan.FromHours(1)));
+        // The run reads a lease's causes joined by U+001F: a cause holding one must neither split into two nor stop the run.
+        await fx.RunAsync(lease, TimeSpan.FromHours(1),
+            downtime: [(TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10) + TimeSpan.FromSeconds(40), "provider\u001fnode"),
+                       (TimeSpan.FromMinutes(30), TimeSpan.FromMinutes(30) + TimeSpan.FromSeconds(20), "platform")]);
+        Assert.Equal(1, await fx.ScalarAsync("SELECT count(*) FROM downtime WHERE lease_id = @LeaseId AND cause = 'provider node'", new { lease.LeaseId }));
+
+        var run = await fx.RunPeriodAsync(Day(26));
+
+        var line = InvoiceOf(run, renter).GetProperty("lines").EnumerateArray().Single();
+        Assert.Equal(60, line.GetProperty("downtime_seconds").GetInt64());    // both intervals, neither billed
+        Assert.Equal(3540, line.GetProperty("seconds").GetInt64());
+        Assert.Equal(0.994444m, line.GetProperty("availability").GetDecimal()); // the platform's 20 s; "provider node" is no known cause
+
+        // And whoever writes a row, the database keeps the separator out of every cause.
+        await using var c = fx.Database.OpenAdmin();
+        var e = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => Dapper.SqlMapper.ExecuteAsync(c,
+            "INSERT INTO billing.downtime (lease_id, started_at, ended_at, cause, reason) VALUES (@LeaseId, now(), now(), 'a' || chr(31) || 'b', 'x')",
+            new { lease.LeaseId }));
+        Assert.Equal(Npgsql.PostgresErrorCodes.CheckViolation, e.SqlState);
+    }
+
+    [Fact]
     public async Task A_provider_failure_midway_bills_what_ran_and_credits_it_in_full()
     {
         var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());

@@ -1,10 +1,10 @@
 namespace Marketplace.Billing.Domain;
 
 /// <summary>An interval the lease was down; <paramref name="End"/> null = still down when the lease ended.</summary>
-public sealed record DowntimeInterval(DateTime Start, DateTime? End, string Cause);
+public readonly record struct DowntimeInterval(DateTime Start, DateTime? End, string Cause);
 
 /// <summary>What Billing knows about one lease when it closes it.</summary>
-public sealed record LeaseUsage(
+public readonly record struct LeaseUsage(
     DateTime BookedStart, DateTime BookedEnd, DateTime StartedAt, DateTime EndedAt,
     string? EndStatus, string? EndCause, bool Interruptible, string SlaLevel, IReadOnlyList<DowntimeInterval> Downtime);
 
@@ -12,7 +12,7 @@ public sealed record LeaseUsage(
 /// The metered result: seconds to charge, all downtime inside the run (never charged), and what the SLA counts:
 /// the microseconds the provider owed and the microseconds of those it (or the platform) failed to deliver.
 /// </summary>
-public sealed record Metered(long BilledSeconds, long DowntimeSeconds, long SlaExpectedMicros, long SlaDowntimeMicros, string SlaLevel)
+public readonly record struct Metered(long BilledSeconds, long DowntimeSeconds, long SlaExpectedMicros, long SlaDowntimeMicros, string SlaLevel)
 {
     public int SlaCreditBasisPoints => Sla.CreditBasisPoints(SlaLevel, SlaExpectedMicros, SlaDowntimeMicros);
     public int AvailabilityPpm => Sla.AvailabilityPpm(SlaExpectedMicros, SlaDowntimeMicros);
@@ -60,8 +60,9 @@ public static class Metering
             ? stackalloc (long, long, bool)[intervals.Count]
             : new (long, long, bool)[intervals.Count];
         var n = 0;
-        foreach (var d in intervals)
+        for (var i = 0; i < intervals.Count; i++) // by index: a foreach over the interface would allocate its enumerator
         {
+            var d = intervals[i];
             var start = Math.Clamp(Micros(d.Start), from, to);
             var end = Math.Clamp(d.End is { } e ? Micros(e) : to, from, to);
             if (end > start) clipped[n++] = (start, end, CountsForSla(d.Cause));

@@ -27,9 +27,15 @@ internal sealed class LeaseInterruptedConsumer(Db db) : IConsumer<LeaseInterrupt
             ON CONFLICT (lease_id, started_at) DO NOTHING;
             DELETE FROM downtime WHERE lease_id = @LeaseId AND cause = ''
               AND ended_at = (SELECT ended_at FROM downtime WHERE lease_id = @LeaseId AND started_at = @At);
-            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Cause, m.Reason }, tx.Transaction, cancellationToken: ct));
+            """, new { m.LeaseId, At = m.At.ToUniversalTime(), Cause = StoredCause(m.Cause), m.Reason }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
     }
+
+    /// <summary>
+    /// The cause as stored: a billing run joins a lease's causes with the unit separator (U+001F) to read them, so a cause
+    /// never holds one (the causes are one word each; a stray separator becomes a space rather than refusing the downtime).
+    /// </summary>
+    private static string StoredCause(string cause) => cause.Replace('\u001f', ' ');
 
     /// <summary>An interruption and its resume may be consumed at once; one lease's downtime rows change one at a time.</summary>
     internal static Task LockLeaseAsync(Tx tx, Guid leaseId, CancellationToken ct) =>
