@@ -25,8 +25,6 @@ public static class Sla
 
     public static bool IsLevel(string? level) => level is not null && TiersByLevel.ContainsKey(level);
 
-    public static IReadOnlyList<SlaTier> Tiers(string level) => TiersByLevel.TryGetValue(level, out var t) ? t : [];
-
     /// <summary>The credit in basis points of the line for this much downtime out of this many expected microseconds.</summary>
     public static int CreditBasisPoints(string level, long expectedMicros, long downtimeMicros)
     {
