@@ -41,6 +41,12 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         DateTime? StartedAt, DateTime EndedAt, string? EndStatus, string? EndCause, Guid HoldId, long HoldAmount,
         long HoldVersion, NpgsqlTid HoldTid, IReadOnlyList<DowntimeInterval> Downtime);
 
+    /// <summary>
+    /// What the read joins a lease's downtime causes with (chr(31) in its SQL), so no stored cause holds it
+    /// (<see cref="Usage.LeaseInterruptedConsumer"/> replaces it; Billing V12 refuses it).
+    /// </summary>
+    internal const char CauseSeparator = '\u001f';
+
     private sealed record PendingPayout(Guid Id, Guid StatementId, int Sequence, long Amount, string Currency, string Destination, Guid ProviderOrgId);
 
     public async Task<Outcome> RunAsync(BillingPeriod p, CancellationToken ct)
@@ -471,7 +477,6 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     /// </summary>
     private sealed class Texts
     {
-        private const char Separator = '\u001f';
         private readonly Dictionary<string, string> _known = [];
         private byte[] _bytes = new byte[256];
         private char[] _chars = new char[256];
@@ -481,11 +486,11 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         public string[] Split(NpgsqlDataReader r, int ordinal, int count)
         {
             var text = Read(r, ordinal);
-            if (text.Count(Separator) + 1 != count)
-                throw new InvalidOperationException($"A lease's downtime has {count} intervals but {text.Count(Separator) + 1} causes: a cause contains U+001F.");
+            if (text.Count(CauseSeparator) + 1 != count)
+                throw new InvalidOperationException($"A lease's downtime has {count} intervals but {text.Count(CauseSeparator) + 1} causes: a cause contains U+001F.");
             var parts = new string[count];
             var i = 0;
-            foreach (var range in text.Split(Separator)) parts[i++] = Known(text[range]);
+            foreach (var range in text.Split(CauseSeparator)) parts[i++] = Known(text[range]);
             return parts;
         }
 

@@ -35,7 +35,7 @@ internal sealed class LeaseInterruptedConsumer(Db db) : IConsumer<LeaseInterrupt
     /// The cause as stored: a billing run joins a lease's causes with the unit separator (U+001F) to read them, so a cause
     /// never holds one (the causes are one word each; a stray separator becomes a space rather than refusing the downtime).
     /// </summary>
-    private static string StoredCause(string cause) => cause.Replace('\u001f', ' ');
+    private static string StoredCause(string cause) => cause.Replace(Runs.BillingRunner.CauseSeparator, ' ');
 
     /// <summary>An interruption and its resume may be consumed at once; one lease's downtime rows change one at a time.</summary>
     internal static Task LockLeaseAsync(Tx tx, Guid leaseId, CancellationToken ct) =>
