@@ -15,19 +15,28 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Marketplace.ServiceDefaults.Tests;
 
 /// <summary>
-/// Counts every delivery; applies its effect once per message through the inbox; fails as scripted after writing the
-/// effect and the inbox mark (the failed attempt's transaction rolls both back).
+/// Counts every delivery; applies its effect once per message through the inbox (<see cref="Tx.FirstDeliveryWithAsync"/>);
+/// fails as scripted after writing the effect and the inbox mark (the failed attempt's transaction rolls both back).
 /// </summary>
 public sealed class ProbeConsumer(Db db, Deliveries deliveries, ScriptedFailures failures) : IConsumer<OfferWithdrawn>
 {
     public async Task Consume(ConsumeContext<OfferWithdrawn> context)
     {
         deliveries.Add(context.Message.OfferId);
-        await using var tx = await db.BeginAsync(context.CancellationToken);
-        if (!await tx.FirstDeliveryAsync(context, "probe")) return;
-        await tx.Connection.ExecuteAsync("INSERT INTO probe_effects (key) VALUES (@key)", new { key = context.Message.OfferId.ToString() });
-        await failures.RunAsync(context.Message.OfferId, tx);
-        await tx.CommitAsync(context.CancellationToken);
+        try
+        {
+            await using var tx = await db.BeginAsync(context.CancellationToken);
+            // The effect goes in with the inbox mark, in one round trip: a redelivery's copy of it must be rolled back.
+            await using (var read = await tx.FirstDeliveryWithAsync(context, "probe", "INSERT INTO probe_effects (key) VALUES (@key)",
+                             new { key = context.Message.OfferId.ToString() }))
+                if (read is null) return;
+            await failures.RunAsync(context.Message.OfferId, tx);
+            await tx.CommitAsync(context.CancellationToken);
+        }
+        finally
+        {
+            deliveries.Finish(context.Message.OfferId); // committed or rolled back by now
+        }
     }
 }
 
@@ -53,8 +62,12 @@ public sealed class ScriptedFailures
 public sealed class Deliveries
 {
     private readonly ConcurrentBag<Guid> _seen = [];
+    private readonly ConcurrentBag<Guid> _finished = [];
     public void Add(Guid id) => _seen.Add(id);
+    public void Finish(Guid id) => _finished.Add(id);
     public int Count(Guid id) => _seen.Count(x => x == id);
+    /// <summary>Deliveries whose transaction is over (committed, or rolled back).</summary>
+    public int Finished(Guid id) => _finished.Count(x => x == id);
     public int Total => _seen.Count;
 }
 

@@ -48,7 +48,7 @@ public sealed class ReliableMessagingTests : ServersPerTest
         for (var i = 0; i < 3; i++)
             await bus.Publish(message, ctx => ctx.MessageId = messageId);
 
-        await Eventually.True(() => Task.FromResult(deliveries.Count(message.OfferId) == 3), what: "three deliveries");
+        await Eventually.True(() => Task.FromResult(deliveries.Finished(message.OfferId) == 3), what: "three deliveries, each committed or rolled back");
         Assert.Equal(1, await EffectsAsync(message.OfferId));
         await app.StopAsync();
     }

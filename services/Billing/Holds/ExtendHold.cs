@@ -5,6 +5,7 @@ using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
 using Microsoft.Extensions.Options;
+using Npgsql;
 
 namespace Marketplace.Billing.Holds;
 
@@ -45,26 +46,34 @@ internal sealed class LeaseExtendedConsumer(Db db, IOptions<BillingOptions> opti
             return;
         }
 
-        await LedgerStore.LockWalletAsync(tx, lease.RenterOrgId, ct);
         var seconds = (long)Math.Ceiling((newEnd - lease.StartAt).TotalSeconds);
         var newHold = Rating.MaxCost(lease.PricePerHour, lease.AcceleratorCount, seconds);
         var extra = Math.Max(0, newHold - lease.Amount);
-        var available = await Funds.AvailableAsync(tx, lease.RenterOrgId, lease.Currency, ct);
+        var wallet = await Funds.LockAndReadAsync(tx, lease.RenterOrgId, lease.Currency, ct);
         var what = $"extending the lease to {newEnd:yyyy-MM-dd HH:mm:ss}Z";
-        if (await Funds.RefusalAsync(tx, lease.RenterOrgId, lease.Currency, extra, newHold, available, what, ct) is { } reason)
+        await using var write = tx.NewBatch();
+        if (Funds.Refusal(wallet, lease.Currency, extra, newHold, what) is { } reason)
         {
-            await tx.PublishAsync(new ExtensionRejected(m.LeaseId, m.OrderId, m.PreviousEnd, reason, tx.Now), ct);
+            tx.Publish(write, new ExtensionRejected(m.LeaseId, m.OrderId, m.PreviousEnd, reason, tx.Now));
+            await write.ExecuteNonQueryAsync(ct);
             await tx.CommitAsync(ct);
             return;
         }
+        // One round trip: the extra hold (keyed by the new end), the lease's end and the hold's amount, perhaps LowBalance.
         if (extra > 0)
-            await LedgerStore.PostAsync(tx, LedgerTransaction.Transfer($"hold:{m.LeaseId}:{newEnd.Ticks}", "hold",
-                Accounts.RenterAvailable(lease.RenterOrgId), Accounts.RenterHeld(lease.RenterOrgId), lease.Currency, extra), ct);
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE leases SET end_at = @newEnd WHERE lease_id = @LeaseId;
-            UPDATE holds SET amount = @newHold WHERE id = @HoldId;
-            """, new { newEnd, m.LeaseId, newHold, lease.HoldId }, tx.Transaction, cancellationToken: ct));
-        await Funds.AlertIfLowAsync(tx, lease.RenterOrgId, lease.Currency, available, available - extra, options.Value.LowBalanceThresholdMinor, ct);
+            write.BatchCommands.Add(LedgerStore.PostCommand([LedgerTransaction.Transfer($"hold:{m.LeaseId}:{newEnd.Ticks}", "hold",
+                Accounts.RenterAvailable(lease.RenterOrgId), Accounts.RenterHeld(lease.RenterOrgId), lease.Currency, extra)], tx.Now));
+        write.BatchCommands.Add(new NpgsqlBatchCommand("UPDATE leases SET end_at = @end_at WHERE lease_id = @lease_id")
+        {
+            Parameters = { new("end_at", newEnd), new("lease_id", m.LeaseId) },
+        });
+        write.BatchCommands.Add(new NpgsqlBatchCommand("UPDATE holds SET amount = @amount WHERE id = @id")
+        {
+            Parameters = { new("amount", newHold), new("id", lease.HoldId) },
+        });
+        if (Funds.LowBalanceAfter(wallet, lease.RenterOrgId, lease.Currency, extra, options.Value.LowBalanceThresholdMinor, tx.Now) is { } low)
+            tx.Publish(write, low);
+        await write.ExecuteNonQueryAsync(ct);
         await tx.CommitAsync(ct);
     }
 }

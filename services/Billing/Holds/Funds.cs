@@ -7,59 +7,89 @@ using Marketplace.ServiceDefaults.Data;
 namespace Marketplace.Billing.Holds;
 
 /// <summary>
-/// The checks before a hold grows (a new lease or an extension), and the low-balance alert after it. Called under the
-/// renter's wallet lock, so the numbers cannot change between the check and the posting.
+/// The checks before a hold grows (a new lease or an extension), and the low-balance alert after it. The wallet's
+/// numbers are read under the renter's wallet lock, so they cannot change between the check and the posting.
 /// </summary>
 internal static class Funds
 {
-    private sealed record Settings(long? SpendCap, long? PerOrderCap, long? LowBalanceThreshold);
+    /// <summary>
+    /// What a renter's wallet allows in one currency: available funds, the caps and the low-balance threshold (null: none
+    /// set), and what this UTC month has committed (only when there is a monthly cap to hold it against).
+    /// </summary>
+    internal sealed record Wallet(long Available, long? SpendCap, long? PerOrderCap, long? LowBalanceThreshold, long? Spent);
+
+    /// <summary>
+    /// Takes the renter's wallet lock, then reads the <see cref="Wallet"/>: two statements, so that the read sees every
+    /// spend the lock waited for. Parameters: <see cref="AddParameters"/>; results: <see cref="ReadAsync"/>. Spend
+    /// committed this month counts pending holds at their full amount and settled holds at what they charged.
+    /// </summary>
+    public const string LockAndReadSql = LedgerStore.LockWalletSql + """
+        ;
+        SELECT COALESCE((SELECT balance FROM wallet_balances WHERE account = @wallet_available AND currency = @wallet_currency), 0) AS available,
+               s.spend_cap, s.per_order_cap, s.low_balance_threshold,
+               CASE WHEN s.spend_cap IS NOT NULL THEN
+                   (SELECT COALESCE(SUM(CASE h.status WHEN 'pending' THEN h.amount ELSE h.charged END), 0)::bigint
+                    FROM holds h WHERE h.renter_org_id = @wallet_renter AND h.currency = @wallet_currency AND h.created_at >= @wallet_month)
+               END AS spent
+        FROM (VALUES (1)) AS one (x)
+             LEFT JOIN wallet_settings s ON s.renter_org_id = @wallet_renter AND s.currency = @wallet_currency;
+        """;
+
+    /// <summary>The parameters of <see cref="LockAndReadSql"/> (named <c>@wallet_*</c>).</summary>
+    public static DynamicParameters AddParameters(DynamicParameters parameters, Tx tx, Guid renter, string currency)
+    {
+        var now = tx.Now.UtcDateTime;
+        parameters.Add("wallet_renter", renter);
+        parameters.Add("wallet_currency", currency);
+        parameters.Add("wallet_available", Accounts.RenterAvailable(renter));
+        parameters.Add("wallet_month", new DateTime(now.Year, now.Month, 1, 0, 0, 0, DateTimeKind.Utc));
+        return parameters;
+    }
+
+    /// <summary>Reads <see cref="LockAndReadSql"/>'s results: the lock's, then the wallet.</summary>
+    public static async Task<Wallet> ReadAsync(SqlMapper.GridReader results)
+    {
+        await results.ReadAsync(); // the lock
+        return await results.ReadSingleAsync<Wallet>();
+    }
+
+    /// <summary>Locks and reads the wallet in one round trip.</summary>
+    public static async Task<Wallet> LockAndReadAsync(Tx tx, Guid renter, string currency, CancellationToken ct)
+    {
+        await using var results = await tx.Connection.QueryMultipleAsync(new CommandDefinition(LockAndReadSql,
+            AddParameters(new DynamicParameters(), tx, renter, currency), tx.Transaction, cancellationToken: ct));
+        return await ReadAsync(results);
+    }
 
     /// <summary>Null if the renter may reserve <paramref name="extra"/> more (for a lease whose hold becomes
     /// <paramref name="leaseHoldAfter"/>); otherwise a reason a person can act on.</summary>
-    public static async Task<string?> RefusalAsync(Tx tx, Guid renter, string currency, long extra, long leaseHoldAfter,
-        long available, string what, CancellationToken ct, string detail = "")
+    public static string? Refusal(Wallet wallet, string currency, long extra, long leaseHoldAfter, string what, string detail = "")
     {
-        var settings = await SettingsAsync(tx, renter, currency, ct);
-        if (settings?.PerOrderCap is { } perOrder && leaseHoldAfter > perOrder)
+        if (wallet.PerOrderCap is { } perOrder && leaseHoldAfter > perOrder)
             return $"{what} can cost up to {Currencies.Format(leaseHoldAfter, currency)}, above the per-order spend cap of " +
                    $"{Currencies.Format(perOrder, currency)}; raise the cap (PUT /v1/wallet/spend-cap) or order less";
-        if (settings?.SpendCap is { } cap)
+        if (wallet.SpendCap is { } cap)
         {
-            var spent = await SpentThisMonthAsync(tx, renter, currency, ct);
+            var spent = wallet.Spent ?? 0;
             if (spent + extra > cap)
                 return $"{what} needs up to {Currencies.Format(extra, currency)} more, but {Currencies.Format(spent, currency)} of the monthly " +
                        $"spend cap of {Currencies.Format(cap, currency)} is already committed this month; raise the cap (PUT /v1/wallet/spend-cap) or wait for next month";
         }
-        if (available < extra)
-            return $"wallet holds {Currencies.Format(available, currency)} available; {what} needs up to {Currencies.Format(extra, currency)}{detail}; top up the wallet";
+        if (wallet.Available < extra)
+            return $"wallet holds {Currencies.Format(wallet.Available, currency)} available; {what} needs up to {Currencies.Format(extra, currency)}{detail}; top up the wallet";
         return null;
     }
 
-    /// <summary>Spend committed this UTC month: pending holds at their full amount, settled holds at what they charged.</summary>
-    public static Task<long> SpentThisMonthAsync(Tx tx, Guid renter, string currency, CancellationToken ct)
+    /// <summary>
+    /// LowBalance when spending <paramref name="spend"/> takes the available funds across below the threshold (the
+    /// renter's, else <paramref name="defaultThreshold"/>); null when it stays above, or was below already.
+    /// </summary>
+    public static LowBalance? LowBalanceAfter(Wallet wallet, Guid renter, string currency, long spend, long defaultThreshold, DateTimeOffset now)
     {
-        var now = tx.Now.UtcDateTime;
-        var monthStart = new DateTime(now.Year, now.Month, 1, 0, 0, 0, DateTimeKind.Utc);
-        return tx.Connection.ExecuteScalarAsync<long>(new CommandDefinition("""
-            SELECT COALESCE(SUM(CASE status WHEN 'pending' THEN amount ELSE charged END), 0)::bigint
-            FROM holds WHERE renter_org_id = @renter AND currency = @currency AND created_at >= @monthStart
-            """, new { renter, currency, monthStart }, tx.Transaction, cancellationToken: ct));
+        var threshold = wallet.LowBalanceThreshold ?? defaultThreshold;
+        var after = wallet.Available - spend;
+        return threshold > 0 && wallet.Available >= threshold && after < threshold
+            ? new LowBalance(renter, new Money(after, currency), new Money(threshold, currency), now)
+            : null;
     }
-
-    /// <summary>Publishes LowBalance when available crosses below the threshold (not on every hold while it stays below).</summary>
-    public static async Task AlertIfLowAsync(Tx tx, Guid renter, string currency, long before, long after, long defaultThreshold, CancellationToken ct)
-    {
-        var threshold = (await SettingsAsync(tx, renter, currency, ct))?.LowBalanceThreshold ?? defaultThreshold;
-        if (threshold > 0 && before >= threshold && after < threshold)
-            await tx.PublishAsync(new LowBalance(renter, new Money(after, currency), new Money(threshold, currency), tx.Now), ct);
-    }
-
-    public static Task<long> AvailableAsync(Tx tx, Guid renter, string currency, CancellationToken ct) =>
-        LedgerStore.WalletBalanceAsync(tx, Accounts.RenterAvailable(renter), currency, ct);
-
-    private static Task<Settings?> SettingsAsync(Tx tx, Guid renter, string currency, CancellationToken ct) =>
-        tx.Connection.QuerySingleOrDefaultAsync<Settings>(new CommandDefinition("""
-            SELECT spend_cap, per_order_cap, low_balance_threshold FROM wallet_settings
-            WHERE renter_org_id = @renter AND currency = @currency
-            """, new { renter, currency }, tx.Transaction, cancellationToken: ct));
 }

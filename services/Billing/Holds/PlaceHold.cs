@@ -6,6 +6,7 @@ using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
 using Microsoft.Extensions.Options;
+using Npgsql;
 
 namespace Marketplace.Billing.Holds;
 
@@ -20,59 +21,75 @@ internal sealed class LeaseScheduledConsumer(Db db, IOptions<BillingOptions> opt
     {
         var m = context.Message;
         var ct = context.CancellationToken;
-        await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, "lease-scheduled")) return;
-        await LeaseEndedConsumer.LockLeaseAsync(tx, m.LeaseId, ct);
-
         var currency = m.PricePerHour.Currency;
         // An unknown level from a newer publisher is billed as the strictest we know rather than silently as none.
         var slaLevel = Sla.IsLevel(m.SlaLevel) ? m.SlaLevel : Sla.Premium;
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+        var start = m.Start.ToUniversalTime();
+        await using var tx = await db.BeginAsync(ct);
+
+        // One round trip: the inbox mark; the lease's lock (LeaseEndedConsumer.LockLeaseSql) and its row; the wallet's lock
+        // and numbers; and whether its LeaseEnded came first (another queue) and said it never ran.
+        Funds.Wallet wallet;
+        bool neverRan;
+        await using (var read = await tx.FirstDeliveryWithAsync(context, "lease-scheduled", $"""
+            {LeaseEndedConsumer.LockLeaseSql};
             INSERT INTO leases (lease_id, order_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
                                 start_at, end_at, price_per_hour, currency, scheduled_at, interruptible, sla_level)
             VALUES (@LeaseId, @OrderId, @RenterOrgId, @ProviderOrgId, @AcceleratorModel, @AcceleratorCount,
                     @Start, @End, @price, @currency, @At, @Interruptible, @slaLevel)
-            ON CONFLICT (lease_id) DO NOTHING
-            """, new { m.LeaseId, m.OrderId, m.RenterOrgId, m.ProviderOrgId, m.AcceleratorModel, m.AcceleratorCount,
-                Start = m.Start.ToUniversalTime(), End = m.End.ToUniversalTime(), price = m.PricePerHour.Amount, currency,
-                At = m.At.ToUniversalTime(), m.Interruptible, slaLevel }, tx.Transaction, cancellationToken: ct));
+            ON CONFLICT (lease_id) DO NOTHING;
+            {Funds.LockAndReadSql}
+            SELECT EXISTS (SELECT 1 FROM usage WHERE lease_id = @LeaseId AND started_at IS NULL AND ended_at IS NOT NULL
+                                                 AND (never_ran OR ended_at <= @Start));
+            """, Funds.AddParameters(new DynamicParameters(new
+            {
+                m.LeaseId, m.OrderId, m.RenterOrgId, m.ProviderOrgId, m.AcceleratorModel, m.AcceleratorCount,
+                Start = start, End = m.End.ToUniversalTime(), price = m.PricePerHour.Amount, currency,
+                At = m.At.ToUniversalTime(), m.Interruptible, slaLevel,
+            }), tx, m.RenterOrgId, currency)))
+        {
+            if (read is null) return; // handled before
+            await read.ReadAsync(); // the lease's lock
+            wallet = await Funds.ReadAsync(read);
+            neverRan = await read.ReadSingleAsync<bool>();
+        }
 
         var seconds = Math.Max(0, (long)Math.Ceiling((m.End - m.Start).TotalSeconds));
         var maxCost = Rating.MaxCost(m.PricePerHour.Amount, m.AcceleratorCount, seconds);
-
-        await LedgerStore.LockWalletAsync(tx, m.RenterOrgId, ct);
-        var available = await Funds.AvailableAsync(tx, m.RenterOrgId, currency, ct);
         var detail = $" ({m.AcceleratorCount} × {m.AcceleratorModel} for {seconds} s at {Currencies.Format(m.PricePerHour.Amount, currency)}/h)";
-        if (await Funds.RefusalAsync(tx, m.RenterOrgId, currency, maxCost, maxCost, available, "this lease", ct, detail) is { } reason)
+        await using var write = tx.NewBatch();
+        if (Funds.Refusal(wallet, currency, maxCost, maxCost, "this lease", detail) is { } reason)
         {
-            await tx.PublishAsync(new HoldRejected(m.LeaseId, m.OrderId, m.RenterOrgId, reason, tx.Now), ct);
+            tx.Publish(write, new HoldRejected(m.LeaseId, m.OrderId, m.RenterOrgId, reason, tx.Now));
+            await write.ExecuteNonQueryAsync(ct);
             await tx.CommitAsync(ct);
             return;
         }
 
+        // One round trip: the hold's transfer (available → held), the hold, HoldPlaced and perhaps LowBalance.
         var holdId = NewId.NextGuid();
         if (maxCost > 0)
-        {
-            await LedgerStore.PostAsync(tx, LedgerTransaction.Transfer($"hold:{m.LeaseId}", "hold",
-                Accounts.RenterAvailable(m.RenterOrgId), Accounts.RenterHeld(m.RenterOrgId), currency, maxCost), ct);
-        }
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            write.BatchCommands.Add(LedgerStore.PostCommand([LedgerTransaction.Transfer($"hold:{m.LeaseId}", "hold",
+                Accounts.RenterAvailable(m.RenterOrgId), Accounts.RenterHeld(m.RenterOrgId), currency, maxCost)], tx.Now));
+        write.BatchCommands.Add(new NpgsqlBatchCommand("""
             INSERT INTO holds (id, lease_id, renter_org_id, amount, currency, status, created_at)
-            VALUES (@holdId, @LeaseId, @RenterOrgId, @maxCost, @currency, 'pending', @now)
-            """, new { holdId, m.LeaseId, m.RenterOrgId, maxCost, currency, now = tx.Now }, tx.Transaction, cancellationToken: ct));
-        await tx.PublishAsync(new HoldPlaced(holdId, m.LeaseId, m.OrderId, m.RenterOrgId, new Money(maxCost, currency), tx.Now), ct);
-        // Its LeaseEnded came first (another queue) and said it never ran: release the hold now, as that consumer would have.
-        if (await tx.Connection.ExecuteScalarAsync<bool>(new CommandDefinition("""
-                SELECT EXISTS (SELECT 1 FROM usage WHERE lease_id = @LeaseId AND started_at IS NULL AND ended_at IS NOT NULL
-                                                     AND (never_ran OR ended_at <= @Start))
-                """, new { m.LeaseId, Start = m.Start.ToUniversalTime() }, tx.Transaction, cancellationToken: ct)))
+            VALUES (@id, @lease_id, @renter_org_id, @amount, @currency, 'pending', @created_at)
+            """)
         {
+            Parameters =
+            {
+                new("id", holdId), new("lease_id", m.LeaseId), new("renter_org_id", m.RenterOrgId), new("amount", maxCost),
+                new("currency", currency), new("created_at", tx.Now),
+            },
+        });
+        tx.Publish(write, new HoldPlaced(holdId, m.LeaseId, m.OrderId, m.RenterOrgId, new Money(maxCost, currency), tx.Now));
+        if (!neverRan && Funds.LowBalanceAfter(wallet, m.RenterOrgId, currency, maxCost, options.Value.LowBalanceThresholdMinor, tx.Now) is { } low)
+            tx.Publish(write, low);
+        await write.ExecuteNonQueryAsync(ct);
+        // Its LeaseEnded said it never ran: release the hold now, as that consumer would have.
+        if (neverRan)
             await LeaseEndedConsumer.VoidAsync(tx, m.LeaseId,
-                new LeaseEndedConsumer.HoldRow(holdId, m.RenterOrgId, maxCost, currency, m.Start.UtcDateTime), ct);
-            await tx.CommitAsync(ct);
-            return;
-        }
-        await Funds.AlertIfLowAsync(tx, m.RenterOrgId, currency, available, available - maxCost, options.Value.LowBalanceThresholdMinor, ct);
+                new LeaseEndedConsumer.HoldRow(holdId, m.RenterOrgId, maxCost, currency, start.UtcDateTime), ct);
         await tx.CommitAsync(ct);
     }
 }

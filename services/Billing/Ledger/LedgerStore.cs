@@ -2,6 +2,7 @@ using Dapper;
 using Marketplace.Billing.Domain;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
+using Npgsql;
 using NpgsqlTypes;
 
 namespace Marketplace.Billing.Ledger;
@@ -18,22 +19,39 @@ internal static class LedgerStore
         await PostManyAsync(tx, [transaction], ct) == 1;
 
     /// <summary>
-    /// Posts many transactions in two statements (one round trip): those whose idempotency key exists are skipped, with
+    /// Posts many transactions in one statement (one round trip): those whose idempotency key exists are skipped, with
     /// their entries. Every transaction's entries go in by one INSERT, which the balance trigger checks. Returns how many
     /// transactions were new.
     /// </summary>
     public static async Task<int> PostManyAsync(Tx tx, IReadOnlyList<LedgerTransaction> transactions, CancellationToken ct)
     {
         if (transactions.Count == 0) return 0;
-        var ids = transactions.Select(_ => NewId.NextGuid()).ToArray();
-        var entryCount = transactions.Sum(t => t.Entries.Count);
+        await using var batch = tx.NewBatch();
+        batch.BatchCommands.Add(PostCommand(transactions, tx.Now));
+        return (int)(await batch.ExecuteScalarAsync(ct))!;
+    }
+
+    /// <summary>
+    /// The statement of <see cref="PostManyAsync"/>, to send in a batch with others (it returns how many transactions were
+    /// new). <paramref name="now"/> is the transactions' time.
+    /// </summary>
+    public static NpgsqlBatchCommand PostCommand(IReadOnlyList<LedgerTransaction> transactions, DateTimeOffset now)
+    {
+        var ids = new Guid[transactions.Count];
+        var (keys, kinds) = (new string[transactions.Count], new string[transactions.Count]);
+        var entryCount = 0;
+        for (var i = 0; i < transactions.Count; i++)
+        {
+            (ids[i], keys[i], kinds[i]) = (NewId.NextGuid(), transactions[i].IdempotencyKey, transactions[i].Kind);
+            entryCount += transactions[i].Entries.Count;
+        }
         var (tids, accounts, currencies, amounts) = (new Guid[entryCount], new string[entryCount], new string[entryCount], new long[entryCount]);
         var k = 0;
         for (var i = 0; i < transactions.Count; i++)
             foreach (var e in transactions[i].Entries)
                 (tids[k], accounts[k], currencies[k], amounts[k++]) = (ids[i], e.Account, e.Currency, e.Amount);
 
-        return await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition("""
+        return new NpgsqlBatchCommand("""
             WITH posted AS (
                 INSERT INTO ledger_transactions (id, idempotency_key, kind, created_at)
                 SELECT id, key, kind, @now FROM unnest(@ids, @keys, @kinds) AS t(id, key, kind)
@@ -44,14 +62,14 @@ internal static class LedgerStore
                 SELECT e.tid, e.a, e.c, e.x FROM unnest(@tids, @accounts, @currencies, @amounts) AS e(tid, a, c, x)
                 WHERE e.tid IN (SELECT id FROM posted))
             SELECT count(*)::int FROM posted
-            """, new
+            """)
+        {
+            Parameters =
             {
-                ids,
-                keys = transactions.Select(t => t.IdempotencyKey).ToArray(),
-                kinds = transactions.Select(t => t.Kind).ToArray(),
-                now = tx.Now,
-                tids, accounts, currencies, amounts,
-            }, tx.Transaction, cancellationToken: ct));
+                new("now", now), new("ids", ids), new("keys", keys), new("kinds", kinds),
+                new("tids", tids), new("accounts", accounts), new("currencies", currencies), new("amounts", amounts),
+            },
+        };
     }
 
     /// <summary>
@@ -82,18 +100,9 @@ internal static class LedgerStore
         return posted;
     }
 
-    /// <summary>A renter wallet account's balance (<see cref="Accounts.RenterAvailable"/>, <see cref="Accounts.RenterHeld"/>).</summary>
-    public static Task<long> WalletBalanceAsync(Tx tx, string account, string currency, CancellationToken ct) =>
-        tx.Connection.ExecuteScalarAsync<long>(new CommandDefinition(
-            "SELECT COALESCE((SELECT balance FROM wallet_balances WHERE account = @account AND currency = @currency), 0)",
-            new { account, currency }, tx.Transaction, cancellationToken: ct));
-
     /// <summary>
-    /// Serialises everything that spends a renter's wallet: two leases booked at once wait for each other here,
-    /// so they cannot both spend the same funds. Released at commit.
+    /// Serialises everything that spends a renter's wallet (for the renter <c>@wallet_renter</c>): two leases booked at
+    /// once wait for each other here, so they cannot both spend the same funds. Released at commit.
     /// </summary>
-    public static Task LockWalletAsync(Tx tx, Guid renterOrg, CancellationToken ct) =>
-        tx.Connection.ExecuteAsync(new CommandDefinition(
-            "SELECT pg_advisory_xact_lock(hashtextextended('billing-wallet:' || @org::text, 0))",
-            new { org = renterOrg }, tx.Transaction, cancellationToken: ct));
+    public const string LockWalletSql = "SELECT pg_advisory_xact_lock(hashtextextended('billing-wallet:' || @wallet_renter::text, 0))";
 }

@@ -4,6 +4,7 @@ using Marketplace.Billing.Ledger;
 using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
+using Npgsql;
 
 namespace Marketplace.Billing.Usage;
 
@@ -15,11 +16,11 @@ internal sealed class LeaseStartedConsumer(Db db) : IConsumer<LeaseStarted>
         var m = context.Message;
         var ct = context.CancellationToken;
         await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, "lease-started")) return;
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+        await using (var read = await tx.FirstDeliveryWithAsync(context, "lease-started", """
             INSERT INTO usage (lease_id, started_at) VALUES (@LeaseId, @At)
             ON CONFLICT (lease_id) DO UPDATE SET started_at = COALESCE(usage.started_at, excluded.started_at)
-            """, new { m.LeaseId, At = m.At.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
+            """, new { m.LeaseId, At = m.At.ToUniversalTime() }))
+            if (read is null) return; // handled before
         await tx.CommitAsync(ct);
     }
 }
@@ -37,22 +38,27 @@ internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
         var m = context.Message;
         var ct = context.CancellationToken;
         await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, "lease-ended")) return;
-        await LockLeaseAsync(tx, m.LeaseId, ct);
-        var usage = await tx.Connection.QuerySingleAsync<(DateTime? StartedAt, DateTime? EndedAt)>(new CommandDefinition("""
+        (DateTime? StartedAt, DateTime? EndedAt) usage;
+        HoldRow? hold;
+        // One round trip: the inbox mark, the lease's lock, the usage's end and the pending hold (locked).
+        await using (var read = await tx.FirstDeliveryWithAsync(context, "lease-ended", $"""
+            {LockLeaseSql};
             INSERT INTO usage (lease_id, ended_at, end_status, end_reason, end_cause, never_ran)
             VALUES (@LeaseId, @At, @Status, @Reason, @Cause, @NeverRan)
             ON CONFLICT (lease_id) DO UPDATE SET ended_at = COALESCE(usage.ended_at, excluded.ended_at),
                 end_status = COALESCE(usage.end_status, excluded.end_status), end_reason = COALESCE(usage.end_reason, excluded.end_reason),
                 end_cause = COALESCE(usage.end_cause, excluded.end_cause), never_ran = usage.never_ran OR excluded.never_ran
-            RETURNING started_at, ended_at
-            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason, m.Cause, m.NeverRan }, tx.Transaction, cancellationToken: ct));
-
-        var hold = await tx.Connection.QuerySingleOrDefaultAsync<HoldRow>(new CommandDefinition("""
+            RETURNING started_at, ended_at;
             SELECT h.id, h.renter_org_id, h.amount, h.currency, l.start_at
             FROM holds h JOIN leases l USING (lease_id)
-            WHERE h.lease_id = @LeaseId AND h.status = 'pending' FOR UPDATE OF h
-            """, new { m.LeaseId }, tx.Transaction, cancellationToken: ct));
+            WHERE h.lease_id = @LeaseId AND h.status = 'pending' FOR UPDATE OF h;
+            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason, m.Cause, m.NeverRan }))
+        {
+            if (read is null) return; // handled before
+            await read.ReadAsync(); // the lease's lock
+            usage = await read.ReadSingleAsync<(DateTime? StartedAt, DateTime? EndedAt)>();
+            hold = await read.ReadSingleOrDefaultAsync<HoldRow>();
+        }
         if (hold is not null && usage.StartedAt is null && (m.NeverRan || m.At.UtcDateTime <= hold.StartAt))
             await VoidAsync(tx, m.LeaseId, hold, ct);
         await tx.CommitAsync(ct);
@@ -62,21 +68,22 @@ internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
     /// Serialises this consumer and the hold's placement for one lease (taken before the wallet's lock), so whichever
     /// comes second sees what the first wrote: a never-run lease's hold is released whatever order the events arrive in.
     /// </summary>
-    internal static Task LockLeaseAsync(Tx tx, Guid leaseId, CancellationToken ct) =>
-        tx.Connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(hashtextextended('billing-lease:' || @leaseId::text, 0))",
-            new { leaseId }, tx.Transaction, cancellationToken: ct));
+    internal const string LockLeaseSql = "SELECT pg_advisory_xact_lock(hashtextextended('billing-lease:' || @LeaseId::text, 0))";
 
     internal sealed record HoldRow(Guid Id, Guid RenterOrgId, long Amount, string Currency, DateTime StartAt);
 
     /// <summary>Releases a pending hold (locked by the caller) whole: the release the billing run would post, under the same key.</summary>
     internal static async Task VoidAsync(Tx tx, Guid leaseId, HoldRow hold, CancellationToken ct)
     {
+        await using var batch = tx.NewBatch();
         if (hold.Amount > 0)
-            await LedgerStore.PostAsync(tx, LedgerTransaction.Transfer($"release:{leaseId}", "release",
-                Accounts.RenterHeld(hold.RenterOrgId), Accounts.RenterAvailable(hold.RenterOrgId), hold.Currency, hold.Amount), ct);
-        await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE holds SET status = 'voided', settled_at = @now WHERE id = @Id",
-            new { hold.Id, now = tx.Now }, tx.Transaction, cancellationToken: ct));
+            batch.BatchCommands.Add(LedgerStore.PostCommand([LedgerTransaction.Transfer($"release:{leaseId}", "release",
+                Accounts.RenterHeld(hold.RenterOrgId), Accounts.RenterAvailable(hold.RenterOrgId), hold.Currency, hold.Amount)], tx.Now));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("UPDATE holds SET status = 'voided', settled_at = @now WHERE id = @id")
+        {
+            Parameters = { new("now", tx.Now), new("id", hold.Id) },
+        });
+        await batch.ExecuteNonQueryAsync(ct);
     }
 }
 

@@ -24,20 +24,39 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
     /// <summary>Writes an event to the outbox; it is published only if this transaction commits.</summary>
     public async Task PublishAsync<T>(T message, CancellationToken ct) where T : class
     {
-        const string sql = """
+        await using var batch = NewBatch();
+        Publish(batch, message);
+        await batch.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>
+    /// Adds the outbox row of <paramref name="message"/> to <paramref name="batch"/>, to be written with the batch's other
+    /// statements; it is published only if this transaction commits.
+    /// </summary>
+    public void Publish<T>(NpgsqlBatch batch, T message) where T : class
+    {
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("""
             INSERT INTO outbox (message_id, message_type, body, trace_parent, created_at)
-            VALUES (@MessageId, @MessageType, @Body::jsonb, @TraceParent, @CreatedAt)
-            """;
-        await connection.ExecuteAsync(new CommandDefinition(sql, new
+            VALUES (@message_id, @message_type, @body::jsonb, @trace_parent, @created_at)
+            """)
         {
-            MessageId = NewId.NextGuid(),
-            MessageType = MessageTypes.NameOf(typeof(T)),
-            Body = JsonSerializer.Serialize(message, MessageTypes.Json),
-            TraceParent = Activity.Current?.Id,
-            CreatedAt = time.GetUtcNow(),
-        }, transaction, cancellationToken: ct));
+            Parameters =
+            {
+                new("message_id", NewId.NextGuid()),
+                new("message_type", MessageTypes.NameOf(typeof(T))),
+                new("body", JsonSerializer.Serialize(message, MessageTypes.Json)),
+                new("trace_parent", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)Activity.Current?.Id ?? DBNull.Value },
+                new("created_at", time.GetUtcNow()),
+            },
+        });
         _published = true;
     }
+
+    /// <summary>
+    /// Statements to send together, in one round trip, inside this transaction: each runs after the one before it and
+    /// sees what it wrote; the first that fails fails the transaction.
+    /// </summary>
+    public NpgsqlBatch NewBatch() => new(connection, transaction);
 
     /// <summary>Writes several events to the outbox in one statement (a batch of placements); published only if this transaction commits.</summary>
     public async Task PublishAllAsync<T>(IReadOnlyCollection<T> messages, CancellationToken ct) where T : class
@@ -63,14 +82,40 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
     /// </summary>
     public async Task<bool> FirstDeliveryAsync(ConsumeContext context, string consumer)
     {
-        var messageId = context.MessageId ?? throw new InvalidOperationException("message without MessageId");
-        const string sql = """
-            INSERT INTO inbox (message_id, consumer, received_at) VALUES (@messageId, @consumer, @now)
-            ON CONFLICT DO NOTHING
-            """;
-        var inserted = await connection.ExecuteAsync(new CommandDefinition(sql,
-            new { messageId, consumer, now = time.GetUtcNow() }, transaction, cancellationToken: context.CancellationToken));
+        var inserted = await connection.ExecuteAsync(new CommandDefinition(InboxSql, InboxParameters(new DynamicParameters(), context, consumer),
+            transaction, cancellationToken: context.CancellationToken));
         return inserted == 1;
+    }
+
+    private const string InboxSql = """
+        INSERT INTO inbox (message_id, consumer, received_at) VALUES (@inbox_message_id, @inbox_consumer, @inbox_now)
+        ON CONFLICT DO NOTHING
+        """;
+
+    private DynamicParameters InboxParameters(DynamicParameters parameters, ConsumeContext context, string consumer)
+    {
+        parameters.Add("inbox_message_id", context.MessageId ?? throw new InvalidOperationException("message without MessageId"));
+        parameters.Add("inbox_consumer", consumer);
+        parameters.Add("inbox_now", time.GetUtcNow());
+        return parameters;
+    }
+
+    /// <summary>
+    /// <see cref="FirstDeliveryAsync"/> and the statements of <paramref name="sql"/> in one round trip: the inbox mark first,
+    /// then the statements, in order. Null means this consumer handled the message before (a redelivery): the caller
+    /// returns without committing, so nothing the statements wrote stays. Otherwise the reader holds the results of the
+    /// statements that return rows, in order; the caller reads them all before its next command. The inbox's own
+    /// parameters are named <c>@inbox_*</c>.
+    /// </summary>
+    public async Task<SqlMapper.GridReader?> FirstDeliveryWithAsync(ConsumeContext context, string consumer, string sql, object? param = null)
+    {
+        var reader = await connection.QueryMultipleAsync(new CommandDefinition($"""
+            {InboxSql} RETURNING true;
+            {sql}
+            """, InboxParameters(new DynamicParameters(param), context, consumer), transaction, cancellationToken: context.CancellationToken));
+        if (await reader.ReadSingleOrDefaultAsync<bool>()) return reader;
+        await reader.DisposeAsync();
+        return null;
     }
 
     /// <summary>Schedules (or moves) work of <paramref name="kind"/> for <paramref name="key"/> at <paramref name="dueAt"/>.</summary>
