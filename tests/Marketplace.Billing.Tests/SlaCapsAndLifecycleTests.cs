@@ -99,6 +99,39 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
     }
 
     [Fact]
+    public async Task Downtime_whose_resumes_arrive_out_of_order_is_paired_as_it_happened()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(27), TimeSpan.FromHours(1)));
+        await fx.Publish(new LeaseStarted(lease.LeaseId, lease.OrderId, lease.Start));
+        // Provider down 10:00-10:20, renter down 20:00-25:00; after an outage of Billing they arrive in this order, each
+        // consumed before the next. The second resume must not close the first interval, nor leave the second open.
+        var at = (int minutes, int seconds) => lease.Start + TimeSpan.FromMinutes(minutes) + TimeSpan.FromSeconds(seconds);
+        Task<long> Rows() => fx.ScalarAsync("SELECT count(*) FROM downtime WHERE lease_id = @LeaseId", new { lease.LeaseId });
+        await fx.Publish(new LeaseInterrupted(lease.LeaseId, lease.OrderId, "node lost", "provider", at(10, 0)));
+        await Eventually.True(async () => await Rows() == 1, what: "the first interruption");
+        await fx.Publish(new LeaseResumed(lease.LeaseId, lease.OrderId, at(25, 0)));
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM downtime WHERE lease_id = @LeaseId AND ended_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the second resume");
+        await fx.Publish(new LeaseResumed(lease.LeaseId, lease.OrderId, at(10, 20)));
+        await Eventually.True(async () => await Rows() == 2, what: "the first resume");
+        await fx.Publish(new LeaseInterrupted(lease.LeaseId, lease.OrderId, "node lost", "renter", at(20, 0)));
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM downtime WHERE lease_id = @LeaseId AND cause = 'renter'", new { lease.LeaseId }) == 1, what: "the second interruption");
+        await fx.Publish(new LeaseEnded(lease.LeaseId, lease.OrderId, "completed", "ended", "platform", lease.Start + TimeSpan.FromHours(1)));
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM usage WHERE lease_id = @LeaseId AND ended_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the end");
+
+        var run = await fx.RunPeriodAsync(Day(27));
+
+        var line = InvoiceOf(run, renter).GetProperty("lines").EnumerateArray().Single();
+        Assert.Equal(320, line.GetProperty("downtime_seconds").GetInt64());   // 20 s + 300 s, neither billed
+        Assert.Equal(3280, line.GetProperty("seconds").GetInt64());
+        Assert.Equal(0.994444m, line.GetProperty("availability").GetDecimal()); // only the provider's 20 s count
+    }
+
+    [Fact]
     public async Task A_provider_failure_midway_bills_what_ran_and_credits_it_in_full()
     {
         var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());

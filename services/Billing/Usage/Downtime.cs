@@ -1,4 +1,5 @@
 using Dapper;
+using Marketplace.Billing.Domain;
 using Marketplace.Contracts;
 using Marketplace.ServiceDefaults.Data;
 using MassTransit;
@@ -6,29 +7,17 @@ using MassTransit;
 namespace Marketplace.Billing.Usage;
 
 /// <summary>
-/// Downtime intervals from Scheduling: LeaseInterrupted opens one, LeaseResumed closes the open one. Never charged to
-/// the renter; what the provider or the platform caused counts against the SLA. Either may arrive first.
+/// Downtime intervals from Scheduling: LeaseInterrupted opens one, LeaseResumed closes it. Never charged to the renter;
+/// what the provider or the platform caused counts against the SLA. They arrive in any order; <see cref="DowntimeLog"/>
+/// pairs them.
 /// </summary>
 internal sealed class LeaseInterruptedConsumer(Db db) : IConsumer<LeaseInterrupted>
 {
     public async Task Consume(ConsumeContext<LeaseInterrupted> context)
     {
         var m = context.Message;
-        var ct = context.CancellationToken;
-        await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, "lease-interrupted")) return;
-        await LockLeaseAsync(tx, m.LeaseId, ct);
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO downtime (lease_id, started_at, ended_at, cause, reason)
-            VALUES (@LeaseId, @At,
-                    -- a resume that overtook this message already waits as a closed zero-cause stub; adopt its end
-                    (SELECT min(ended_at) FROM downtime WHERE lease_id = @LeaseId AND cause = '' AND ended_at >= @At),
-                    @Cause, @Reason)
-            ON CONFLICT (lease_id, started_at) DO NOTHING;
-            DELETE FROM downtime WHERE lease_id = @LeaseId AND cause = ''
-              AND ended_at = (SELECT ended_at FROM downtime WHERE lease_id = @LeaseId AND started_at = @At);
-            """, new { m.LeaseId, At = m.At.ToUniversalTime(), Cause = StoredCause(m.Cause), m.Reason }, tx.Transaction, cancellationToken: ct));
-        await tx.CommitAsync(ct);
+        await DowntimeStore.ChangeAsync(db, context, "lease-interrupted", m.LeaseId,
+            rows => DowntimeLog.Interrupted(rows, DowntimeStore.Micros(m.At), StoredCause(m.Cause), m.Reason));
     }
 
     /// <summary>
@@ -36,37 +25,59 @@ internal sealed class LeaseInterruptedConsumer(Db db) : IConsumer<LeaseInterrupt
     /// never holds one (the causes are one word each; a stray separator becomes a space rather than refusing the downtime).
     /// </summary>
     private static string StoredCause(string cause) => cause.Replace(Runs.BillingRunner.CauseSeparator, ' ');
-
-    /// <summary>An interruption and its resume may be consumed at once; one lease's downtime rows change one at a time.</summary>
-    internal static Task LockLeaseAsync(Tx tx, Guid leaseId, CancellationToken ct) =>
-        tx.Connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(hashtextextended('billing-downtime:' || @leaseId::text, 0))",
-            new { leaseId }, tx.Transaction, cancellationToken: ct));
 }
 
 internal sealed class LeaseResumedConsumer(Db db) : IConsumer<LeaseResumed>
 {
-    public async Task Consume(ConsumeContext<LeaseResumed> context)
+    public Task Consume(ConsumeContext<LeaseResumed> context) =>
+        DowntimeStore.ChangeAsync(db, context, "lease-resumed", context.Message.LeaseId,
+            rows => DowntimeLog.Resumed(rows, DowntimeStore.Micros(context.Message.At)));
+}
+
+/// <summary>A lease's downtime rows, read and rewritten whole under the lease's downtime lock.</summary>
+internal static class DowntimeStore
+{
+    /// <summary>
+    /// Three round trips: the inbox mark, the lease's lock (an interruption and a resume of one lease may be consumed at
+    /// once) and its rows; the rows as <paramref name="change"/> makes them; the commit.
+    /// </summary>
+    public static async Task ChangeAsync(Db db, ConsumeContext context, string consumer, Guid leaseId,
+        Func<IReadOnlyList<DowntimeRow>, List<DowntimeRow>> change)
     {
-        var m = context.Message;
         var ct = context.CancellationToken;
         await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, "lease-resumed")) return;
-        await LeaseInterruptedConsumer.LockLeaseAsync(tx, m.LeaseId, ct);
-        var closed = await tx.Connection.ExecuteAsync(new CommandDefinition("""
-            UPDATE downtime SET ended_at = @At
-            WHERE lease_id = @LeaseId AND started_at = (SELECT max(started_at) FROM downtime
-                                                        WHERE lease_id = @LeaseId AND ended_at IS NULL AND started_at <= @At)
-            """, new { m.LeaseId, At = m.At.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
-        if (closed == 0)
+        List<DowntimeRow> rows;
+        await using (var read = await tx.FirstDeliveryWithAsync(context, consumer, """
+            SELECT pg_advisory_xact_lock(hashtextextended('billing-downtime:' || @leaseId::text, 0));
+            SELECT started_at, ended_at, cause, reason FROM downtime WHERE lease_id = @leaseId;
+            """, new { leaseId }))
         {
-            // The interruption has not arrived yet (messages are not ordered across queues): keep the end as a stub
-            // (empty cause, zero length) that LeaseInterrupted adopts. A stub alone never counts as downtime.
-            await tx.Connection.ExecuteAsync(new CommandDefinition("""
-                INSERT INTO downtime (lease_id, started_at, ended_at, cause, reason) VALUES (@LeaseId, @At, @At, '', 'resume before interruption')
-                ON CONFLICT (lease_id, started_at) DO NOTHING
-                """, new { m.LeaseId, At = m.At.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
+            if (read is null) return; // handled before
+            await read.ReadAsync(); // the lock
+            rows = (await read.ReadAsync<(DateTime StartedAt, DateTime? EndedAt, string Cause, string? Reason)>())
+                .Select(r => new DowntimeRow(r.StartedAt, r.EndedAt, r.Cause, r.Reason)).ToList();
         }
+        rows = change(rows);
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            DELETE FROM downtime WHERE lease_id = @leaseId;
+            INSERT INTO downtime (lease_id, started_at, ended_at, cause, reason)
+            SELECT @leaseId, r.started_at, r.ended_at, r.cause, r.reason FROM unnest(@starts, @ends, @causes, @reasons) AS r(started_at, ended_at, cause, reason);
+            """, new
+        {
+            leaseId,
+            starts = rows.Select(r => r.StartedAt).ToArray(),
+            ends = rows.Select(r => r.EndedAt).ToArray(),
+            causes = rows.Select(r => r.Cause).ToArray(),
+            reasons = rows.Select(r => r.Reason).ToArray(),
+        }, tx.Transaction, cancellationToken: ct));
         await tx.CommitAsync(ct);
+    }
+
+    /// <summary>A message's time as PostgreSQL keeps it (microseconds, UTC), so that it compares with the stored ones.</summary>
+    public static DateTime Micros(DateTimeOffset at)
+    {
+        var utc = at.UtcDateTime;
+        return new DateTime(utc.Ticks - utc.Ticks % TimeSpan.TicksPerMicrosecond, DateTimeKind.Utc);
     }
 }
 
