@@ -13,8 +13,7 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
         var m = context.Message;
         var ct = context.CancellationToken;
         await using var tx = await db.BeginAsync(ct);
-        if (!await tx.FirstDeliveryAsync(context, "bidding.lease-scheduled")) return;
-        // One round trip. The lease id is kept even if the order was closed meanwhile (a hold rejection that overtook this
+        // One round trip, with the inbox mark. The lease id is kept even if the order was closed meanwhile (a hold rejection that overtook this
         // event). The match then holds exactly the lease's accelerators for its whole window (Clearing.Free; unless a move
         // of the lease, LeaseSlotsMoved, overtook this event: the later slot set wins), and a late
         // on-demand match runs from when Scheduling placed it, for the ordered duration (LateMatch): not once the lease
@@ -22,7 +21,7 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
         // that request found no lease and changed nothing, so it is made again below now that the lease exists (a second
         // request for a lease with notice is a no-op).
         (string State, DateTimeOffset EndAt, string Reason)? taken;
-        await using (var reader = await tx.Connection.QueryMultipleAsync(new CommandDefinition("""
+        await using (var reader = await tx.FirstDeliveryWithAsync(context, "bidding.lease-scheduled", """
             UPDATE orders o
             SET lease_id = COALESCE(o.lease_id, @LeaseId),
                 status = CASE WHEN o.status = 'matched' THEN 'filled' ELSE o.status END,
@@ -44,8 +43,11 @@ internal sealed class LeaseScheduledConsumer(Db db) : IConsumer<LeaseScheduled>
             {
                 m.LeaseId, m.OrderId, m.MatchId, now = tx.Now, SlotIds = m.SlotIds.Distinct().ToArray(),
                 Start = m.Start.ToUniversalTime(), End = m.End.ToUniversalTime(), At = m.At.ToUniversalTime(),
-            }, tx.Transaction, cancellationToken: ct)))
+            }))
+        {
+            if (reader is null) return; // handled before
             taken = await reader.ReadSingleOrDefaultAsync<(string State, DateTimeOffset EndAt, string Reason)?>();
+        }
         if (taken is { } t)
         {
             var notice = t.State == "active" ? Math.Max(0, (int)Math.Ceiling((t.EndAt - tx.Now).TotalSeconds)) : 0;

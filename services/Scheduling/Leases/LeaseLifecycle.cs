@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Dapper;
 using MassTransit;
+using Npgsql;
 using Marketplace.Contracts;
 using Marketplace.Scheduling.Agents;
 using Marketplace.ServiceDefaults.Data;
@@ -89,18 +90,24 @@ internal static class LeaseLifecycle
             UPDATE lease_downtime SET end_at = greatest(start_at, @now) WHERE lease_id = @Id AND end_at IS NULL;
             """, new { lease.Id, status, cause, reason, now }, tx.Transaction, cancellationToken: ct));
         await Assignments.StopAllAsync(tx, lease.Id, ct);
-        await tx.CancelScheduledAsync([Activate, Complete, Preempt, ProvisioningTimeout], lease.Id.ToString(), ct);
-        await tx.PublishAsync(new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now) { NeverRan = lease.StartedAt is null }, ct);
+        await using var batch = tx.NewBatch();
+        tx.CancelScheduled(batch, [Activate, Complete, Preempt, ProvisioningTimeout], lease.Id.ToString());
+        tx.Publish(batch, new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now) { NeverRan = lease.StartedAt is null });
+        await batch.ExecuteNonQueryAsync(ct);
     }
 
     /// <summary>The lease runs from now: active, started_at, LeaseStarted with the exact time.</summary>
     public static async Task StartAsync(Tx tx, LockedLease lease, CancellationToken ct)
     {
-        await tx.Connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE leases SET status = 'active', started_at = @now WHERE id = @Id",
-            new { lease.Id, now = tx.Now }, tx.Transaction, cancellationToken: ct));
-        await tx.CancelScheduledAsync(ProvisioningTimeout, lease.Id.ToString(), ct);
-        await tx.PublishAsync(new LeaseStarted(lease.Id, lease.OrderId, tx.Now), ct);
+        var now = tx.Now;
+        await using var batch = tx.NewBatch(); // one round trip
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("UPDATE leases SET status = 'active', started_at = @now WHERE id = @id")
+        {
+            Parameters = { new("now", now), new("id", lease.Id) },
+        });
+        tx.CancelScheduled(batch, [ProvisioningTimeout], lease.Id.ToString());
+        tx.Publish(batch, new LeaseStarted(lease.Id, lease.OrderId, now));
+        await batch.ExecuteNonQueryAsync(ct);
     }
 }
 

@@ -155,10 +155,20 @@ public sealed class Tx(NpgsqlConnection connection, NpgsqlTransaction transactio
     public Task CancelScheduledAsync(string kind, string key, CancellationToken ct) => CancelScheduledAsync([kind], key, ct);
 
     /// <summary>Cancels pending work of any of <paramref name="kinds"/> for <paramref name="key"/>, in one statement.</summary>
-    public Task CancelScheduledAsync(string[] kinds, string key, CancellationToken ct) =>
-        connection.ExecuteAsync(new CommandDefinition(
-            "UPDATE due_work SET done_at = @now, last_error = 'cancelled' WHERE kind = ANY(@kinds) AND key = @key AND done_at IS NULL",
-            new { kinds, key, now = time.GetUtcNow() }, transaction, cancellationToken: ct));
+    public async Task CancelScheduledAsync(string[] kinds, string key, CancellationToken ct)
+    {
+        await using var batch = NewBatch();
+        CancelScheduled(batch, kinds, key);
+        await batch.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>Adds the cancelling of pending work of any of <paramref name="kinds"/> for <paramref name="key"/> to <paramref name="batch"/>.</summary>
+    public void CancelScheduled(NpgsqlBatch batch, string[] kinds, string key) =>
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(
+            "UPDATE due_work SET done_at = @now, last_error = 'cancelled' WHERE kind = ANY(@kinds) AND key = @key AND done_at IS NULL")
+        {
+            Parameters = { new("now", time.GetUtcNow()), new("kinds", kinds), new("key", key) },
+        });
 
     public async Task CommitAsync(CancellationToken ct)
     {
