@@ -132,6 +132,31 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
     }
 
     [Fact]
+    public async Task An_interruption_without_a_cause_is_still_downtime_never_billed_and_earns_no_credit()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(28), TimeSpan.FromHours(1)));
+        // Events from a publisher that names no cause: empty, blank, missing. An empty cause was stored as a resume
+        // waiting for its interruption, so the interruption was lost and its seconds billed; a missing one failed the consumer.
+        await fx.RunAsync(lease, TimeSpan.FromHours(1),
+            downtime: [(TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(10) + TimeSpan.FromSeconds(30), ""),
+                       (TimeSpan.FromMinutes(20), TimeSpan.FromMinutes(20) + TimeSpan.FromSeconds(20), "  "),
+                       (TimeSpan.FromMinutes(30), TimeSpan.FromMinutes(30) + TimeSpan.FromSeconds(10), null!)]);
+        Assert.Equal(3, await fx.ScalarAsync("SELECT count(*) FROM downtime WHERE lease_id = @LeaseId AND cause = 'unknown'", new { lease.LeaseId }));
+
+        var run = await fx.RunPeriodAsync(Day(28));
+
+        var line = InvoiceOf(run, renter).GetProperty("lines").EnumerateArray().Single();
+        Assert.Equal(60, line.GetProperty("downtime_seconds").GetInt64());    // 30 + 20 + 10 s, none billed
+        Assert.Equal(3540, line.GetProperty("seconds").GetInt64());
+        Assert.Equal(983, Amount(line, "amount"));                            // 10.00 CNY/h × 3540 s = 9.8333 → 9.83
+        Assert.Equal(1m, line.GetProperty("availability").GetDecimal());     // no known cause: nothing counts for the SLA
+        Assert.Equal(0, Amount(line, "sla_credit"));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    [Fact]
     public async Task A_provider_failure_midway_bills_what_ran_and_credits_it_in_full()
     {
         var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());

@@ -23,8 +23,15 @@ internal sealed class LeaseInterruptedConsumer(Db db) : IConsumer<LeaseInterrupt
     /// <summary>
     /// The cause as stored: a billing run joins a lease's causes with the unit separator (U+001F) to read them, so a cause
     /// never holds one (the causes are one word each; a stray separator becomes a space rather than refusing the downtime).
+    /// An event without a cause (empty, blank or missing) is still downtime: stored as <see cref="UnknownCause"/>, never
+    /// empty, since an empty cause marks a resume waiting for its interruption (<see cref="DowntimeLog"/>) and the
+    /// interruption would be lost, its time billed.
     /// </summary>
-    private static string StoredCause(string cause) => cause.Replace(Runs.BillingRunner.CauseSeparator, ' ');
+    internal static string StoredCause(string? cause) =>
+        string.IsNullOrWhiteSpace(cause) ? UnknownCause : cause.Replace(Runs.BillingRunner.CauseSeparator, ' ');
+
+    /// <summary>The cause of an interruption whose event named none: not billed, and not counted for the SLA.</summary>
+    public const string UnknownCause = "unknown";
 }
 
 internal sealed class LeaseResumedConsumer(Db db) : IConsumer<LeaseResumed>
