@@ -27,7 +27,7 @@ internal sealed class LeaseInterruptedConsumer(Db db) : IConsumer<LeaseInterrupt
     /// empty, since an empty cause marks a resume waiting for its interruption (<see cref="DowntimeLog"/>) and the
     /// interruption would be lost, its time billed.
     /// </summary>
-    internal static string StoredCause(string? cause) =>
+    private static string StoredCause(string? cause) =>
         string.IsNullOrWhiteSpace(cause) ? UnknownCause : cause.Replace(Runs.BillingRunner.CauseSeparator, ' ');
 
     /// <summary>The cause of an interruption whose event named none: not billed, and not counted for the SLA.</summary>
