@@ -359,4 +359,21 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
         Assert.Equal(2, page.GetProperty("data").GetArrayLength());
         Assert.NotNull(page.GetProperty("next_cursor").GetString());
     }
+
+    [Fact]
+    public async Task The_ledger_export_writes_a_debit_as_a_negative_number_not_as_escaped_text()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, Guid.NewGuid(), 1_000, 1, DateTimeOffset.UtcNow.AddHours(1), TimeSpan.FromHours(1)));
+
+        var csv = await fx.Finance().GetStringAsync("/v1/ledger/entries.csv");
+
+        // id,transaction_id,idempotency_key,kind,created_at,account,currency,amount: the hold moves 10.00 CNY available → held.
+        var hold = csv.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(r => r.Contains($"hold:{lease.LeaseId}", StringComparison.Ordinal)).Select(r => r.Split(','))
+            .ToDictionary(f => f[5], f => f[7]);
+        Assert.Equal("-1000", hold[$"renter:{renter}:available"]); // a number a spreadsheet sums, not the text '-1000
+        Assert.Equal("1000", hold[$"renter:{renter}:held"]);
+    }
 }
