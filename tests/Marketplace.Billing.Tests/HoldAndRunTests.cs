@@ -265,6 +265,24 @@ public sealed class HoldAndRunTests(AutoConfirmingStripe fx) : IClassFixture<Aut
         Assert.Equal(runs, await fx.ScalarAsync("SELECT count(*) FROM billing_runs"));
     }
 
+    [Theory]
+    [InlineData("9999-12")]
+    [InlineData("9999-12-31")]
+    public async Task A_period_whose_end_is_past_the_last_representable_time_is_a_problem_not_a_server_error(string period)
+    {
+        var runs = await fx.ScalarAsync("SELECT count(*) FROM billing_runs");
+
+        var run = await fx.Finance().PostAsync($"/v1/billing/periods/{period}/runs", null);
+        var progress = await fx.Finance().GetAsync($"/v1/billing/periods/{period}/runs");
+
+        foreach (var response in new[] { run, progress })
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        }
+        Assert.Equal(runs, await fx.ScalarAsync("SELECT count(*) FROM billing_runs"));
+    }
+
     [Fact]
     public async Task Only_finance_runs_periods_and_reads_the_trial_balance()
     {

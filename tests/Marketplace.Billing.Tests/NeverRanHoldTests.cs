@@ -94,4 +94,33 @@ public sealed class NeverRanHoldTests(AutoConfirmingStripe fx) : IClassFixture<A
         Assert.Equal((9_500, 0), await fx.WalletAsync(renter));
         Assert.True(await fx.LedgerBalancedAsync());
     }
+
+    [Fact]
+    public async Task A_run_between_an_end_that_overtook_its_start_and_the_start_keeps_the_hold_and_a_later_run_bills_the_time_it_ran()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var start = Day(6);
+        var lease = await fx.BookAsync(BillingFixture.Lease(renter, provider, 1_000, 1, start, TimeSpan.FromHours(1)));
+
+        // It ran for 30 min; its LeaseEnded (which does not say "never ran") overtook its LeaseStarted, and finance runs
+        // the period while the LeaseStarted is still on its way (its queue is behind).
+        await fx.Publish(new LeaseEnded(lease.LeaseId, lease.OrderId, "completed", "ended", "renter", start.AddMinutes(30)));
+        await Eventually.True(async () => await UsageEnded(lease.LeaseId) == 1, what: "the end recorded");
+        var early = await fx.RunPeriodAsync(PeriodOf(start));
+
+        Assert.False(Invoiced(early, renter));
+        Assert.Equal(1, await fx.HoldCount(lease.LeaseId, "pending")); // not released as if it had never run
+        Assert.Equal((9_000, 1_000), await fx.WalletAsync(renter));
+
+        await fx.Publish(new LeaseStarted(lease.LeaseId, lease.OrderId, start));
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM usage WHERE lease_id = @LeaseId AND started_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the start recorded");
+        var run = await fx.RunPeriodAsync(PeriodOf(start));
+
+        Assert.Equal(500, BillingFixture.Amount(BillingFixture.InvoiceOf(run, renter), "total")); // 10.00 CNY/h × 30 min
+        Assert.Equal(0, await Releases(lease.LeaseId));
+        Assert.Equal((9_500, 0), await fx.WalletAsync(renter));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
 }

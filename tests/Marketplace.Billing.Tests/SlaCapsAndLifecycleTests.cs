@@ -326,6 +326,34 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
     }
 
     [Fact]
+    public async Task A_credit_note_retried_with_the_same_key_and_body_is_answered_with_the_first_even_when_its_reason_has_spaces_around_it()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, Guid.NewGuid(), 1_000, 1, DayStart(29), TimeSpan.FromHours(1)));
+        await fx.RunAsync(lease, TimeSpan.FromHours(1));
+        var id = InvoiceOf(await fx.RunPeriodAsync(Day(29)), renter).GetProperty("id").GetGuid();
+
+        Task<HttpResponseMessage> Credit()
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/invoices/{id}/credit-notes")
+            {
+                Content = JsonContent.Create(new { amount = new { amount = 300, currency = "CNY" }, reason = "slow storage\n" }),
+            };
+            request.Headers.Add("Idempotency-Key", "retry-1");
+            return fx.Finance().SendAsync(request);
+        }
+        var created = await Credit();
+        var retried = await Credit(); // the client did not see the first answer and sends the very same request again
+
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, retried.StatusCode);
+        Assert.Equal((await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetGuid(),
+            (await retried.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetGuid());
+        Assert.Equal((10_000 - 1_000 + 300, 0), await fx.WalletAsync(renter));
+    }
+
+    [Fact]
     public async Task Csv_exports_are_scoped_to_the_org_and_the_ledger_export_is_for_finance()
     {
         var (renter, other, provider) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
@@ -358,5 +386,22 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
         var page = await fx.Finance().GetFromJsonAsync<JsonElement>("/v1/ledger/entries?limit=2");
         Assert.Equal(2, page.GetProperty("data").GetArrayLength());
         Assert.NotNull(page.GetProperty("next_cursor").GetString());
+    }
+
+    [Fact]
+    public async Task The_ledger_export_writes_a_debit_as_a_negative_number_not_as_escaped_text()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, Guid.NewGuid(), 1_000, 1, DateTimeOffset.UtcNow.AddHours(1), TimeSpan.FromHours(1)));
+
+        var csv = await fx.Finance().GetStringAsync("/v1/ledger/entries.csv");
+
+        // id,transaction_id,idempotency_key,kind,created_at,account,currency,amount: the hold moves 10.00 CNY available → held.
+        var hold = csv.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(r => r.Contains($"hold:{lease.LeaseId}", StringComparison.Ordinal)).Select(r => r.Split(','))
+            .ToDictionary(f => f[5], f => f[7]);
+        Assert.Equal("-1000", hold[$"renter:{renter}:available"]); // a number a spreadsheet sums, not the text '-1000
+        Assert.Equal("1000", hold[$"renter:{renter}:held"]);
     }
 }

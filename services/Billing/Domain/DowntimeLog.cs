@@ -10,8 +10,13 @@ public readonly record struct DowntimeRow(DateTime StartedAt, DateTime? EndedAt,
 /// Pairs a lease's interruptions with its resumes (pure). LeaseInterrupted and LeaseResumed travel on different queues
 /// and are consumed concurrently, so they arrive in any order: after an outage of Billing, a lease's whole history of
 /// interruptions may arrive at once, its resumes before its interruptions. Whatever the order, the rows are the same:
-/// each interruption ends at the first resume at or after its start and before the next interruption's start (none:
-/// still down, until the lease ends); every other resume is kept as a stub, for an interruption that may still arrive.
+/// in start order, each interruption ends at the first resume at or after its start that no earlier interruption took
+/// (none: still down, until the lease ends); every other resume is kept as a stub, for an interruption that may still
+/// arrive. Scheduling has one interruption open at a time, but the start it reports is the failure's time, which may be
+/// before the previous interruption's resume (a gang lease: node B's failure handled after node A's replacement ran):
+/// the resume then ends the earlier interruption and the later one ends at the next resume, so every resume is used and
+/// the time down is the same as Scheduling's (bounding an interruption by the next one's start left the earlier open
+/// until the lease ended).
 /// </summary>
 public static class DowntimeLog
 {
@@ -37,14 +42,13 @@ public static class DowntimeLog
         var ends = resumes.Distinct().Order().ToList();
         var rows = new List<DowntimeRow>(starts.Count + ends.Count);
         var e = 0;
-        for (; e < ends.Count && (starts.Count == 0 || ends[e] < starts[0].StartedAt); e++) rows.Add(Stub(ends[e]));
-        for (var i = 0; i < starts.Count; i++)
+        foreach (var start in starts)
         {
-            var next = i + 1 < starts.Count ? starts[i + 1].StartedAt : DateTime.MaxValue;
-            DateTime? end = e < ends.Count && ends[e] < next ? ends[e++] : null;
-            rows.Add(starts[i] with { EndedAt = end });
-            for (; e < ends.Count && ends[e] < next; e++) rows.Add(Stub(ends[e])); // a second resume in the same interval
+            // Resumes before this start that no earlier interruption took: a later interruption cannot take them either.
+            for (; e < ends.Count && ends[e] < start.StartedAt; e++) rows.Add(Stub(ends[e]));
+            rows.Add(start with { EndedAt = e < ends.Count ? ends[e++] : null });
         }
+        for (; e < ends.Count; e++) rows.Add(Stub(ends[e])); // a second resume in the last interval, or one waiting
         return rows;
     }
 

@@ -47,7 +47,7 @@ internal static class CreateCreditNote
             SELECT id, invoice_id, amount, currency, reason, created_at FROM credit_notes WHERE invoice_id = @id AND idempotency_key = @idempotencyKey
             """, new { id, idempotencyKey }, tx.Transaction, cancellationToken: ct));
         if (existing is not null)
-            return existing.Amount == amount.Amount && existing.Currency == amount.Currency && existing.Reason == request.Reason
+            return existing.Amount == amount.Amount && existing.Currency == amount.Currency && existing.Reason == request.Reason!.Trim() // stored trimmed
                 ? TypedResults.Ok(existing.ToNote())
                 : Problems.Unprocessable("idempotency-key-reused", $"Idempotency-Key {idempotencyKey} was already used for another credit note on this invoice.");
 

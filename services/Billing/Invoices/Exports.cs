@@ -96,16 +96,28 @@ internal static class Exports
             csv.WriteHeader(header);
             await using var c = await db.OpenConnectionAsync();
             foreach (var row in await c.QueryAsync<T>(new CommandDefinition(sql, args, flags: CommandFlags.None)))
-                await csv.WriteRecordAsync(properties.Select(p => Field(p.GetValue(row))).ToArray());
+            {
+                foreach (var p in properties) WriteField(csv, p.GetValue(row));
+                await csv.EndRecordAsync();
+            }
             await csv.FlushAsync();
         }, "text/csv; charset=utf-8", fileName);
     }
 
-    private static string? Field(object? value) => value switch
+    /// <summary>
+    /// Amounts and counts as numbers, everything else as text: the injection escape applies to text only, and a debit
+    /// written as the text "-1000" would come out as '-1000, which no spreadsheet sums.
+    /// </summary>
+    private static void WriteField(CsvWriter csv, object? value)
     {
-        null => null,
-        DateTime t => t.ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture),
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => value.ToString(),
-    };
+        switch (value)
+        {
+            case long n: csv.WriteField(n, ""); break;
+            case int n: csv.WriteField(n, ""); break;
+            case null: csv.WriteField((string?)null); break;
+            case DateTime t: csv.WriteField(t.ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture)); break;
+            case IFormattable f: csv.WriteField(f.ToString(null, CultureInfo.InvariantCulture)); break;
+            default: csv.WriteField(value.ToString()); break;
+        }
+    }
 }

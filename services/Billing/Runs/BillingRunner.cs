@@ -47,6 +47,13 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     /// </summary>
     internal const char CauseSeparator = '\u001f';
 
+    /// <summary>
+    /// A lease the run can close: it started, or its LeaseEnded said it never ran, or it ended before its scheduled start.
+    /// Otherwise its LeaseEnded overtook its LeaseStarted (another queue) and the start is still on its way: closing it now
+    /// would release its whole hold as if it had never run, and the usage would never be billed. It waits for a later run.
+    /// </summary>
+    private const string Ran = "(u.started_at IS NOT NULL OR u.never_ran OR u.ended_at <= l.start_at)";
+
     private sealed record PendingPayout(Guid Id, Guid StatementId, int Sequence, long Amount, string Currency, string Destination, Guid ProviderOrgId);
 
     public async Task<Outcome> RunAsync(BillingPeriod p, CancellationToken ct)
@@ -95,9 +102,10 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         await using (var tx = await db.BeginAsync(ct))
         {
             startedAt = tx.Now;
-            var remaining = await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition("""
-                SELECT count(*)::int FROM holds h JOIN usage u USING (lease_id)
+            var remaining = await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition($"""
+                SELECT count(*)::int FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
                 WHERE h.status = 'pending' AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
+                  AND {Ran}
                 """, new { p.From, p.To, now = startedAt }, tx.Transaction, cancellationToken: ct));
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO billing_runs (period, first_run_at, last_run_at, runs, state, leases_total, leases_done)
@@ -421,7 +429,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
                  LEFT JOIN LATERAL (SELECT array_agg(x.started_at) AS starts, array_agg(x.ended_at) AS ends, string_agg(x.cause, chr(31)) AS causes
                                     FROM downtime x WHERE x.lease_id = h.lease_id) d ON true
-            WHERE h.status = 'pending' AND u.ended_at >= @from AND u.ended_at < @to AND u.ended_at <= @now
+            WHERE h.status = 'pending' AND u.ended_at >= @from AND u.ended_at < @to AND u.ended_at <= @now AND {Ran}
               {(ids is null ? "" : "AND h.lease_id = ANY(@ids)")}
             ORDER BY h.renter_org_id, h.lease_id
             """, read, readTx);

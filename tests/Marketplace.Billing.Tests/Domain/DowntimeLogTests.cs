@@ -96,6 +96,25 @@ public sealed class DowntimeLogTests
         Assert.Equal(Closed((Min(10), Min(10, 20), "provider"), (Min(20), null, "platform")),
             Apply([new Event(Min(20), "platform"), new Event(Min(10, 20), null), new Event(Min(10), "provider")]));
 
+    [Fact]
+    public void An_interruption_reported_with_a_start_before_the_previous_resume_leaves_neither_open()
+    {
+        // A gang lease: node A fails at 10:00 and its replacement runs at 20:00; node B's failure, dated 15:00 by its
+        // health report, is handled after that resume and lasts until 30:00. Down from 10:00 to 30:00, in whatever order
+        // the four events arrive; before, the first interruption stayed open and the lease was "down" until it ended.
+        var events = new[] { new Event(Min(10), "provider"), new Event(Min(20), null), new Event(Min(15), "provider"), new Event(Min(30), null) };
+        foreach (var order in Permutations(events.Length))
+        {
+            var rows = Apply(order.Select(i => events[i]));
+
+            Assert.All(rows, r => Assert.NotNull(r.EndedAt));
+            var metered = Metering.Meter(new LeaseUsage(T0, T0.AddHours(1), T0, T0.AddHours(1), "completed", "renter", false, Sla.Standard,
+                rows.Where(r => r.Cause.Length > 0).Select(r => new DowntimeInterval(r.StartedAt, r.EndedAt, r.Cause)).ToList()));
+            Assert.Equal(40 * 60, metered.BilledSeconds);
+            Assert.Equal(20 * 60, metered.DowntimeSeconds);
+        }
+    }
+
     private static IEnumerable<int[]> Permutations(int n)
     {
         var a = Enumerable.Range(0, n).ToArray();
