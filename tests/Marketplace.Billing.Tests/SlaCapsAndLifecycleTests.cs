@@ -238,6 +238,35 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
     }
 
     [Fact]
+    public async Task A_spend_cap_put_sets_both_caps_so_each_can_be_changed_and_removed()
+    {
+        var renter = Guid.NewGuid();
+        var client = fx.Renter(renter);
+        async Task<(long? Monthly, long? PerOrder)> PutAsync(object body)
+        {
+            var response = await client.PutAsJsonAsync("/v1/wallet/spend-cap", body);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var caps = await response.Content.ReadFromJsonAsync<JsonElement>(Json);
+            long? Cap(string name) => caps.GetProperty(name).ValueKind == JsonValueKind.Null ? null : Amount(caps, name);
+            var answered = (Cap("spend_cap"), Cap("per_order_cap"));
+            var wallet = await client.GetFromJsonAsync<JsonElement>("/v1/wallet", Json);
+            var cny = wallet.GetProperty("balances").EnumerateArray().Single();
+            long? Kept(string name) => cny.GetProperty(name).ValueKind == JsonValueKind.Null ? null : Amount(cny, name);
+            Assert.Equal(answered, (Kept("spend_cap"), Kept("per_order_cap")));
+            return answered;
+        }
+
+        Assert.Equal((5_000, 3_000), await PutAsync(new { amount = new { amount = 5_000, currency = "CNY" }, per_order = new { amount = 3_000, currency = "CNY" } }));
+        // Only the per-order cap given: the monthly cap is removed, as documented, and the per-order cap changes.
+        Assert.Equal((null, 2_000), await PutAsync(new { per_order = new { amount = 2_000, currency = "CNY" } }));
+        // Only the monthly cap given: the per-order cap is removed (it used to stay for good).
+        Assert.Equal((6_000, null), await PutAsync(new { amount = new { amount = 6_000, currency = "CNY" } }));
+        Assert.Equal((null, 1_000), await PutAsync(new { per_order = new { amount = 1_000, currency = "CNY" } }));
+        // Neither: both removed.
+        Assert.Equal((null, null), await PutAsync(new { currency = "CNY" }));
+    }
+
+    [Fact]
     public async Task Bad_spend_cap_and_threshold_requests_get_a_problem_and_write_nothing()
     {
         var renter = Guid.NewGuid();

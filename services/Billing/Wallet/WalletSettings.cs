@@ -8,8 +8,9 @@ using Npgsql;
 namespace Marketplace.Billing.Wallet;
 
 /// <summary>
-/// A renter's own limits, per currency: PUT /v1/wallet/spend-cap {amount, per_order?} (hard caps: what leases booked in one
-/// UTC month may cost at most, and what one order's lease may cost at most; amount null removes the monthly cap) and
+/// A renter's own limits, per currency: PUT /v1/wallet/spend-cap {amount?, per_order?} (hard caps: what leases booked in one
+/// UTC month may cost at most, and what one order's lease may cost at most; a PUT sets both, so a cap left out or null is
+/// removed: otherwise a per-order cap, once set, could never be taken away) and
 /// PUT /v1/wallet/low-balance-threshold {amount} (LowBalance is published when available drops below it).
 /// </summary>
 internal static class WalletSettings
@@ -44,7 +45,7 @@ internal static class WalletSettings
             INSERT INTO wallet_settings (renter_org_id, currency, spend_cap, per_order_cap, updated_at)
             VALUES (@org, @currency, @cap, @perOrder, @now)
             ON CONFLICT (renter_org_id, currency) DO UPDATE SET spend_cap = excluded.spend_cap,
-                per_order_cap = COALESCE(excluded.per_order_cap, wallet_settings.per_order_cap), updated_at = excluded.updated_at
+                per_order_cap = excluded.per_order_cap, updated_at = excluded.updated_at
             RETURNING currency, spend_cap, per_order_cap, low_balance_threshold
             """, new { org = caller.OrgId, currency, cap = request.Amount?.Amount, perOrder = request.PerOrder?.Amount, now = time.GetUtcNow() },
             cancellationToken: ct));
