@@ -46,14 +46,23 @@ internal sealed class ExtensionRejectedConsumer(Db db) : IConsumer<ExtensionReje
         var ct = context.CancellationToken;
         await using var tx = await db.BeginAsync(ct);
         if (!await tx.FirstDeliveryAsync(context, "bidding.extension-rejected")) return;
+        var args = new { m.OrderId, RevertTo = m.RevertTo.ToUniversalTime() };
         var market = await tx.Connection.QuerySingleOrDefaultAsync<(string Model, string Group)?>(new CommandDefinition("""
-            UPDATE matches x SET end_at = @RevertTo
-            FROM offers o
-            WHERE x.order_id = @OrderId AND x.state = 'active' AND o.offer_id = x.offer_id
-              AND x.end_at > @RevertTo AND x.start_at < @RevertTo
-            RETURNING o.accelerator_model, o.region_group
-            """, new { m.OrderId, RevertTo = m.RevertTo.ToUniversalTime() }, tx.Transaction, cancellationToken: ct));
-        if (market is { } mk) await OrderBook.ClearStandingAsync(tx, mk.Model, mk.Group, ct);
+            SELECT o.accelerator_model, o.region_group FROM matches x JOIN offers o ON o.offer_id = x.offer_id
+            WHERE x.order_id = @OrderId AND x.state = 'active' AND x.end_at > @RevertTo AND x.start_at < @RevertTo
+            """, args, tx.Transaction, cancellationToken: ct));
+        if (market is not { } mk)
+        {
+            await tx.CommitAsync(ct);
+            return;
+        }
+        // The market's lock before the match's row, as a clearing takes them: the other way round the two could deadlock.
+        await OrderBook.LockAsync(tx, mk.Model, mk.Group, ct);
+        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+            UPDATE matches SET end_at = @RevertTo
+            WHERE order_id = @OrderId AND state = 'active' AND end_at > @RevertTo AND start_at < @RevertTo
+            """, args, tx.Transaction, cancellationToken: ct));
+        await OrderBook.ClearStandingAsync(tx, mk.Model, mk.Group, ct);
         await tx.CommitAsync(ct);
     }
 }
