@@ -13,7 +13,7 @@ namespace Marketplace.Scheduling.Tests;
 /// </summary>
 public sealed class ExtensionWithinOfferTests(SchedulingFixture f) : IClassFixture<SchedulingFixture>
 {
-    private async Task<(LeaseScheduled Lease, OrderMatched Match)> ActiveLeaseAsync(DateTimeOffset offerEnd)
+    private async Task<(LeaseScheduled Lease, OrderMatched Match)> ActiveLeaseAsync(DateTimeOffset offerEnd, TimeSpan? nextBookedAfter = null)
     {
         var provider = Guid.NewGuid();
         var node = await f.RegisterNodeAsync(provider, slots: 1);
@@ -23,6 +23,8 @@ public sealed class ExtensionWithinOfferTests(SchedulingFixture f) : IClassFixtu
         await f.PublishAndWaitAsync(offer);
         var match = f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, now, now.AddHours(1)) with { OfferId = offer.OfferId };
         var lease = await f.ScheduleAsync(match);
+        if (nextBookedAfter is { } gap)
+            await f.ScheduleAsync(f.Match(Guid.NewGuid(), provider, [node.NodeId], 1, match.End + gap, match.End.AddHours(3)) with { OfferId = offer.OfferId });
         await f.AdvanceAndRunAsync(TimeSpan.Zero, async () => await f.StatusAsync(lease.LeaseId) == "active");
         return (lease, match);
     }
@@ -52,6 +54,22 @@ public sealed class ExtensionWithinOfferTests(SchedulingFixture f) : IClassFixtu
         var ok = await f.Factory.ClientFor(match.RenterOrgId, "renter").PostAsJsonAsync($"/v1/leases/{lease.LeaseId}/extend",
             new { end = offerEnd });
         Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+    }
+
+    [Fact]
+    public async Task When_the_slots_are_booked_before_the_offer_ends_the_alternative_is_the_slots_latest_end()
+    {
+        var offerEnd = f.Clock.GetUtcNow().AddHours(2);
+        var (lease, match) = await ActiveLeaseAsync(offerEnd, nextBookedAfter: TimeSpan.FromMinutes(20));
+
+        var response = await f.Factory.ClientFor(match.RenterOrgId, "renter").PostAsJsonAsync($"/v1/leases/{lease.LeaseId}/extend",
+            new { end = offerEnd.AddHours(1) });
+
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        var problem = await response.Content.ReadFromJsonAsync<JsonElement>();
+        var alternative = Assert.Single(problem.GetProperty("alternatives").EnumerateArray());
+        Assert.Equal(match.End.AddMinutes(20), alternative.GetProperty("end").GetDateTimeOffset());
+        Assert.Equal(match.End, await f.ScalarAsync<DateTime>("SELECT end_at FROM scheduling.leases WHERE id = @LeaseId", lease));
     }
 
     [Fact]

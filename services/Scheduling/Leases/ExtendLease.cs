@@ -46,15 +46,14 @@ internal static class ExtendLease
                 ["end"] = [$"must be after the lease's current end {OrderMatchedConsumer.Format(lease.EndAt)}; to end earlier, cancel the lease."],
             });
 
-        // What the offer sold bounds any extension: the lease keeps the offer's slots, which the provider sells only inside
-        // the offer's availability window, and nothing more once the offer is withdrawn.
-        if (await OfferEndAsync(tx, lease, ct) is { } offerEnd && offerEnd < newEnd)
+        // The slots' own future: other bookings and maintenance after the current end bound any extension.
+        var latest = await LatestEndAsync(tx, lease, ct);
+        // So does what the offer sold: the lease keeps the offer's slots, which the provider sells only inside the offer's
+        // availability window, and nothing more once the offer is withdrawn.
+        if (await OfferEndAsync(tx, lease, ct) is { } offerEnd && offerEnd < newEnd && (latest is null || offerEnd <= latest))
             return NoRoom(lease, newEnd, offerEnd, offerEnd > lease.EndAt
                 ? $"The offer this lease was sold from is available until {OrderMatchedConsumer.Format(offerEnd)}; the lease cannot run past it."
                 : "The offer this lease was sold from is withdrawn or sells nothing after the lease's end; it cannot be extended. Place a new order for more time.");
-
-        // The slots' own future: other bookings and maintenance after the current end bound any extension.
-        var latest = await LatestEndAsync(tx, lease, ct);
         if (latest is { } limit && limit < newEnd)
             return NoRoom(lease, newEnd, limit);
 
