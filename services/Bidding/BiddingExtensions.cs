@@ -21,6 +21,8 @@ public static class BiddingExtensions
             bus.AddConsumer<PlacementFailedConsumer, PlacementFailedConsumerDefinition>();
             bus.AddConsumer<HoldRejectedConsumer, HoldRejectedConsumerDefinition>();
             bus.AddConsumer<LeaseEndedConsumer, LeaseEndedConsumerDefinition>();
+            bus.AddConsumer<LeaseExtendedConsumer, LeaseExtendedConsumerDefinition>();
+            bus.AddConsumer<ExtensionRejectedConsumer, ExtensionRejectedConsumerDefinition>();
         });
         builder.Services.AddDueWorkHandler<ExpireOrder>();
         builder.Services.AddDueWorkHandler<ClearPlacedOrder>();

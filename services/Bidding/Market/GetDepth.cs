@@ -29,8 +29,11 @@ internal static class GetDepth
     {
         await using var tx = await db.BeginAsync(ct);
         var start = windowStart ?? tx.Now;
-        var end = windowEnd ?? start.AddHours(1);
         var v = new Validation();
+        // Nothing is sold that far ahead (orders start within 90 days), and the default end must not overflow the calendar.
+        v.Require(start <= tx.Now.AddDays(366), "window_start", "must be within 366 days from now.");
+        if (v.Failed) return v.Problem;
+        var end = windowEnd ?? start.AddHours(1);
         v.Require(end > start, "window_end", "must be after window_start (default: one hour after it).");
         v.Require(end - start <= TimeSpan.FromDays(31), "window_end", "the window may span at most 31 days.");
         if (v.Failed) return v.Problem;

@@ -48,6 +48,10 @@ internal static class PlaceOrder
     {
         if (!caller.Has(OrgRoles.Renter)) return Problems.Forbidden("Only renters place orders.");
         var v = Validate(idempotencyKey, request, market.Value, time.GetUtcNow());
+        // A retry is checked as of the order it retries: its earliest_start or expires_at may have passed since, and the
+        // renter must still get its order (or 422 for another body), never a 400 that says no order was placed.
+        if (v.Failed && await PlacedAtAsync(db, caller, idempotencyKey, ct) is { } placedAt)
+            v = Validate(idempotencyKey, request, market.Value, placedAt);
         if (v.Failed) return v.Problem;
 
         var type = request.Type!.Trim();
@@ -132,6 +136,16 @@ internal static class PlaceOrder
         await tx.ScheduleAllAsync(due, ct);
         await tx.CommitAsync(ct);
         return (null, order);
+    }
+
+    /// <summary>When the order with this Idempotency-Key was placed; null: none (or no usable key).</summary>
+    private static async Task<DateTimeOffset?> PlacedAtAsync(Db db, Caller caller, string? idempotencyKey, CancellationToken ct)
+    {
+        if (string.IsNullOrWhiteSpace(idempotencyKey) || idempotencyKey.Length > 255) return null;
+        await using var tx = await db.BeginAsync(ct);
+        return await tx.Connection.QuerySingleOrDefaultAsync<DateTimeOffset?>(new CommandDefinition(
+            "SELECT created_at FROM orders WHERE renter_org_id = @org AND idempotency_key = @idempotencyKey",
+            new { org = caller.OrgId, idempotencyKey }, tx.Transaction, cancellationToken: ct));
     }
 
     private const int MaxAdvanceDays = 90;

@@ -41,10 +41,23 @@ internal sealed class PlacementFailedConsumer(Db db) : IConsumer<PlacementFailed
             """, new { m.MatchId, m.OrderId, reason, now = tx.Now }, tx.Transaction, cancellationToken: ct));
         if (released == 1)
         {
+            // An order whose time ran out while it was matched does not go back: its order.expire found it matched and left
+            // it, so in the book it would never leave (a gtt order) or wait there with a passed window (a reserved one). It
+            // ends now as order.expire would have ended it.
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
                 UPDATE orders
-                SET status = CASE WHEN time_in_force = 'ioc' THEN 'cancelled' ELSE 'open' END,
-                    status_reason = CASE WHEN time_in_force = 'ioc' THEN @reason ELSE @reason || '; back in the book' END,
+                SET status = CASE WHEN time_in_force = 'ioc' OR expires_at <= @now
+                                       OR latest_end - make_interval(secs => duration_seconds) < @now THEN 'cancelled'
+                                  ELSE 'open' END,
+                    status_reason = CASE
+                        WHEN time_in_force = 'ioc' THEN @reason
+                        WHEN expires_at <= @now
+                            THEN 'expired: good-til-time ended at ' || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                                 || ' before the order was filled; last reason: ' || @reason
+                        WHEN latest_end - make_interval(secs => duration_seconds) < @now
+                            THEN 'the window has passed: the lease can no longer end by '
+                                 || to_char(latest_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || '; last reason: ' || @reason
+                        ELSE @reason || '; back in the book' END,
                     updated_at = @now
                 WHERE id = @OrderId AND status = 'matched'
                 """, new { m.OrderId, reason, now = tx.Now }, tx.Transaction, cancellationToken: ct));

@@ -48,6 +48,12 @@ internal static class ExtendLease
 
         // The slots' own future: other bookings and maintenance after the current end bound any extension.
         var latest = await LatestEndAsync(tx, lease, ct);
+        // So does what the offer sold: the lease keeps the offer's slots, which the provider sells only inside the offer's
+        // availability window, and nothing more once the offer is withdrawn.
+        if (await OfferEndAsync(tx, lease, ct) is { } offerEnd && offerEnd < newEnd && (latest is null || offerEnd <= latest))
+            return NoRoom(lease, newEnd, offerEnd, offerEnd > lease.EndAt
+                ? $"The offer this lease was sold from is available until {OrderMatchedConsumer.Format(offerEnd)}; the lease cannot run past it."
+                : "The offer this lease was sold from is withdrawn or sells nothing after the lease's end; it cannot be extended. Place a new order for more time.");
         if (latest is { } limit && limit < newEnd)
             return NoRoom(lease, newEnd, limit);
 
@@ -74,6 +80,22 @@ internal static class ExtendLease
         return TypedResults.Ok(response!);
     }
 
+    /// <summary>
+    /// The end of the offer's availability window that holds the lease's end (its copy from OfferPublished); the lease's
+    /// own end when the offer is withdrawn or no window holds it; null when the offer is unknown (no bound from it).
+    /// </summary>
+    private static async Task<DateTimeOffset?> OfferEndAsync(Tx tx, LockedLease lease, CancellationToken ct)
+    {
+        if (lease.OfferId is not { } offerId) return null;
+        var t = await tx.Connection.QuerySingleOrDefaultAsync<DateTime?>(new CommandDefinition("""
+            SELECT CASE WHEN o.withdrawn_at IS NOT NULL THEN @EndAt
+                        ELSE coalesce((SELECT max(upper(w)) FROM unnest(o.windows) AS w WHERE lower(w) < @EndAt AND upper(w) >= @EndAt), @EndAt)
+                   END
+            FROM offers o WHERE o.id = @offerId
+            """, new { offerId, lease.EndAt }, tx.Transaction, cancellationToken: ct));
+        return t is { } v ? new DateTimeOffset(DateTime.SpecifyKind(v, DateTimeKind.Utc)) : null;
+    }
+
     /// <summary>The earliest start of another booking or of maintenance on the lease's slots after its current end; null: unbounded.</summary>
     private static async Task<DateTimeOffset?> LatestEndAsync(Tx tx, LockedLease lease, CancellationToken ct)
     {
@@ -90,12 +112,12 @@ internal static class ExtendLease
         return t is { } v ? new DateTimeOffset(v, TimeSpan.Zero) : null;
     }
 
-    private static ProblemHttpResult NoRoom(LockedLease lease, DateTimeOffset wanted, DateTimeOffset latest)
+    private static ProblemHttpResult NoRoom(LockedLease lease, DateTimeOffset wanted, DateTimeOffset latest, string? why = null)
     {
         ExtensionAlternative[] alternatives = latest > lease.EndAt ? [new ExtensionAlternative(latest)] : [];
-        var detail = latest > lease.EndAt
+        var detail = why ?? (latest > lease.EndAt
             ? $"The lease's slots are not free until {OrderMatchedConsumer.Format(wanted)}; the latest end possible on the same slots is {OrderMatchedConsumer.Format(latest)}."
-            : $"The lease's slots are booked right after its end {OrderMatchedConsumer.Format(lease.EndAt)}; it cannot be extended on the same slots. Place a new order for more time.";
+            : $"The lease's slots are booked right after its end {OrderMatchedConsumer.Format(lease.EndAt)}; it cannot be extended on the same slots. Place a new order for more time.");
         return Problems.Of(StatusCodes.Status409Conflict, "extension-unavailable", "Conflict", detail,
             new Dictionary<string, object?> { ["alternatives"] = alternatives });
     }

@@ -124,6 +124,10 @@ internal static class LeaseApi
         if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
         if (LeaseLifecycle.Terminal.Contains(lease.Status))
             return Problems.Conflict("lease-ended", $"Lease {leaseId} is already {lease.Status}; only a scheduled or active lease can be cancelled.");
+        // Its end (or the end of its preemption notice) has passed and only its due work has not run yet: it has ended,
+        // and that work ends it where it ended. Cancelling now would end it later, and the renter would pay past its end.
+        if (tx.Now >= lease.Until)
+            return Problems.Conflict("lease-ended", $"Lease {leaseId} ended at {OrderMatchedConsumer.Format(lease.Until)}; it can no longer be cancelled.");
 
         var reason = lease.Status is "scheduled" or "provisioning"
             ? "cancelled by the renter before it started"

@@ -153,8 +153,8 @@ internal sealed class CompleteLease : IDueWorkHandler
             throw new InvalidOperationException($"lease {lease.Id} reached its end before it was activated; retrying after activation");
         if (lease.Status == "provisioning")
             await LeaseLifecycle.EndAsync(tx, lease, "failed", "provider", "the provider's node agents did not start the lease before its end", ct);
-        else
-            await LeaseLifecycle.EndAsync(tx, lease, "completed", "renter", "the lease reached its end", ct);
+        else // at its end however late the runner (behind, or this service was down): the renter pays up to there only
+            await LeaseLifecycle.EndAsync(tx, lease, "completed", "renter", "the lease reached its end", ct, lease.EndAt);
     }
 }
 

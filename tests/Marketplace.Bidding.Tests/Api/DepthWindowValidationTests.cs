@@ -1,0 +1,26 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Xunit;
+using static Marketplace.Bidding.Tests.Api.BiddingFixture;
+
+namespace Marketplace.Bidding.Tests.Api;
+
+/// <summary>A depth window at the end of the calendar overflowed computing its default end: a 500 instead of a 400.</summary>
+public sealed class DepthWindowValidationTests(BiddingFixture fx) : IClassFixture<BiddingFixture>
+{
+    [Theory]
+    [InlineData("9999-12-31T23:30:00Z")]
+    [InlineData("9999-12-31T23:59:59Z")]
+    public async Task A_depth_window_starting_too_far_ahead_is_a_validation_problem_not_a_server_error(string windowStart)
+    {
+        var response = await fx.Renter(Guid.NewGuid()).GetAsync(
+            $"/v1/market/{NewModel()}/depth?window_start={Uri.EscapeDataString(windowStart)}");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        var problem = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.EndsWith("/problems/validation", problem.GetProperty("type").GetString(), StringComparison.Ordinal);
+        Assert.True(problem.GetProperty("errors").TryGetProperty("window_start", out _));
+    }
+}
