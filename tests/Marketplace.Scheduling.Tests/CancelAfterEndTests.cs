@@ -94,4 +94,36 @@ public sealed class CancelAfterEndTests(SchedulingFixture f) : IClassFixture<Sch
         var ended = await f.EventAsync<LeaseEnded>(e => e.LeaseId == lease.LeaseId);
         Assert.Equal(("preempted", notice.PreemptAt), (ended.Status, ended.At));
     }
+
+    [Fact]
+    public async Task Extending_a_lease_after_its_end_is_refused_and_it_completes_at_its_end()
+    {
+        var (lease, match) = await ActiveLeaseAsync();
+        Assert.Equal(1, await HoldBackAsync("lease.complete", lease.LeaseId));
+        f.Clock.Advance(TimeSpan.FromHours(1) + TimeSpan.FromMinutes(5));
+
+        await AssertLeaseEndedAsync(await f.Factory.ClientFor(match.RenterOrgId, "renter")
+            .PostAsJsonAsync($"/v1/leases/{lease.LeaseId}/extend", new { end = match.End.AddHours(1) }));
+
+        Assert.Equal(match.End.UtcDateTime, await f.ScalarAsync<DateTime>("SELECT end_at FROM scheduling.leases WHERE id = @LeaseId", lease)); // nothing written
+        Assert.DoesNotContain(f.EventsOf<LeaseExtended>(), e => e.LeaseId == lease.LeaseId);
+        Assert.Equal(1, await LetGoAsync("lease.complete", lease.LeaseId));
+        await f.AdvanceAndRunAsync(TimeSpan.Zero, async () => await f.StatusAsync(lease.LeaseId) == "completed");
+        var ended = await f.EventAsync<LeaseEnded>(e => e.LeaseId == lease.LeaseId);
+        Assert.Equal(("completed", match.End), (ended.Status, ended.At));
+    }
+
+    [Fact]
+    public async Task The_provider_of_a_lease_cannot_cancel_it_even_when_its_org_also_rents()
+    {
+        var (lease, match) = await ActiveLeaseAsync();
+        var response = await f.Factory.ClientFor(match.ProviderOrgId, "renter", "provider").PostAsync($"/v1/leases/{lease.LeaseId}/cancel", null);
+
+        Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("active", await f.StatusAsync(lease.LeaseId));
+        // Another org that rents as well still learns nothing of the lease.
+        Assert.Equal(HttpStatusCode.NotFound, (await f.Factory.ClientFor(Guid.NewGuid(), "renter", "provider")
+            .PostAsync($"/v1/leases/{lease.LeaseId}/cancel", null)).StatusCode);
+    }
 }

@@ -34,10 +34,14 @@ internal static class ExtendLease
     private static async Task<Results<Ok<LeaseResponse>, ValidationProblem, ProblemHttpResult>> ExtendInAsync(
         Tx tx, Caller caller, string id, Guid leaseId, DateTimeOffset newEnd, CancellationToken ct)
     {
+        var asked = tx.Now; // before the lease's lock: a request that came before the end and waited for the lock is in time
         var lease = await LeaseLifecycle.LockAsync(tx, leaseId, ct);
         if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
         if (lease.IsTerminal)
             return Problems.Conflict("lease-ended", $"Lease {leaseId} is already {lease.Status}; only a lease that has not ended can be extended.");
+        // Its end has passed and only its completion has not run yet: it has ended there (as a cancel is refused then).
+        if (asked >= lease.EndAt)
+            return Problems.Conflict("lease-ended", $"Lease {leaseId} ended at {OrderMatchedConsumer.Format(lease.EndAt)}; it can no longer be extended. Place a new order for more time.");
         if (lease.PreemptAt is not null)
             return Problems.Conflict("lease-preempted", $"Lease {leaseId} has been given notice and ends at {OrderMatchedConsumer.Format(lease.PreemptAt.Value)}; it cannot be extended.");
         if (newEnd <= lease.EndAt)

@@ -121,6 +121,9 @@ internal static class LeaseApi
         Tx tx, Caller caller, string id, Guid leaseId, CancellationToken ct)
     {
         var lease = await LeaseLifecycle.LockAsync(tx, leaseId, ct);
+        // The lease's provider sees it (GET), so it is told why it cannot cancel it; any other org learns nothing.
+        if (lease is not null && lease.RenterOrgId != caller.OrgId && lease.ProviderOrgId == caller.OrgId)
+            return Problems.Forbidden("Only the renter of a lease can cancel it; a provider that can no longer serve it schedules maintenance on the node or reports it unhealthy, and the lease is moved or ended with cause provider.");
         if (lease is null || lease.RenterOrgId != caller.OrgId) return Problems.NotFound("lease", id);
         if (LeaseLifecycle.Terminal.Contains(lease.Status))
             return Problems.Conflict("lease-ended", $"Lease {leaseId} is already {lease.Status}; only a scheduled or active lease can be cancelled.");
