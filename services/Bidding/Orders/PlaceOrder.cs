@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
 using Dapper;
 using Marketplace.Bidding.Domain;
 using Marketplace.ServiceDefaults.Data;
@@ -31,7 +32,7 @@ public sealed record PlaceOrderRequest(
     // Left out of the idempotency hash when absent, so the hash of an order placed before the field existed is unchanged.
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? VerifiedOnly = null);
 
-internal static class PlaceOrder
+internal static partial class PlaceOrder
 {
     public const int MaxDurationSeconds = 30 * 24 * 3600;
 
@@ -213,8 +214,11 @@ internal static class PlaceOrder
             v.Require(r.EarliestStart is null, "earliest_start", "is only for reserved orders; on_demand and interruptible orders start now.");
             v.Require(r.LatestEnd is null, "latest_end", "is only for reserved orders; on_demand and interruptible orders start now.");
         }
-        v.Require(r.Region is null || r.Region.Length <= 64, "region", "must be at most 64 characters.");
-        v.Require(r.Jurisdiction is null || r.Jurisdiction.Length <= 64, "jurisdiction", "must be at most 64 characters.");
+        // Spelled as clusters are registered (Listings): an order for "CN-EAST" or "cn" would wait for ever, as no offer is there.
+        v.Require(NullIfBlank(r.Region) is not { } region || region.Length <= 64 && Region().IsMatch(region), "region",
+            "must be lower-case letters and digits in dash-separated words, at most 64 characters, as regions are listed, e.g. cn-east.");
+        v.Require(NullIfBlank(r.Jurisdiction) is not { } jurisdiction || Jurisdiction().IsMatch(jurisdiction), "jurisdiction",
+            "must be an ISO 3166-1 alpha-2 country code in upper case, as jurisdictions are listed, e.g. CN, DE, US.");
         var tif = NullIfBlank(r.TimeInForce);
         v.Require(tif is null or "gtc" or "ioc" or "gtt", "time_in_force",
             "must be \"gtc\" (wait in the book until filled or cancelled), \"ioc\" (match now or cancel) or \"gtt\" (wait until expires_at).");
@@ -228,4 +232,10 @@ internal static class PlaceOrder
     }
 
     private static string? NullIfBlank(string? s) => string.IsNullOrWhiteSpace(s) ? null : s.Trim();
+
+    [GeneratedRegex("^[a-z0-9]+(-[a-z0-9]+)*$")]
+    private static partial Regex Region();
+
+    [GeneratedRegex("^[A-Z]{2}$")]
+    private static partial Regex Jurisdiction();
 }

@@ -198,6 +198,11 @@ public sealed class OrdersTests(BiddingFixture fx) : IClassFixture<BiddingFixtur
         { "max_price_per_hour.amount", OrderBody("m", max: 0) },
         { "max_price_per_hour.currency", OrderBody("m", currency: "cny") },
         { "time_in_force", OrderBody("m", timeInForce: "fok") },
+        // Offers' regions and jurisdictions are lower-case words and ISO codes (Listings): another spelling never fills.
+        { "region", OrderBody("m", region: "CN-EAST") },
+        { "region", OrderBody("m", region: "cn east") },
+        { "jurisdiction", new { type = "on_demand", accelerator_model = "m", accelerator_count = 1, duration_seconds = 3600,
+            max_price_per_hour = new { amount = 300, currency = "CNY" }, jurisdiction = "cn" } },
         { "max_price_per_hour", new { type = "on_demand", accelerator_model = "m", accelerator_count = 1, duration_seconds = 3600 } },
     };
 
