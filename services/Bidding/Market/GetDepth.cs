@@ -53,7 +53,7 @@ internal static class GetDepth
             WHERE accelerator_model = @model AND status = 'open' AND max_price_currency = @currency
               AND (@group::text IS NULL OR region_group = @group OR region_group IS NULL)
               AND CASE WHEN type = 'reserved' THEN earliest_start < @end AND latest_end > @start
-                       ELSE @start < @now + make_interval(secs => duration_seconds) END
+                       ELSE @start < @now + make_interval(secs => duration_seconds) AND @end > @now END
             GROUP BY type, max_price_amount
             ORDER BY max_price_amount DESC
             """, new { model, group, currency, start, end, now = tx.Now }, tx.Transaction, cancellationToken: ct))).AsList();

@@ -23,4 +23,21 @@ public sealed class DepthWindowValidationTests(BiddingFixture fx) : IClassFixtur
         Assert.EndsWith("/problems/validation", problem.GetProperty("type").GetString(), StringComparison.Ordinal);
         Assert.True(problem.GetProperty("errors").TryGetProperty("window_start", out _));
     }
+
+    [Fact]
+    public async Task A_depth_window_that_ended_before_now_shows_no_on_demand_bids()
+    {
+        var model = NewModel();
+        var renter = fx.Renter(Guid.NewGuid());
+        var resting = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, count: 3, max: 180)));
+        Assert.Equal("open", resting.GetProperty("status").GetString()); // no offer: it rests in the book from now on
+
+        var now = DateTimeOffset.UtcNow;
+        string Window(DateTimeOffset start, DateTimeOffset end) =>
+            $"/v1/market/{model}/depth?currency=CNY&window_start={Uri.EscapeDataString(start.ToString("O"))}&window_end={Uri.EscapeDataString(end.ToString("O"))}";
+        var current = await ReadAsync(await renter.GetAsync(Window(now.AddMinutes(-30), now.AddMinutes(30))));
+        Assert.Equal(3, current.GetProperty("bids")[0].GetProperty("accelerators").GetInt32());
+        var past = await ReadAsync(await renter.GetAsync(Window(now.AddHours(-3), now.AddHours(-2))));
+        Assert.Equal(0, past.GetProperty("bids").GetArrayLength()); // an on-demand order runs from now: not in a window that is over
+    }
 }
