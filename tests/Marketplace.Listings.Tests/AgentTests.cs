@@ -82,6 +82,39 @@ public sealed class AgentTests(ListingsApp app) : IClassFixture<ListingsApp>
     }
 
     [Fact]
+    public async Task A_heartbeat_applied_after_a_later_silence_sweep_never_leaves_overlapping_health_periods()
+    {
+        var (org, _, node) = await NodeAsync("h100-sxm", 8);
+        await BeatAsync(org, node);
+        // Another instance sweeps 40 s later by its clock and finds the node silent, while this instance's heartbeat,
+        // taken at 35 s, is applied only after the sweep (it waited for the node's lock).
+        var sweepClock = new FakeTimeProvider(app.Clock.GetUtcNow().AddSeconds(40));
+        await using var sweeper = new ServiceFactory<Program>("listings", app.Database, app.Factory.VirtualHost, services =>
+        {
+            services.AddSingleton<TimeProvider>(sweepClock);
+            services.Remove(services.Single(d => d.ServiceType == typeof(IHostedService) && d.ImplementationType == typeof(NodeHealthMonitorLoop)));
+        }, new Dictionary<string, string?>
+        {
+            ["Market:MinLeaseSeconds"] = ListingsApp.MinLeaseSeconds.ToString(),
+            ["Listings:HeartbeatTimeoutSeconds"] = ListingsApp.HeartbeatTimeoutSeconds.ToString(),
+        });
+        await sweeper.Services.GetRequiredService<NodeHealthMonitor>().MarkSilentNodesUnhealthyAsync(CancellationToken.None);
+        Assert.Equal("unhealthy", (await ReadNodeAsync(org, node)).Health);
+        app.Clock.Advance(TimeSpan.FromSeconds(35));
+
+        Assert.Equal("healthy", (await BeatAsync(org, node)).Health);
+
+        await using var c = app.Database.OpenAdmin();
+        var overlapping = await c.ExecuteScalarAsync<long>("""
+            SELECT count(*) FROM listings.node_health_periods a JOIN listings.node_health_periods b
+              ON a.node_id = b.node_id AND a.started_at < b.started_at
+             AND tstzrange(a.started_at, a.ended_at) && tstzrange(b.started_at, b.ended_at)
+            WHERE a.node_id = @Id
+            """, node);
+        Assert.Equal(0, overlapping);
+    }
+
+    [Fact]
     public async Task An_inventory_that_differs_marks_the_node_unverified_with_the_difference_until_it_matches_again()
     {
         var (org, _, node) = await NodeAsync("h100-sxm", 8);
