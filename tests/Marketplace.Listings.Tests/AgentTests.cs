@@ -1,6 +1,13 @@
 using System.Net;
 using System.Net.Http.Json;
+using Dapper;
 using Marketplace.Contracts;
+using Marketplace.Listings.Health;
+using Marketplace.ServiceDefaults.Web;
+using Marketplace.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
 namespace Marketplace.Listings.Tests;
@@ -40,6 +47,71 @@ public sealed class AgentTests(ListingsApp app) : IClassFixture<ListingsApp>
         Assert.Equal(("healthy", true, (DateTimeOffset?)app.Clock.GetUtcNow()), (read.Health, read.Verified, read.LastHeartbeatAt));
         var evt = await app.Latest<NodeHealthChanged>(e => e.NodeId == node.Id, "NodeHealthChanged");
         Assert.Equal((cluster.Id, org, "healthy", true), (evt.ClusterId, evt.ProviderOrgId, evt.Health, evt.Verified));
+    }
+
+    [Fact]
+    public async Task A_heartbeat_older_than_the_last_one_applied_changes_nothing()
+    {
+        var (org, _, node) = await NodeAsync("h100-sxm", 8);
+        // A second instance of the service whose clock is 10 s ahead: its heartbeat is the newer report, however late the
+        // first instance's (older) one is applied, as when an agent's earlier request waited for a connection or the lock.
+        var later = new FakeTimeProvider(app.Clock.GetUtcNow().AddSeconds(10));
+        await using var other = new ServiceFactory<Program>("listings", app.Database, app.Factory.VirtualHost, services =>
+        {
+            services.AddSingleton<TimeProvider>(later);
+            services.Remove(services.Single(d => d.ServiceType == typeof(IHostedService) && d.ImplementationType == typeof(NodeHealthMonitorLoop)));
+        }, new Dictionary<string, string?> { ["Market:MinLeaseSeconds"] = ListingsApp.MinLeaseSeconds.ToString() });
+        using var otherAgent = other.ClientFor(org, "provider");
+        otherAgent.DefaultRequestHeaders.Add(Caller.NodeHeader, node.Id.ToString());
+        var newer = await ListingsApp.ReadAsync<HeartbeatAnswer>(
+            await otherAgent.PostAsJsonAsync("/v1/agent/heartbeats", ListingsApp.InventoryOf(node)), HttpStatusCode.OK);
+        Assert.Equal(("healthy", true), (newer.Health, newer.Verified));
+
+        var older = await BeatAsync(org, node, new
+        {
+            inventory = new { accelerator_model = node.AcceleratorModel, accelerator_count = 7, gpu_memory_gb = node.GpuMemoryGb },
+            healthy = false, message = "xid 79",
+        });
+
+        Assert.Equal(("healthy", true, later.GetUtcNow()), (older.Health, older.Verified, older.LastHeartbeatAt));
+        var read = await ReadNodeAsync(org, node);
+        Assert.Equal(("healthy", true, (DateTimeOffset?)later.GetUtcNow(), (string?)null), (read.Health, read.Verified, read.LastHeartbeatAt, read.StatusReason));
+        await using var c = app.Database.OpenAdmin();
+        Assert.Equal([true], await c.QueryAsync<bool>("SELECT healthy FROM listings.node_health_periods WHERE node_id = @Id ORDER BY started_at", node));
+        Assert.DoesNotContain(app.Received.OfType<NodeHealthChanged>(), e => e.NodeId == node.Id && e.Health != "healthy");
+    }
+
+    [Fact]
+    public async Task A_heartbeat_applied_after_a_later_silence_sweep_never_leaves_overlapping_health_periods()
+    {
+        var (org, _, node) = await NodeAsync("h100-sxm", 8);
+        await BeatAsync(org, node);
+        // Another instance sweeps 40 s later by its clock and finds the node silent, while this instance's heartbeat,
+        // taken at 35 s, is applied only after the sweep (it waited for the node's lock).
+        var sweepClock = new FakeTimeProvider(app.Clock.GetUtcNow().AddSeconds(40));
+        await using var sweeper = new ServiceFactory<Program>("listings", app.Database, app.Factory.VirtualHost, services =>
+        {
+            services.AddSingleton<TimeProvider>(sweepClock);
+            services.Remove(services.Single(d => d.ServiceType == typeof(IHostedService) && d.ImplementationType == typeof(NodeHealthMonitorLoop)));
+        }, new Dictionary<string, string?>
+        {
+            ["Market:MinLeaseSeconds"] = ListingsApp.MinLeaseSeconds.ToString(),
+            ["Listings:HeartbeatTimeoutSeconds"] = ListingsApp.HeartbeatTimeoutSeconds.ToString(),
+        });
+        await sweeper.Services.GetRequiredService<NodeHealthMonitor>().MarkSilentNodesUnhealthyAsync(CancellationToken.None);
+        Assert.Equal("unhealthy", (await ReadNodeAsync(org, node)).Health);
+        app.Clock.Advance(TimeSpan.FromSeconds(35));
+
+        Assert.Equal("healthy", (await BeatAsync(org, node)).Health);
+
+        await using var c = app.Database.OpenAdmin();
+        var overlapping = await c.ExecuteScalarAsync<long>("""
+            SELECT count(*) FROM listings.node_health_periods a JOIN listings.node_health_periods b
+              ON a.node_id = b.node_id AND a.started_at < b.started_at
+             AND tstzrange(a.started_at, a.ended_at) && tstzrange(b.started_at, b.ended_at)
+            WHERE a.node_id = @Id
+            """, node);
+        Assert.Equal(0, overlapping);
     }
 
     [Fact]

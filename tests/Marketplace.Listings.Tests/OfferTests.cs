@@ -259,6 +259,20 @@ public sealed class OfferTests(ListingsApp app) : IClassFixture<ListingsApp>
         await ListingsApp.AssertRefusedAsync(response, field);
     }
 
+    [Theory]
+    // A created_at cursor whose time is before year 1 (the cursor format allows -1, which reliability cursors use for "none").
+    [InlineData("cursor=Y3JlYXRlZF9hdHwtMXwwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDE", "cursor")]
+    // A bound alone stands for the microsecond at it, which does not exist at the very ends of the calendar.
+    [InlineData("available_to=0001-01-01T00:00:00Z", "available_to")]
+    [InlineData("available_from=9999-12-31T23:59:59.9999999Z", "available_from")]
+    public async Task A_search_cursor_or_bound_at_the_edge_of_time_is_a_400_naming_it_not_a_500(string query, string field)
+    {
+        var response = await app.Renter(Guid.NewGuid()).GetAsync("/v1/offers?" + query);
+
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        await ListingsApp.AssertRefusedAsync(response, field);
+    }
+
     [Fact]
     public async Task A_cursor_of_one_sort_is_refused_by_the_other()
     {

@@ -35,7 +35,8 @@ internal static class Heartbeat
 
     /// <summary>The node as it stands after the heartbeat's update: its health, verification and declared inventory.</summary>
     private sealed record HeartbeatNode(Guid Id, Guid ClusterId, Guid ProviderOrgId, string Health, bool Verified, string? HealthReason,
-        string? VerificationReason, string AcceleratorModel, int AcceleratorCount, int GpuMemoryGb, int? CpuCores, int? RamGb, int? DiskGb);
+        string? VerificationReason, string AcceleratorModel, int AcceleratorCount, int GpuMemoryGb, int? CpuCores, int? RamGb, int? DiskGb,
+        DateTimeOffset LastHeartbeatAt);
 
     private static async Task<Results<Ok<HeartbeatResponse>, ValidationProblem, ProblemHttpResult>> HandleAsync(
         HeartbeatRequest request, Caller caller, Db db, TimeProvider time, IOptions<ListingsOptions> options, CancellationToken ct)
@@ -66,13 +67,22 @@ internal static class Heartbeat
         // not wait for the WAL flush: if it were lost in a crash, the agent's next heartbeat, seconds later, says the same.
         var node = await tx.Connection.QuerySingleOrDefaultAsync<HeartbeatNode>(new CommandDefinition("""
             SET LOCAL synchronous_commit = off;
-            UPDATE nodes n SET last_heartbeat_at = @now, observed = @observed::jsonb
+            UPDATE nodes n SET last_heartbeat_at = greatest(n.last_heartbeat_at, @now),
+                observed = CASE WHEN n.last_heartbeat_at > @now THEN n.observed ELSE @observed::jsonb END
             FROM clusters c
             WHERE n.id = @nodeId AND c.id = n.cluster_id AND c.provider_org_id = @org
             RETURNING n.id, n.cluster_id, c.provider_org_id, n.health, n.verified, n.health_reason, n.verification_reason,
-                      n.accelerator_model, n.accelerator_count, n.gpu_memory_gb, n.cpu_cores, n.ram_gb, n.disk_gb
+                      n.accelerator_model, n.accelerator_count, n.gpu_memory_gb, n.cpu_cores, n.ram_gb, n.disk_gb, n.last_heartbeat_at
             """, new { nodeId, org = caller.OrgId, now, observed = JsonSerializer.Serialize(observed) }, tx.Transaction, cancellationToken: ct));
         if (node is null) return Problems.NotFound("node", nodeId);
+        // A report older than the last one applied (it waited for a connection or the node's lock while a later one went
+        // through, or another instance's clock is ahead) is news no more: it changes nothing, and the answer is the node as it stands.
+        if (node.LastHeartbeatAt > now)
+            return TypedResults.Ok(new HeartbeatResponse(nodeId, node.Health, node.Verified, NodeHealth.StatusReason(node.HealthReason, node.VerificationReason),
+                node.LastHeartbeatAt, node.LastHeartbeatAt.AddSeconds(options.Value.HeartbeatTimeoutSeconds))
+            {
+                HealthReason = node.HealthReason, VerificationReason = node.VerificationReason,
+            });
 
         var differences = InventoryCheck.Differences(
             new Inventory(node.AcceleratorModel, node.AcceleratorCount, node.GpuMemoryGb, node.CpuCores, node.RamGb, node.DiskGb), observed);

@@ -50,12 +50,19 @@ internal static class HealthTransitions
         if (!changed) return false;
 
         if (healthChanged)
+        {
+            // Never before the node's latest period: a heartbeat taken before another instance's sweep but applied after it
+            // starts where the sweep's period started, so periods never overlap (each instant counts once in reliability).
+            var at = await tx.Connection.ExecuteScalarAsync<DateTimeOffset>(new CommandDefinition(
+                "SELECT greatest(@now, max(started_at)) FROM node_health_periods WHERE node_id = @Id",
+                new { node.Id, now }, tx.Transaction, cancellationToken: ct));
             // A period that began this very instant is replaced, not closed empty (keeps (node, started_at) unique).
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
-                DELETE FROM node_health_periods WHERE node_id = @Id AND ended_at IS NULL AND started_at >= @now;
-                UPDATE node_health_periods SET ended_at = @now WHERE node_id = @Id AND ended_at IS NULL;
-                INSERT INTO node_health_periods (node_id, healthy, started_at) VALUES (@Id, @healthy, @now);
-                """, new { node.Id, now, healthy = health == NodeHealth.Healthy }, tx.Transaction, cancellationToken: ct));
+                DELETE FROM node_health_periods WHERE node_id = @Id AND ended_at IS NULL AND started_at >= @at;
+                UPDATE node_health_periods SET ended_at = @at WHERE node_id = @Id AND ended_at IS NULL;
+                INSERT INTO node_health_periods (node_id, healthy, started_at) VALUES (@Id, @healthy, @at);
+                """, new { node.Id, at, healthy = health == NodeHealth.Healthy }, tx.Transaction, cancellationToken: ct));
+        }
         await tx.Connection.ExecuteAsync(new CommandDefinition("""
             UPDATE offers o SET ready = NOT EXISTS (
                 SELECT 1 FROM nodes n WHERE n.id = ANY(o.node_ids) AND NOT (n.health = 'healthy' AND n.verified))

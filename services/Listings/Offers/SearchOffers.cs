@@ -83,12 +83,18 @@ internal static class SearchOffers
             .Require(Sorts.Contains(sort), "sort", "must be created_at, price or reliability.")
             .Require(sort != "price" || q.Currency is not null, "currency", "is required with sort=price (asks in different currencies do not compare).")
             .Require(limit is >= 1 and <= MaxLimit, "limit", $"must be between 1 and {MaxLimit}.")
-            .Require(q.AvailableFrom is null || q.AvailableTo is null || q.AvailableTo > q.AvailableFrom, "available_to", "must be after available_from.");
+            .Require(q.AvailableFrom is null || q.AvailableTo is null || q.AvailableTo > q.AvailableFrom, "available_to", "must be after available_from.")
+            // A bound alone stands for the microsecond at it (see Wanted), which must exist.
+            .Require(q.AvailableFrom is null || q.AvailableFrom.Value.UtcTicks < DateTimeOffset.MaxValue.UtcTicks - Microsecond.Ticks, "available_from",
+                "must be an ISO-8601 UTC time before the year 10000.")
+            .Require(q.AvailableTo is null || q.AvailableTo.Value.UtcTicks >= Microsecond.Ticks, "available_to",
+                "must be an ISO-8601 UTC time after 0001-01-01T00:00:00Z.");
         var requirements = ParseCompliance(q.Compliance, v);
         if (q.Cursor is not null)
         {
             cursor = Cursor.Decode(q.Cursor);
-            v.Require(cursor is not null && cursor.Kind == sort, "cursor",
+            // A created_at cursor's key is a time (ticks, never negative); the -1 that reliability cursors use for "none" is not one.
+            v.Require(cursor is not null && cursor.Kind == sort && (sort != "created_at" || cursor.Key >= 0), "cursor",
                 "is not a cursor of this listing; pass next_cursor from the previous page with the same sort.");
         }
 
@@ -180,10 +186,12 @@ internal static class SearchOffers
         return TypedResults.Ok(new OfferList(await OfferQueries.WithSlotsAsync(connection, null, rows, ct), next));
     }
 
+    private static readonly TimeSpan Microsecond = TimeSpan.FromTicks(10); // PostgreSQL's
+
     /// <summary>The interval a renter wants; a bound alone stands for the microsecond at (or just before) it.</summary>
     private static (DateTimeOffset From, DateTimeOffset To)? Wanted(SearchOffersQuery q)
     {
-        var tick = TimeSpan.FromTicks(10); // PostgreSQL's microsecond
+        var tick = Microsecond;
         return (q.AvailableFrom?.ToUniversalTime(), q.AvailableTo?.ToUniversalTime()) switch
         {
             ({ } from, { } to) => (from, to),
