@@ -1,4 +1,5 @@
 using Marketplace.ServiceDefaults.Web;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Forwarder;
@@ -119,7 +120,15 @@ internal static class PublicRoutes
     {
         await next();
         var error = context.GetForwarderErrorFeature();
-        if (error is null || context.Response.HasStarted || context.Response.StatusCode < 500) return;
+        if (error is null || context.Response.HasStarted) return;
+        if (context.Response.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            // A body of undeclared size (chunked) found over the limit only while it was relayed.
+            var limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize;
+            await OversizedBodies.TooLarge($"more than {limit} bytes", limit).ExecuteAsync(context);
+            return;
+        }
+        if (context.Response.StatusCode < 500) return;
         var upstream = context.GetReverseProxyFeature().Route.Cluster?.ClusterId ?? "upstream";
         var result = error.Error switch
         {
