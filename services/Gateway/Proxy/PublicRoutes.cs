@@ -127,7 +127,7 @@ internal static class PublicRoutes
     {
         await next();
         var error = context.GetForwarderErrorFeature();
-        if (error is null || context.Response.HasStarted) return;
+        if (error is null || context.Response.HasStarted || context.RequestAborted.IsCancellationRequested) return;
         if (context.Response.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             // A body of undeclared size (chunked) found over the limit only while it was relayed.
