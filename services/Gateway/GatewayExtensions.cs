@@ -81,6 +81,10 @@ public static class GatewayExtensions
         app.MapFallback("/v1/{**path}", (HttpContext context) => Problems.Of(StatusCodes.Status404NotFound, "not-found", "Not found",
                 $"There is no {context.Request.Method} {context.Request.Path} in the public API; the routes are listed at /docs."))
             .RequireAuthorization(Policies.AnyOrg).ExcludeFromDescription();
+        // Outside /v1 (a doubled slash from joining a base URL, another version, a file) no key is asked for: nothing is there.
+        app.MapFallback("{**path}", (HttpContext context) => Problems.Of(StatusCodes.Status404NotFound, "not-found", "Not found",
+                $"There is no {context.Request.Method} {context.Request.Path}; the public API is under /v1, listed at /docs."))
+            .AllowAnonymous().ExcludeFromDescription();
         return app;
     }
 

@@ -152,6 +152,36 @@ public sealed class OrgsAndKeysTests(GatewayFixture gateway) : IClassFixture<Gat
         Assert.Equal(1, await db.ExecuteScalarAsync<int>("SELECT count(*) FROM gateway.api_keys WHERE org_id = @orgId", new { orgId }));
     }
 
+    [Theory]
+    [InlineData("application/x-www-form-urlencoded")] // what curl -d sends unless told otherwise
+    [InlineData("text/plain")]
+    [InlineData(null)]
+    public async Task A_body_that_is_not_declared_json_is_a_415_problem_that_says_so_not_a_missing_route(string? contentType)
+    {
+        var (orgId, key, _) = await gateway.NewOrgAsync("renter");
+        using var admin = gateway.Client(GatewayFixture.AdminKey);
+        using var own = gateway.Client(key);
+        await using var db = gateway.Database.OpenAdmin();
+        var orgs = await db.ExecuteScalarAsync<long>("SELECT count(*) FROM gateway.orgs");
+        HttpContent Body(string json)
+        {
+            var content = new ByteArrayContent(Encoding.UTF8.GetBytes(json));
+            if (contentType is not null) content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue(contentType);
+            return content;
+        }
+
+        // It used to fall through to the catch-all: "There is no POST /v1/orgs in the public API".
+        var org = await Problem.AssertAsync(await admin.PostAsync("/v1/orgs", Body("""{"name": "x", "roles": ["renter"]}""")),
+            HttpStatusCode.UnsupportedMediaType, "malformed-request");
+        Assert.Contains("JSON media type", org.GetProperty("detail").GetString());
+        var apiKey = await Problem.AssertAsync(await own.PostAsync($"/v1/orgs/{orgId}/api-keys", Body("""{"name": "ci"}""")),
+            HttpStatusCode.UnsupportedMediaType, "malformed-request");
+        Assert.Contains("JSON media type", apiKey.GetProperty("detail").GetString());
+
+        Assert.Equal(orgs, await db.ExecuteScalarAsync<long>("SELECT count(*) FROM gateway.orgs"));
+        Assert.Equal(1, await db.ExecuteScalarAsync<int>("SELECT count(*) FROM gateway.api_keys WHERE org_id = @orgId", new { orgId }));
+    }
+
     [Fact]
     public async Task The_bootstrap_key_is_registered_once_however_many_instances_start()
     {

@@ -121,6 +121,19 @@ public sealed class ProxyTests(GatewayFixture gateway) : IClassFixture<GatewayFi
         await Problem.AssertAsync(await admin.PutAsync("/v1/orgs", null), HttpStatusCode.NotFound, "not-found");
     }
 
+    [Theory]
+    [InlineData("//v1/orders")] // a base URL with a trailing slash joined to "/v1/orders"
+    [InlineData("/v2/orders")]
+    [InlineData("/favicon.ico")]
+    public async Task A_path_outside_the_api_is_a_404_problem_with_its_stable_type(string path)
+    {
+        var (_, key, _) = await gateway.NewOrgAsync("renter");
+        using var client = gateway.Client(key);
+        var response = await client.GetAsync(new Uri(client.BaseAddress!.GetLeftPart(UriPartial.Authority) + path));
+        var problem = await Problem.AssertAsync(response, HttpStatusCode.NotFound, "not-found");
+        Assert.Contains(path, problem.GetProperty("detail").GetString());
+    }
+
     [Fact]
     public async Task The_stripe_webhook_is_anonymous_and_relayed_to_billing_with_its_raw_body()
     {

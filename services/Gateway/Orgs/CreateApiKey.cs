@@ -15,7 +15,7 @@ internal static class CreateApiKey
     public sealed record Response(Guid Id, string Name, string Prefix, string Key, DateTime CreatedAt, Guid? NodeId);
 
     public static void Map(RouteGroupBuilder orgs) =>
-        orgs.MapPost("/{id:guid}/api-keys", HandleAsync)
+        orgs.MapPost("/{id:guid}/api-keys", HandleAsync).WithMetadata(OrgsApi.AnyContentType)
             .WithSummary("Create an API key (admin or the org itself); the key is shown only in this response");
 
     private static async Task<Results<Created<Response>, ValidationProblem, ProblemHttpResult>> HandleAsync(

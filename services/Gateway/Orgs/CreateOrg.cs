@@ -11,7 +11,7 @@ internal static class CreateOrg
     public sealed record Request(string? Name, string[]? Roles);
 
     public static void Map(RouteGroupBuilder orgs) =>
-        orgs.MapPost("/", HandleAsync).RequireAuthorization(Policies.Admin)
+        orgs.MapPost("/", HandleAsync).RequireAuthorization(Policies.Admin).WithMetadata(OrgsApi.AnyContentType)
             .WithSummary("Create an organisation (admin)");
 
     private static async Task<Results<Created<OrgResponse>, ValidationProblem>> HandleAsync(

@@ -1,3 +1,5 @@
+using Microsoft.AspNetCore.Http.Metadata;
+
 namespace Marketplace.Gateway.Orgs;
 
 internal static class OrgsApi
@@ -19,5 +21,19 @@ internal static class OrgsApi
         public required string Name { get; init; }
         public required string[] Roles { get; init; }
         public required DateTime CreatedAt { get; init; }
+    }
+
+    /// <summary>
+    /// On an endpoint with a JSON body: routing selects it whatever the request's content type, and the JSON binding
+    /// answers 415 with the reason. Otherwise routing skips it for a body not declared JSON (curl -d sends a form type)
+    /// and the /v1 catch-all answers "there is no POST /v1/orgs".
+    /// </summary>
+    public static readonly IAcceptsMetadata AnyContentType = new AnyContentTypeRoutes();
+
+    private sealed class AnyContentTypeRoutes : IAcceptsMetadata
+    {
+        public IReadOnlyList<string> ContentTypes => [];
+        public Type? RequestType => null;
+        public bool IsOptional => true;
     }
 }

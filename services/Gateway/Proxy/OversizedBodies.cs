@@ -1,6 +1,7 @@
 using System.Globalization;
 using Marketplace.ServiceDefaults.Web;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace Marketplace.Gateway.Proxy;
 
@@ -25,10 +26,7 @@ internal static class OversizedBodies
         if (request.ContentLength is { } length && length > limit)
         {
             context.Response.Headers.Connection = "close";
-            await Problems.Of(StatusCodes.Status413PayloadTooLarge, "request-too-large", "The request body is too large",
-                    string.Create(CultureInfo.InvariantCulture,
-                        $"The request body has {length} bytes; the gateway accepts at most {limit} bytes. Send a smaller body."))
-                .ExecuteAsync(context);
+            await TooLarge(string.Create(CultureInfo.InvariantCulture, $"{length} bytes"), limit).ExecuteAsync(context);
             return;
         }
         if (request.ContentLength is null && request.Headers.TransferEncoding.Count > 0)
@@ -44,4 +42,9 @@ internal static class OversizedBodies
         }
         await next(context);
     });
+
+    /// <summary>The answer to a body over the limit, whether its length was declared or found while relaying it.</summary>
+    public static ProblemHttpResult TooLarge(string size, long? limit) =>
+        Problems.Of(StatusCodes.Status413PayloadTooLarge, "request-too-large", "The request body is too large",
+            string.Create(CultureInfo.InvariantCulture, $"The request body has {size}; the gateway accepts at most {limit} bytes. Send a smaller body."));
 }

@@ -1,4 +1,5 @@
 using Marketplace.ServiceDefaults.Web;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Forwarder;
@@ -112,6 +113,13 @@ internal static class PublicRoutes
         proxy.Headers.TryAddWithoutValidation(Caller.GatewayTokenHeader, token);
     }
 
+    private static IEnumerable<Exception> Unwrap(Exception? exception) => exception switch
+    {
+        null => [],
+        AggregateException all => all.InnerExceptions.SelectMany(Unwrap),
+        _ => Unwrap(exception.InnerException).Prepend(exception),
+    };
+
     private static bool IsMarketplaceHeader(string name) => name.StartsWith("X-Marketplace-", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The reverse proxy, with an upstream that cannot be reached answered as a problem, not an empty 502.</summary>
@@ -119,7 +127,23 @@ internal static class PublicRoutes
     {
         await next();
         var error = context.GetForwarderErrorFeature();
-        if (error is null || context.Response.HasStarted || context.Response.StatusCode < 500) return;
+        if (error is null || context.Response.HasStarted || context.RequestAborted.IsCancellationRequested) return;
+        if (context.Response.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            // A body of undeclared size (chunked) found over the limit only while it was relayed.
+            var limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize;
+            await OversizedBodies.TooLarge($"more than {limit} bytes", limit).ExecuteAsync(context);
+            return;
+        }
+        if (error.Error == ForwarderError.RequestBodyClient && context.Response.StatusCode < 500)
+        {
+            // A chunked body whose encoding breaks mid-way: Kestrel says why (the client may also have gone away).
+            var reason = Unwrap(error.Exception).OfType<BadHttpRequestException>().FirstOrDefault()?.Message ?? "the client stopped sending it";
+            await Problems.Of(context.Response.StatusCode, "malformed-request", "The request body could not be read",
+                $"The request body could not be read ({reason}). Send it again with a valid body.").ExecuteAsync(context);
+            return;
+        }
+        if (context.Response.StatusCode < 500) return;
         var upstream = context.GetReverseProxyFeature().Route.Cluster?.ClusterId ?? "upstream";
         var result = error.Error switch
         {
