@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Marketplace.Contracts;
 using Marketplace.Testing;
 using Xunit;
@@ -22,16 +23,7 @@ public sealed class ReturnedAfterExpiryTests(BiddingFixture fx) : IClassFixture<
         var order = await ReadAsync(await PostOrderAsync(renter, OrderBody(model, timeInForce: "gtt", expiresAt: expiresAt)));
         var id = Guid.Parse(order.GetProperty("id").GetString()!);
         Assert.Equal("matched", order.GetProperty("status").GetString());
-        var matchId = await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id });
-        // The expiry passes while the order is matched: its due work finds it matched and leaves it.
-        await Eventually.True(() => fx.ScalarAsync<bool>(
-            "SELECT done_at IS NOT NULL FROM bidding.due_work WHERE kind = 'order.expire' AND key = @key", new { key = id.ToString() }),
-            what: "the order's expiry to have run while it was matched");
-
-        await fx.Bus.Publish(new PlacementFailed(matchId, id, "node n1 is unhealthy", DateTimeOffset.UtcNow));
-
-        var ended = await Eventually.Get(() => GetOrderAsync(renter, id.ToString()),
-            o => o.GetProperty("status").GetString() != "matched", what: "the refusal to be handled");
+        var ended = await RefusedAfterItsExpiryAsync(renter, id);
         Assert.Equal("cancelled", ended.GetProperty("status").GetString());
         Assert.StartsWith("expired: good-til-time ended at", ended.GetProperty("status_reason").GetString(), StringComparison.Ordinal);
         Assert.Contains("node n1 is unhealthy", ended.GetProperty("status_reason").GetString(), StringComparison.Ordinal);
@@ -51,16 +43,23 @@ public sealed class ReturnedAfterExpiryTests(BiddingFixture fx) : IClassFixture<
         var start = DateTimeOffset.UtcNow.AddSeconds(2);
         var (id, order) = await ReservedAsync(renter, model, start, start.AddSeconds(60)); // a fixed window: its latest start is start
         Assert.Equal("matched", order.GetProperty("status").GetString());
+        var ended = await RefusedAfterItsExpiryAsync(renter, id);
+        Assert.Equal("cancelled", ended.GetProperty("status").GetString());
+        Assert.StartsWith("the window has passed", ended.GetProperty("status_reason").GetString(), StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Lets the order's expiry run while it is matched (its due work finds it matched and leaves it), then has Scheduling
+    /// refuse the match; returns the order once the refusal is handled.
+    /// </summary>
+    private async Task<JsonElement> RefusedAfterItsExpiryAsync(HttpClient renter, Guid id)
+    {
         var matchId = await fx.ScalarAsync<Guid>("SELECT id FROM bidding.matches WHERE order_id = @id", new { id });
         await Eventually.True(() => fx.ScalarAsync<bool>(
             "SELECT done_at IS NOT NULL FROM bidding.due_work WHERE kind = 'order.expire' AND key = @key", new { key = id.ToString() }),
             what: "the order's expiry to have run while it was matched");
-
         await fx.Bus.Publish(new PlacementFailed(matchId, id, "node n1 is unhealthy", DateTimeOffset.UtcNow));
-
-        var ended = await Eventually.Get(() => GetOrderAsync(renter, id.ToString()),
+        return await Eventually.Get(() => GetOrderAsync(renter, id.ToString()),
             o => o.GetProperty("status").GetString() != "matched", what: "the refusal to be handled");
-        Assert.Equal("cancelled", ended.GetProperty("status").GetString());
-        Assert.StartsWith("the window has passed", ended.GetProperty("status_reason").GetString(), StringComparison.Ordinal);
     }
 }
