@@ -75,18 +75,10 @@ public sealed class NeverRanHoldTests(AutoConfirmingStripe fx) : IClassFixture<A
     [Fact]
     public async Task An_end_that_overtook_its_start_keeps_the_hold_and_the_run_bills_the_time_it_ran()
     {
-        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
-        await fx.FundAsync(renter, 10_000);
-        var start = Day(5);
-        var lease = await fx.BookAsync(BillingFixture.Lease(renter, provider, 1_000, 1, start, TimeSpan.FromHours(1)));
-
         // It ran for 30 min, but its LeaseEnded (which does not say "never ran") reaches Billing before its LeaseStarted.
-        await fx.Publish(new LeaseEnded(lease.LeaseId, lease.OrderId, "completed", "ended", "renter", start.AddMinutes(30)));
-        await Eventually.True(async () => await UsageEnded(lease.LeaseId) == 1, what: "the end recorded");
+        var (renter, lease, start) = await EndOvertookStartAsync(Day(5));
         Assert.Equal(1, await fx.HoldCount(lease.LeaseId, "pending"));
-        await fx.Publish(new LeaseStarted(lease.LeaseId, lease.OrderId, start));
-        await Eventually.True(async () => await fx.ScalarAsync(
-            "SELECT count(*) FROM usage WHERE lease_id = @LeaseId AND started_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the start recorded");
+        await StartAsync(lease, start);
 
         var run = await fx.RunPeriodAsync(PeriodOf(start));
         Assert.Equal(500, BillingFixture.Amount(BillingFixture.InvoiceOf(run, renter), "total")); // 10.00 CNY/h × 30 min
@@ -98,29 +90,40 @@ public sealed class NeverRanHoldTests(AutoConfirmingStripe fx) : IClassFixture<A
     [Fact]
     public async Task A_run_between_an_end_that_overtook_its_start_and_the_start_keeps_the_hold_and_a_later_run_bills_the_time_it_ran()
     {
-        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
-        await fx.FundAsync(renter, 10_000);
-        var start = Day(6);
-        var lease = await fx.BookAsync(BillingFixture.Lease(renter, provider, 1_000, 1, start, TimeSpan.FromHours(1)));
-
         // It ran for 30 min; its LeaseEnded (which does not say "never ran") overtook its LeaseStarted, and finance runs
         // the period while the LeaseStarted is still on its way (its queue is behind).
-        await fx.Publish(new LeaseEnded(lease.LeaseId, lease.OrderId, "completed", "ended", "renter", start.AddMinutes(30)));
-        await Eventually.True(async () => await UsageEnded(lease.LeaseId) == 1, what: "the end recorded");
+        var (renter, lease, start) = await EndOvertookStartAsync(Day(6));
         var early = await fx.RunPeriodAsync(PeriodOf(start));
 
         Assert.False(Invoiced(early, renter));
         Assert.Equal(1, await fx.HoldCount(lease.LeaseId, "pending")); // not released as if it had never run
         Assert.Equal((9_000, 1_000), await fx.WalletAsync(renter));
 
-        await fx.Publish(new LeaseStarted(lease.LeaseId, lease.OrderId, start));
-        await Eventually.True(async () => await fx.ScalarAsync(
-            "SELECT count(*) FROM usage WHERE lease_id = @LeaseId AND started_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the start recorded");
+        await StartAsync(lease, start);
         var run = await fx.RunPeriodAsync(PeriodOf(start));
 
         Assert.Equal(500, BillingFixture.Amount(BillingFixture.InvoiceOf(run, renter), "total")); // 10.00 CNY/h × 30 min
         Assert.Equal(0, await Releases(lease.LeaseId));
         Assert.Equal((9_500, 0), await fx.WalletAsync(renter));
         Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    /// <summary>A funded renter's 1-hour lease booked at <paramref name="start"/> that ran 30 min, whose LeaseEnded reached Billing first.</summary>
+    private async Task<(Guid Renter, LeaseScheduled Lease, DateTimeOffset Start)> EndOvertookStartAsync(DateTimeOffset start)
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(BillingFixture.Lease(renter, Guid.NewGuid(), 1_000, 1, start, TimeSpan.FromHours(1)));
+        await fx.Publish(new LeaseEnded(lease.LeaseId, lease.OrderId, "completed", "ended", "renter", start.AddMinutes(30)));
+        await Eventually.True(async () => await UsageEnded(lease.LeaseId) == 1, what: "the end recorded");
+        return (renter, lease, start);
+    }
+
+    /// <summary>The late LeaseStarted arrives and is recorded.</summary>
+    private async Task StartAsync(LeaseScheduled lease, DateTimeOffset start)
+    {
+        await fx.Publish(new LeaseStarted(lease.LeaseId, lease.OrderId, start));
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM usage WHERE lease_id = @LeaseId AND started_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the start recorded");
     }
 }
