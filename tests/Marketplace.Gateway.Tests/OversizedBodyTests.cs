@@ -18,9 +18,7 @@ public sealed class OversizedBodyTests(KestrelGatewayFixture fx) : IClassFixture
     [Fact]
     public async Task A_body_over_the_limit_is_refused_413_with_connection_close_before_authentication()
     {
-        var address = fx.Address;
-        using var socket = new TcpClient();
-        await socket.ConnectAsync(address.Host, address.Port);
+        using var socket = await ConnectAsync();
         var stream = socket.GetStream();
         // No API key: without the refusal, authentication answers 401 first and keeps the connection alive.
         var head = $"POST /v1/orgs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {2 * Limit}\r\n\r\n";
@@ -39,9 +37,7 @@ public sealed class OversizedBodyTests(KestrelGatewayFixture fx) : IClassFixture
     [Fact]
     public async Task The_answer_to_a_chunked_body_closes_the_connection()
     {
-        var address = fx.Address;
-        using var socket = new TcpClient();
-        await socket.ConnectAsync(address.Host, address.Port);
+        using var socket = await ConnectAsync();
         var stream = socket.GetStream();
         // Its size is not declared: without the rule, the 401 kept the connection alive, and Kestrel closed it once the
         // chunks it drained went over the limit, after the answer.
@@ -59,9 +55,7 @@ public sealed class OversizedBodyTests(KestrelGatewayFixture fx) : IClassFixture
     public async Task A_chunked_body_that_grows_over_the_limit_on_a_relayed_route_is_a_413_request_too_large_problem()
     {
         var (_, key, _) = await fx.NewOrgAsync("renter");
-        var address = fx.Address;
-        using var socket = new TcpClient();
-        await socket.ConnectAsync(address.Host, address.Port);
+        using var socket = await ConnectAsync();
         var stream = socket.GetStream();
         // Its size is not declared, so only relaying it finds it too large: the answer was the framework's bare 413
         // (type rfc9110, no detail) instead of the documented request-too-large problem.
@@ -83,9 +77,7 @@ public sealed class OversizedBodyTests(KestrelGatewayFixture fx) : IClassFixture
     public async Task A_chunked_body_that_cannot_be_read_on_a_relayed_route_is_a_400_malformed_request_problem()
     {
         var (_, key, _) = await fx.NewOrgAsync("renter");
-        var address = fx.Address;
-        using var socket = new TcpClient();
-        await socket.ConnectAsync(address.Host, address.Port);
+        using var socket = await ConnectAsync();
         var stream = socket.GetStream();
         // A chunk size that is not hexadecimal: found only while the body is relayed.
         await stream.WriteAsync(Encoding.ASCII.GetBytes($"POST /v1/orders HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n"
@@ -101,9 +93,7 @@ public sealed class OversizedBodyTests(KestrelGatewayFixture fx) : IClassFixture
     [Fact]
     public async Task A_success_to_a_chunked_body_keeps_the_connection()
     {
-        var address = fx.Address;
-        using var socket = new TcpClient();
-        await socket.ConnectAsync(address.Host, address.Port);
+        using var socket = await ConnectAsync();
         var stream = socket.GetStream();
         // HttpClient sends JSON content chunked: a route that read it keeps the connection for the next request.
         const string body = "{\"name\":\"sent chunked\",\"roles\":[\"renter\"]}";
@@ -150,6 +140,14 @@ public sealed class OversizedBodyTests(KestrelGatewayFixture fx) : IClassFixture
             }
         }
         Assert.True(unanswered.Count == 0, $"{unanswered.Count} of 30 requests sent after an oversized body got no answer: {unanswered.FirstOrDefault()}");
+    }
+
+    /// <summary>A raw connection to the gateway, for requests HttpClient would not send as they are.</summary>
+    private async Task<TcpClient> ConnectAsync()
+    {
+        var socket = new TcpClient();
+        await socket.ConnectAsync(fx.Address.Host, fx.Address.Port);
+        return socket;
     }
 
     private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
