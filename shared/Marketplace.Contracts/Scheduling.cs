@@ -72,4 +72,17 @@ public sealed record LeaseEnded(
     /// said nothing either way.
     /// </summary>
     public bool NeverRan { get; init; }
+
+    /// <summary>
+    /// How many interruptions (distinct starts) Scheduling recorded for the lease, each published as LeaseInterrupted.
+    /// With <see cref="Resumes"/>, it lets Billing wait for downtime events still on their way (another queue) before it
+    /// bills the lease. Null from publishers older than this field.
+    /// </summary>
+    public int? Interruptions { get; init; }
+
+    /// <summary>
+    /// How many resumes (distinct ends) Scheduling recorded for the lease before it ended, each published as
+    /// LeaseResumed (the end closes an open interruption without a resume). Null from publishers older than this field.
+    /// </summary>
+    public int? Resumes { get; init; }
 }

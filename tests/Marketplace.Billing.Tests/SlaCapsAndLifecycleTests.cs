@@ -132,6 +132,51 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
     }
 
     [Fact]
+    public async Task Downtime_that_reaches_Billing_after_the_lease_ended_is_waited_for_then_unbilled_and_credited()
+    {
+        var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());
+        await fx.FundAsync(renter, 10_000);
+        var lease = await fx.BookAsync(Lease(renter, provider, 1_000, 1, DayStart(30), TimeSpan.FromHours(1)));
+        await fx.Publish(new LeaseStarted(lease.LeaseId, lease.OrderId, lease.Start));
+        // The provider's node was down 10:00-10:40, but Billing's downtime queues are behind: the lease's end arrives
+        // first, saying Scheduling recorded one interruption and one resume.
+        await fx.Publish(new LeaseEnded(lease.LeaseId, lease.OrderId, "completed", "ended", "platform", lease.Start + TimeSpan.FromHours(1))
+        {
+            Interruptions = 1,
+            Resumes = 1,
+        });
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM usage WHERE lease_id = @LeaseId AND ended_at IS NOT NULL AND started_at IS NOT NULL", new { lease.LeaseId }) == 1,
+            what: "the start and the end");
+        static bool Invoiced(JsonElement run, Guid renter) =>
+            run.GetProperty("invoices").EnumerateArray().Any(i => i.GetProperty("renter_org_id").GetGuid() == renter);
+
+        // Finance runs the day now: the lease is not billed yet (the whole hour would be, with no credit).
+        Assert.False(Invoiced(await fx.RunPeriodAsync(Day(30)), renter));
+        Assert.Equal(1, await fx.HoldCount(lease.LeaseId, "pending"));
+
+        // The interruption arrives, not its resume: billing now would leave the renter paying nothing after 10:00.
+        var at = (int minutes, int seconds) => lease.Start + TimeSpan.FromMinutes(minutes) + TimeSpan.FromSeconds(seconds);
+        await fx.Publish(new LeaseInterrupted(lease.LeaseId, lease.OrderId, "node lost", "provider", at(10, 0)));
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM downtime WHERE lease_id = @LeaseId", new { lease.LeaseId }) == 1, what: "the interruption");
+        Assert.False(Invoiced(await fx.RunPeriodAsync(Day(30)), renter));
+        Assert.Equal(1, await fx.HoldCount(lease.LeaseId, "pending"));
+
+        await fx.Publish(new LeaseResumed(lease.LeaseId, lease.OrderId, at(10, 40)));
+        await Eventually.True(async () => await fx.ScalarAsync(
+            "SELECT count(*) FROM downtime WHERE lease_id = @LeaseId AND ended_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the resume");
+        var run = await fx.RunPeriodAsync(Day(30));
+
+        var line = InvoiceOf(run, renter).GetProperty("lines").EnumerateArray().Single();
+        Assert.Equal(40, line.GetProperty("downtime_seconds").GetInt64());    // the 40 s down, not billed
+        Assert.Equal(3560, line.GetProperty("seconds").GetInt64());
+        Assert.Equal(247, Amount(line, "sla_credit"));                        // 98.89 % → 25 % of 9.89
+        Assert.Equal((10_000 - 742, 0), await fx.WalletAsync(renter));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    [Fact]
     public async Task An_interruption_without_a_cause_is_still_downtime_never_billed_and_earns_no_credit()
     {
         var (renter, provider) = (Guid.NewGuid(), Guid.NewGuid());

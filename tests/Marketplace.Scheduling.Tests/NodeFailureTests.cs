@@ -105,6 +105,9 @@ public sealed class NodeFailureTests(SchedulingFixture f) : IClassFixture<Schedu
 
         // At its end the lease completes on the replacement as planned.
         await f.AdvanceAndRunAsync(TimeSpan.FromHours(2), async () => await f.StatusAsync(lease.LeaseId) == "completed");
+        // Its end tells Billing how many downtime events to wait for: one interruption and one resume.
+        var ended = await f.EventAsync<LeaseEnded>(e => e.LeaseId == lease.LeaseId);
+        Assert.Equal((1, 1), (ended.Interruptions, ended.Resumes));
     }
 
     [Fact]
@@ -130,6 +133,8 @@ public sealed class NodeFailureTests(SchedulingFixture f) : IClassFixture<Schedu
         var interrupted = await f.EventAsync<LeaseInterrupted>(e => e.LeaseId == lease.LeaseId);
         Assert.Equal(f.Clock.GetUtcNow(), interrupted.At);
         Assert.DoesNotContain(f.EventsOf<LeaseResumed>(), e => e.LeaseId == lease.LeaseId);
+        // The end closed the interruption without a resume: Billing must wait for the interruption, not for a resume.
+        Assert.Equal((1, 0), (ended.Interruptions, ended.Resumes));
 
         var json = await LeaseJsonAsync(match.RenterOrgId, lease.LeaseId);
         Assert.Equal(("failed", "provider"), (json.GetProperty("status").GetString(), json.GetProperty("cause").GetString()));

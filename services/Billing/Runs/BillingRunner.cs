@@ -54,6 +54,21 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
     /// </summary>
     private const string Ran = "(u.started_at IS NOT NULL OR u.never_ran OR u.ended_at <= l.start_at)";
 
+    /// <summary>
+    /// Billing holds every interruption and resume that Scheduling recorded for the lease (its LeaseEnded says how many;
+    /// null from older publishers, which said nothing). They travel on other queues: a lease closed before a late one
+    /// arrived would be billed for time it was down, or, for a late resume, not billed after the interruption. It waits for
+    /// a later run. <paramref name="interruptions"/> and <paramref name="resumes"/> are what Billing holds (an interruption
+    /// is a row with a cause; a resume, a row with an end: DowntimeLog). Both sets are distinct times on both sides.
+    /// </summary>
+    private static string DowntimeArrived(string interruptions, string resumes) =>
+        $"(u.interruptions IS NULL OR u.interruptions + u.resumes = 0 OR ({interruptions} >= u.interruptions AND {resumes} >= u.resumes))";
+
+    /// <summary><see cref="DowntimeArrived"/> for a query without the lease's downtime at hand (its own index range).</summary>
+    private static readonly string DowntimeArrivedAlone = DowntimeArrived(
+        "(SELECT count(*) FROM downtime x WHERE x.lease_id = u.lease_id AND x.cause <> '')",
+        "(SELECT count(*) FROM downtime x WHERE x.lease_id = u.lease_id AND x.ended_at IS NOT NULL)");
+
     private sealed record PendingPayout(Guid Id, Guid StatementId, int Sequence, long Amount, string Currency, string Destination, Guid ProviderOrgId);
 
     public async Task<Outcome> RunAsync(BillingPeriod p, CancellationToken ct)
@@ -105,7 +120,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             var remaining = await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition($"""
                 SELECT count(*)::int FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
                 WHERE h.status = 'pending' AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
-                  AND {Ran}
+                  AND {Ran} AND {DowntimeArrivedAlone}
                 """, new { p.From, p.To, now = startedAt }, tx.Transaction, cancellationToken: ct));
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
                 INSERT INTO billing_runs (period, first_run_at, last_run_at, runs, state, leases_total, leases_done)
@@ -427,9 +442,11 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
                    l.price_per_hour, l.currency::text, l.interruptible, l.sla_level, u.started_at, u.ended_at, u.end_status, u.end_cause,
                    h.id, h.amount, h.xmin::text::bigint, h.ctid, d.starts, d.ends, d.causes
             FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
-                 LEFT JOIN LATERAL (SELECT array_agg(x.started_at) AS starts, array_agg(x.ended_at) AS ends, string_agg(x.cause, chr(31)) AS causes
+                 LEFT JOIN LATERAL (SELECT array_agg(x.started_at) AS starts, array_agg(x.ended_at) AS ends, string_agg(x.cause, chr(31)) AS causes,
+                                           count(*) FILTER (WHERE x.cause <> '') AS interruptions, count(x.ended_at) AS resumes
                                     FROM downtime x WHERE x.lease_id = h.lease_id) d ON true
             WHERE h.status = 'pending' AND u.ended_at >= @from AND u.ended_at < @to AND u.ended_at <= @now AND {Ran}
+              AND {DowntimeArrived("d.interruptions", "d.resumes")}
               {(ids is null ? "" : "AND h.lease_id = ANY(@ids)")}
             ORDER BY h.renter_org_id, h.lease_id
             """, read, readTx);

@@ -30,6 +30,7 @@ internal sealed class LeaseStartedConsumer(Db db) : IConsumer<LeaseStarted>
 /// at the billing run: when Scheduling's record says so (<see cref="LeaseEnded.NeverRan"/>, read under the lease's lock,
 /// so no LeaseStarted can still be on its way), or when it ended before its scheduled start (publishers that do not say).
 /// Without either, a LeaseEnded that overtook its LeaseStarted must not release money the lease used: the run settles it.
+/// Scheduling's downtime counts are kept for the run, which waits until Billing holds as many interruptions and resumes.
 /// </summary>
 internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
 {
@@ -43,16 +44,17 @@ internal sealed class LeaseEndedConsumer(Db db) : IConsumer<LeaseEnded>
         // One round trip: the inbox mark, the lease's lock, the usage's end and the pending hold (locked).
         await using (var read = await tx.FirstDeliveryWithAsync(context, "lease-ended", $"""
             {LockLeaseSql};
-            INSERT INTO usage (lease_id, ended_at, end_status, end_reason, end_cause, never_ran)
-            VALUES (@LeaseId, @At, @Status, @Reason, @Cause, @NeverRan)
+            INSERT INTO usage (lease_id, ended_at, end_status, end_reason, end_cause, never_ran, interruptions, resumes)
+            VALUES (@LeaseId, @At, @Status, @Reason, @Cause, @NeverRan, @Interruptions, @Resumes)
             ON CONFLICT (lease_id) DO UPDATE SET ended_at = COALESCE(usage.ended_at, excluded.ended_at),
                 end_status = COALESCE(usage.end_status, excluded.end_status), end_reason = COALESCE(usage.end_reason, excluded.end_reason),
-                end_cause = COALESCE(usage.end_cause, excluded.end_cause), never_ran = usage.never_ran OR excluded.never_ran
+                end_cause = COALESCE(usage.end_cause, excluded.end_cause), never_ran = usage.never_ran OR excluded.never_ran,
+                interruptions = COALESCE(usage.interruptions, excluded.interruptions), resumes = COALESCE(usage.resumes, excluded.resumes)
             RETURNING started_at, ended_at;
             SELECT h.id, h.renter_org_id, h.amount, h.currency, l.start_at
             FROM holds h JOIN leases l USING (lease_id)
             WHERE h.lease_id = @LeaseId AND h.status = 'pending' FOR UPDATE OF h;
-            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason, m.Cause, m.NeverRan }))
+            """, new { m.LeaseId, At = m.At.ToUniversalTime(), m.Status, m.Reason, m.Cause, m.NeverRan, m.Interruptions, m.Resumes }))
         {
             if (read is null) return; // handled before
             await read.ReadAsync(); // the lease's lock

@@ -82,17 +82,27 @@ internal static class LeaseLifecycle
         DateTimeOffset? at = null)
     {
         var now = at is { } t && t < tx.Now ? t : tx.Now;
-        await tx.Connection.ExecuteAsync(new CommandDefinition("""
+        // The downtime counts are read before the open interruption is closed below (that close publishes no resume).
+        // Distinct times, as Billing keeps them (a repeated time is one event to it).
+        (int Interruptions, int Resumes) downtime;
+        await using (var grid = await tx.Connection.QueryMultipleAsync(new CommandDefinition("""
+            SELECT count(DISTINCT start_at)::int, count(DISTINCT end_at)::int FROM lease_downtime WHERE lease_id = @Id;
             UPDATE leases SET status = @status, cause = @cause, status_reason = @reason, ended_at = @now WHERE id = @Id;
             UPDATE bookings
             SET during = tstzrange(lower(during), greatest(lower(during), least(upper(during), @now)), '[)')
             WHERE lease_id = @Id;
             UPDATE lease_downtime SET end_at = greatest(start_at, @now) WHERE lease_id = @Id AND end_at IS NULL;
-            """, new { lease.Id, status, cause, reason, now }, tx.Transaction, cancellationToken: ct));
+            """, new { lease.Id, status, cause, reason, now }, tx.Transaction, cancellationToken: ct)))
+            downtime = await grid.ReadSingleAsync<(int, int)>();
         await Assignments.StopAllAsync(tx, lease.Id, ct);
         await using var batch = tx.NewBatch();
         tx.CancelScheduled(batch, [Activate, Complete, Preempt, ProvisioningTimeout], lease.Id.ToString());
-        tx.Publish(batch, new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now) { NeverRan = lease.StartedAt is null });
+        tx.Publish(batch, new LeaseEnded(lease.Id, lease.OrderId, status, reason, cause, now)
+        {
+            NeverRan = lease.StartedAt is null,
+            Interruptions = downtime.Interruptions,
+            Resumes = downtime.Resumes,
+        });
         await batch.ExecuteNonQueryAsync(ct);
     }
 
