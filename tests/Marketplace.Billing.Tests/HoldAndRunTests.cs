@@ -98,6 +98,50 @@ public sealed class HoldAndRunTests(AutoConfirmingStripe fx) : IClassFixture<Aut
     }
 
     [Fact]
+    public async Task The_same_lease_scheduled_again_under_another_message_id_holds_nothing_more_and_is_not_a_failure()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 10_000);
+        var lease = Lease(renter, Guid.NewGuid(), 1_000, 1, DateTimeOffset.UtcNow.AddHours(1), TimeSpan.FromHours(1));
+        await fx.Publish(lease);
+        await Eventually.True(async () => await HoldCount(lease.LeaseId, "pending") == 1, what: "the hold");
+        Task<long> Handled() => fx.ScalarAsync("SELECT count(*) FROM inbox WHERE consumer = 'lease-scheduled'");
+        var handled = await Handled();
+
+        // The same event again as a new message (republished by hand from a log, or by a publisher's retry that lost
+        // its message id): the inbox cannot tell, the lease can.
+        await fx.Publish(lease);
+        await Eventually.True(async () => await Handled() == handled + 1, what: "the second delivery handled (not failed)");
+
+        Assert.Equal(1, await HoldCount(lease.LeaseId, "pending"));
+        Assert.Equal((9_000, 1_000), await fx.WalletAsync(renter));
+        Assert.Equal(1, Placed(lease.LeaseId));
+        Assert.Equal(0, Rejected(lease.LeaseId));
+        Assert.True(await fx.LedgerBalancedAsync());
+    }
+
+    [Fact]
+    public async Task A_refused_lease_scheduled_again_under_another_message_id_after_a_top_up_is_not_held()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 500);
+        var lease = Lease(renter, Guid.NewGuid(), 1_000, 1, DateTimeOffset.UtcNow.AddHours(1), TimeSpan.FromHours(1));
+        await fx.Publish(lease);
+        await Eventually.True(() => Task.FromResult(Rejected(lease.LeaseId) == 1), what: "the refusal");
+        await fx.FundAsync(renter, 10_000);
+        Task<long> Handled() => fx.ScalarAsync("SELECT count(*) FROM inbox WHERE consumer = 'lease-scheduled'");
+        var handled = await Handled();
+
+        // Scheduling cancelled the lease when it was refused: the same event again must not reserve funds for it.
+        await fx.Publish(lease);
+        await Eventually.True(async () => await Handled() == handled + 1, what: "the second delivery handled");
+
+        Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM holds WHERE lease_id = @LeaseId", new { lease.LeaseId }));
+        Assert.Equal((10_500, 0), await fx.WalletAsync(renter));
+        Assert.Equal(0, Placed(lease.LeaseId));
+    }
+
+    [Fact]
     public async Task A_lease_cancelled_before_it_started_gets_its_whole_hold_back_at_once()
     {
         var renter = Guid.NewGuid();

@@ -27,17 +27,20 @@ internal sealed class LeaseScheduledConsumer(Db db, IOptions<BillingOptions> opt
         var start = m.Start.ToUniversalTime();
         await using var tx = await db.BeginAsync(ct);
 
-        // One round trip: the inbox mark; the lease's lock (LeaseEndedConsumer.LockLeaseSql) and its row; the wallet's lock
-        // and numbers; and whether its LeaseEnded came first (another queue) and said it never ran.
+        // One round trip: the inbox mark; the lease's lock (LeaseEndedConsumer.LockLeaseSql) and its row (whether it was
+        // there already); the wallet's lock and numbers; and whether its LeaseEnded came first (another queue) and said it
+        // never ran.
         Funds.Wallet wallet;
-        bool neverRan;
+        bool decided, neverRan;
         await using (var read = await tx.FirstDeliveryWithAsync(context, "lease-scheduled", $"""
             {LeaseEndedConsumer.LockLeaseSql};
-            INSERT INTO leases (lease_id, order_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
-                                start_at, end_at, price_per_hour, currency, scheduled_at, interruptible, sla_level)
-            VALUES (@LeaseId, @OrderId, @RenterOrgId, @ProviderOrgId, @AcceleratorModel, @AcceleratorCount,
-                    @Start, @End, @price, @currency, @At, @Interruptible, @slaLevel)
-            ON CONFLICT (lease_id) DO NOTHING;
+            WITH added AS (
+                INSERT INTO leases (lease_id, order_id, renter_org_id, provider_org_id, accelerator_model, accelerator_count,
+                                    start_at, end_at, price_per_hour, currency, scheduled_at, interruptible, sla_level)
+                VALUES (@LeaseId, @OrderId, @RenterOrgId, @ProviderOrgId, @AcceleratorModel, @AcceleratorCount,
+                        @Start, @End, @price, @currency, @At, @Interruptible, @slaLevel)
+                ON CONFLICT (lease_id) DO NOTHING RETURNING 1)
+            SELECT NOT EXISTS (SELECT 1 FROM added);
             {Funds.LockAndReadSql}
             SELECT EXISTS (SELECT 1 FROM usage WHERE lease_id = @LeaseId AND started_at IS NULL AND ended_at IS NOT NULL
                                                  AND (never_ran OR ended_at <= @Start));
@@ -50,8 +53,17 @@ internal sealed class LeaseScheduledConsumer(Db db, IOptions<BillingOptions> opt
         {
             if (read is null) return; // handled before
             await read.ReadAsync(); // the lease's lock
+            decided = await read.ReadSingleAsync<bool>();
             wallet = await Funds.ReadAsync(read);
             neverRan = await read.ReadSingleAsync<bool>();
+        }
+        // The same lease scheduled again under another message id (the inbox keys on the id): it was decided then, its
+        // HoldPlaced or HoldRejected went out with the decision. Deciding again would place a second hold (refused by the
+        // one-hold-per-lease rule, so this message would go to _error) or hold funds for a lease already refused.
+        if (decided)
+        {
+            await tx.CommitAsync(ct);
+            return;
         }
 
         var seconds = Math.Max(0, (long)Math.Ceiling((m.End - m.Start).TotalSeconds));
