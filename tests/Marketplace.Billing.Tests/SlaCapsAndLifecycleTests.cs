@@ -255,6 +255,35 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
     }
 
     [Fact]
+    public async Task An_extension_counts_against_the_monthly_cap_of_the_month_its_lease_was_booked_in()
+    {
+        var renter = Guid.NewGuid();
+        await fx.FundAsync(renter, 100_000);
+        Assert.Equal(HttpStatusCode.OK, (await fx.Renter(renter).PutAsJsonAsync("/v1/wallet/spend-cap",
+            new { amount = new { amount = 5_000, currency = "CNY" } })).StatusCode);
+        var start = DateTimeOffset.UtcNow.AddHours(1);
+        // Two leases booked last month for 45.00 of its 50.00 cap (booked now, their holds dated back a month).
+        var booked = await fx.BookAsync(Lease(renter, Guid.NewGuid(), 1_000, 1, start, TimeSpan.FromHours(1)));   // 10.00
+        await fx.BookAsync(Lease(renter, Guid.NewGuid(), 3_500, 1, start, TimeSpan.FromHours(1)));                // 35.00
+        await using (var c = fx.Database.OpenAdmin())
+            await Dapper.SqlMapper.ExecuteAsync(c, "UPDATE billing.holds SET created_at = created_at - interval '1 month' WHERE renter_org_id = @renter",
+                new { renter });
+
+        // Extending the first by an hour costs 10.00 more: last month would have committed 55.00 of its 50.00. Checked
+        // against this month (nothing committed yet), it was allowed, and the extension counted in no month's cap.
+        await fx.Publish(new LeaseExtended(booked.LeaseId, booked.OrderId, booked.End, booked.End.AddHours(1), DateTimeOffset.UtcNow));
+        await Eventually.True(() => Task.FromResult(fx.Published.OfType<ExtensionRejected>().Any(r => r.LeaseId == booked.LeaseId)),
+            what: "the rejection");
+
+        var rejected = fx.Published.OfType<ExtensionRejected>().Single(r => r.LeaseId == booked.LeaseId);
+        var month = DateTime.UtcNow.AddMonths(-1).ToString("yyyy-MM");
+        Assert.Contains($"45.00 CNY of the monthly spend cap of 50.00 CNY is already committed in {month}, the month the lease was booked in",
+            rejected.Reason);
+        Assert.Equal(1_000, await fx.ScalarAsync("SELECT amount FROM holds WHERE lease_id = @LeaseId", new { booked.LeaseId }));
+        Assert.Equal((100_000 - 4_500, 4_500), await fx.WalletAsync(renter));
+    }
+
+    [Fact]
     public async Task Spend_caps_refuse_a_booking_above_the_per_order_or_the_monthly_cap_with_the_reason()
     {
         var renter = Guid.NewGuid();

@@ -16,7 +16,7 @@ namespace Marketplace.Billing.Holds;
 internal sealed class LeaseExtendedConsumer(Db db, IOptions<BillingOptions> options) : IConsumer<LeaseExtended>
 {
     private sealed record LeaseHold(Guid HoldId, Guid RenterOrgId, DateTime StartAt, DateTime EndAt, long PricePerHour,
-        int AcceleratorCount, string AcceleratorModel, string Currency, long Amount, string Status);
+        int AcceleratorCount, string AcceleratorModel, string Currency, long Amount, string Status, DateTime HeldAt);
 
     public async Task Consume(ConsumeContext<LeaseExtended> context)
     {
@@ -27,7 +27,7 @@ internal sealed class LeaseExtendedConsumer(Db db, IOptions<BillingOptions> opti
 
         var lease = await tx.Connection.QuerySingleOrDefaultAsync<LeaseHold>(new CommandDefinition("""
             SELECT h.id AS hold_id, l.renter_org_id, l.start_at, l.end_at, l.price_per_hour, l.accelerator_count, l.accelerator_model,
-                   l.currency, h.amount, h.status
+                   l.currency, h.amount, h.status, h.created_at AS held_at
             FROM leases l JOIN holds h USING (lease_id) WHERE l.lease_id = @LeaseId FOR UPDATE OF h
             """, new { m.LeaseId }, tx.Transaction, cancellationToken: ct));
         if (lease is null)
@@ -49,10 +49,15 @@ internal sealed class LeaseExtendedConsumer(Db db, IOptions<BillingOptions> opti
         var seconds = (long)Math.Ceiling((newEnd - lease.StartAt).TotalSeconds);
         var newHold = Rating.MaxCost(lease.PricePerHour, lease.AcceleratorCount, seconds);
         var extra = Math.Max(0, newHold - lease.Amount);
-        var wallet = await Funds.LockAndReadAsync(tx, lease.RenterOrgId, lease.Currency, ct);
+        // The lease's cost, extensions too, counts in the month it was booked in (the monthly cap's rule, and where the
+        // wallet's spent_this_month shows it): checked against this month, an extension of last month's lease counted in
+        // no month's cap.
+        var bookedIn = Funds.MonthOf(lease.HeldAt);
+        var wallet = await Funds.LockAndReadAsync(tx, lease.RenterOrgId, lease.Currency, bookedIn, ct);
         var what = $"extending the lease to {newEnd:yyyy-MM-dd HH:mm:ss}Z";
         await using var write = tx.NewBatch();
-        if (Funds.Refusal(wallet, lease.Currency, extra, newHold, what) is { } reason)
+        if (Funds.Refusal(wallet, lease.Currency, extra, newHold, what,
+                bookedIn: bookedIn == Funds.MonthOf(tx.Now.UtcDateTime) ? null : bookedIn) is { } reason)
         {
             tx.Publish(write, new ExtensionRejected(m.LeaseId, m.OrderId, m.PreviousEnd, reason, tx.Now));
             await write.ExecuteNonQueryAsync(ct);
