@@ -137,14 +137,28 @@ public sealed class WebhookAndTopUpTests(ManualStripe fx) : IClassFixture<Manual
         var tooMuch = await SendTopUp(org, "b", Body(100_000_001, "CNY"));
         var lowerCase = await SendTopUp(org, "c", Body(100, "cny"));
         var noAmount = await SendTopUp(org, "d", new { });
+        // Stripe charges the three-decimal currencies only in tens of their minor unit (5.124 KWD cannot be paid).
+        var kwd = await SendTopUp(org, "e", Body(5_124, "KWD"));
 
-        foreach (var r in new[] { noKey, zero, tooMuch, lowerCase, noAmount })
+        foreach (var r in new[] { noKey, zero, tooMuch, lowerCase, noAmount, kwd })
         {
             Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
             Assert.Equal("application/problem+json", r.Content.Headers.ContentType?.MediaType);
         }
         Assert.Contains("Idempotency-Key", await noKey.Content.ReadAsStringAsync());
+        Assert.Contains("5120 or 5130", await kwd.Content.ReadAsStringAsync());
         Assert.Equal(0, await fx.ScalarAsync("SELECT count(*) FROM top_ups WHERE renter_org_id = @org", new { org }));
+    }
+
+    [Fact]
+    public async Task A_top_up_in_a_three_decimal_currency_in_tens_of_its_minor_unit_is_accepted()
+    {
+        var org = Guid.NewGuid();
+        var response = await SendTopUp(org, "k-" + Guid.NewGuid(), new { amount = new { amount = 5_120, currency = "KWD" } });
+
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(5_120, body.GetProperty("amount").GetProperty("amount").GetInt64());
     }
 
     [Fact]

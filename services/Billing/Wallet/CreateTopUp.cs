@@ -43,6 +43,12 @@ internal static class CreateTopUp
             v.Require(request.Amount.Amount > 0, "amount.amount", "The amount must be more than zero (minor units, e.g. 10000 = 100.00 CNY).");
             v.Require(request.Amount.Amount <= max, "amount.amount", $"A single top-up is at most {max} minor units; split larger ones.");
             v.Require(Currencies.IsCode(request.Amount.Currency), "amount.currency", "Use a 3-letter upper-case ISO 4217 code such as CNY.");
+            if (request.Amount.Amount > 0 && Currencies.Exponent(request.Amount.Currency ?? "") == 3 && request.Amount.Amount % 10 != 0)
+            {
+                var down = request.Amount.Amount - request.Amount.Amount % 10;
+                v.Add("amount.amount", $"Stripe charges {request.Amount.Currency} (three decimals) only in multiples of 10 minor units: " +
+                                       $"give {down} or {down + 10}, not {request.Amount.Amount}.");
+            }
         }
         if (v.Failed) return v.Problem;
         var amount = request.Amount!;
