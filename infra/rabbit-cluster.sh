@@ -5,7 +5,7 @@
 #
 # Usage: infra/rabbit-cluster.sh start|stop|status|nodes|kill N
 #   start    starts whichever of the three nodes is not running and joins them into one cluster (harmless when up);
-#            after `kill N` it brings node N back and it rejoins
+#            after `kill N` it brings node N back and it rejoins; with no node running, a fresh cluster (old state removed)
 #   stop     stops the nodes this script started, then its epmd
 #   status   each node's state and the cluster's running members
 #   nodes    the AMQP endpoints, comma-separated (for RabbitMq__ClusterNodes__N)
@@ -129,6 +129,15 @@ start() {
     chmod 400 "$CLUSTER_DIR/.erlang.cookie"
   fi
   ensure_epmd
+  # A cold start (no node running) begins a fresh cluster: the state an interrupted run left behind (feature flags
+  # half-synced, a membership the others forgot) once kept a node from booting at all (known issue 20). After
+  # `kill N`, with the others up, node N keeps its data and rejoins.
+  local any=0
+  for n in "${NODES[@]}"; do if running "$n"; then any=1; fi; done
+  if [ "$any" -eq 0 ] && compgen -G "$CLUSTER_DIR/n*/mnesia" >/dev/null; then
+    log "no node running: starting a fresh cluster (removing the nodes' old state under $CLUSTER_DIR)"
+    rm -rf "$CLUSTER_DIR"/n*/mnesia
+  fi
   for n in "${NODES[@]}"; do start_node "$n"; done
   for n in "${NODES[@]}"; do wait_node "$n"; done
   for n in 2 3; do join "$n"; done
