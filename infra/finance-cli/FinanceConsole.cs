@@ -47,6 +47,9 @@ public sealed class FinanceConsole(FinanceClient client, IAnsiConsole console)
         var statements = run["statements"]!.AsArray().Select(n => n!).ToList();
         var trial = await client.TrialBalanceAsync(ct);
         console.MarkupLineInterpolated($"[bold]Period {period}[/]: {(string?)run["status"]}, {(int?)run["leases_closed"] ?? 0} leases closed by this run");
+        if ((int?)run["leases_waiting"] is > 0 and var waiting)
+            console.MarkupLineInterpolated(
+                $"[yellow]{waiting} lease(s) of the period wait for events that have not reached Billing yet (a start, an interruption or a resume); run the period again later to bill them.[/]");
         PrintInvoices(invoices);
         PrintStatements(statements);
         PrintTrialBalance(trial);

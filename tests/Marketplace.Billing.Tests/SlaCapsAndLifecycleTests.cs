@@ -151,8 +151,11 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
         static bool Invoiced(JsonElement run, Guid renter) =>
             run.GetProperty("invoices").EnumerateArray().Any(i => i.GetProperty("renter_org_id").GetGuid() == renter);
 
-        // Finance runs the day now: the lease is not billed yet (the whole hour would be, with no credit).
-        Assert.False(Invoiced(await fx.RunPeriodAsync(Day(30)), renter));
+        // Finance runs the day now: the lease is not billed yet (the whole hour would be, with no credit), and the run
+        // says a lease waits.
+        var early = await fx.RunPeriodAsync(Day(30));
+        Assert.False(Invoiced(early, renter));
+        Assert.Equal(1, early.GetProperty("leases_waiting").GetInt32());
         Assert.Equal(1, await fx.HoldCount(lease.LeaseId, "pending"));
 
         // The interruption arrives, not its resume: billing now would leave the renter paying nothing after 10:00.
@@ -168,6 +171,9 @@ public sealed class SlaCapsAndLifecycleTests(AutoConfirmingStripe fx) : IClassFi
             "SELECT count(*) FROM downtime WHERE lease_id = @LeaseId AND ended_at IS NOT NULL", new { lease.LeaseId }) == 1, what: "the resume");
         var run = await fx.RunPeriodAsync(Day(30));
 
+        Assert.Equal(0, run.GetProperty("leases_waiting").GetInt32());
+        var progress = await fx.Finance().GetFromJsonAsync<JsonElement>($"/v1/billing/periods/{Day(30)}/runs");
+        Assert.Equal((0, 3), (progress.GetProperty("leases_waiting").GetInt32(), progress.GetProperty("runs").GetInt32()));
         var line = InvoiceOf(run, renter).GetProperty("lines").EnumerateArray().Single();
         Assert.Equal(40, line.GetProperty("downtime_seconds").GetInt64());    // the 40 s down, not billed
         Assert.Equal(3560, line.GetProperty("seconds").GetInt64());

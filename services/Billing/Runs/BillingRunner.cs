@@ -34,7 +34,8 @@ public sealed class BillingRunHooks
 internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<BillingOptions> options, BillingRunHooks hooks,
     ILogger<BillingRunner> logger)
 {
-    public sealed record Outcome(int LeasesClosed, bool AllPaid, RunProfile Profile);
+    /// <summary><paramref name="LeasesWaiting"/>: leases of the period left for a later run, some of their events still on their way.</summary>
+    public sealed record Outcome(int LeasesClosed, bool AllPaid, RunProfile Profile, int LeasesWaiting = 0);
 
     private sealed record Candidate(Guid LeaseId, Guid RenterOrgId, Guid ProviderOrgId, string AcceleratorModel, int AcceleratorCount,
         DateTime StartAt, DateTime EndAt, long PricePerHour, string Currency, bool Interruptible, string SlaLevel,
@@ -80,7 +81,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             // PostgreSQL drops it with the connection if this process dies.
             await lockConnection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(hashtextextended('billing-run', 0))", cancellationToken: ct));
             var profile = new RunProfile();
-            var closed = await CloseUsageAsync(p, profile, ct);
+            var (closed, waiting) = await CloseUsageAsync(p, profile, ct);
             // The end: the invoices and the statements are both sums of the lines written above, and neither reads what
             // the other writes, so the invoices are finalized on one connection while the statements are recomputed, what
             // they still owe is queued and paid out on another (one transaction each; each is idempotent, so a run that
@@ -99,8 +100,9 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             await CompleteAsync(p, ct);
             profile.Lap("end (the three above at once, then completed)", end);
             var allPaid = await payouts;
-            logger.LogInformation("Billing run {Period}: {Leases} leases closed; {Profile}", p.Name, closed, profile);
-            return new Outcome(closed, allPaid, profile);
+            logger.LogInformation("Billing run {Period}: {Leases} leases closed, {Waiting} waiting for their events; {Profile}",
+                p.Name, closed, waiting, profile);
+            return new Outcome(closed, allPaid, profile, waiting);
         }
         finally
         {
@@ -110,24 +112,28 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
         }
     }
 
-    private async Task<int> CloseUsageAsync(BillingPeriod p, RunProfile profile, CancellationToken ct)
+    /// <summary>Closes the period's usage: how many leases it closed, and how many it left waiting for their events.</summary>
+    private async Task<(int Closed, int Waiting)> CloseUsageAsync(BillingPeriod p, RunProfile profile, CancellationToken ct)
     {
         var o = options.Value;
         DateTimeOffset startedAt;
+        int waiting;
         await using (var tx = await db.BeginAsync(ct))
         {
             startedAt = tx.Now;
-            var remaining = await tx.Connection.ExecuteScalarAsync<int>(new CommandDefinition($"""
-                SELECT count(*)::int FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
-                WHERE h.status = 'pending' AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now
-                  AND {Ran} AND {DowntimeArrivedAlone}
+            (int Ready, int Waiting) counts = await tx.Connection.QuerySingleAsync<(int, int)>(new CommandDefinition($"""
+                SELECT count(*) FILTER (WHERE ready)::int, count(*) FILTER (WHERE NOT ready)::int
+                FROM (SELECT {Ran} AND {DowntimeArrivedAlone} AS ready
+                      FROM holds h JOIN usage u USING (lease_id) JOIN leases l USING (lease_id)
+                      WHERE h.status = 'pending' AND u.ended_at >= @From AND u.ended_at < @To AND u.ended_at <= @now) c
                 """, new { p.From, p.To, now = startedAt }, tx.Transaction, cancellationToken: ct));
+            waiting = counts.Waiting;
             await tx.Connection.ExecuteAsync(new CommandDefinition("""
-                INSERT INTO billing_runs (period, first_run_at, last_run_at, runs, state, leases_total, leases_done)
-                VALUES (@Name, @now, @now, 1, 'running', @remaining, 0)
+                INSERT INTO billing_runs (period, first_run_at, last_run_at, runs, state, leases_total, leases_done, leases_waiting)
+                VALUES (@Name, @now, @now, 1, 'running', @remaining, 0, @waiting)
                 ON CONFLICT (period) DO UPDATE SET last_run_at = excluded.last_run_at, runs = billing_runs.runs + 1,
-                    state = 'running', leases_total = excluded.leases_total, leases_done = 0
-                """, new { p.Name, now = tx.Now, remaining }, tx.Transaction, cancellationToken: ct));
+                    state = 'running', leases_total = excluded.leases_total, leases_done = 0, leases_waiting = excluded.leases_waiting
+                """, new { p.Name, now = tx.Now, remaining = counts.Ready, waiting }, tx.Transaction, cancellationToken: ct));
             await tx.CommitAsync(ct);
         }
 
@@ -213,7 +219,7 @@ internal sealed class BillingRunner(Db db, StripeClient stripe, IOptions<Billing
             await stop.CancelAsync();
             await reader;
         }
-        return closed;
+        return (closed, waiting);
     }
 
     /// <summary>The run's open transaction: the chunks written in it so far, and the id its journal transaction will have.</summary>

@@ -13,10 +13,15 @@ namespace Marketplace.Billing.Runs;
 /// </summary>
 internal static class RunBillingPeriod
 {
-    public sealed record Response(string Period, string Status, int LeasesClosed, IReadOnlyList<Invoice> Invoices, IReadOnlyList<Statement> Statements);
+    /// <summary>
+    /// <paramref name="LeasesWaiting"/>: leases of the period this run left for a later one, because some of their events
+    /// (the start, an interruption, a resume) had not reached Billing yet; run the period again when they have.
+    /// </summary>
+    public sealed record Response(string Period, string Status, int LeasesClosed, IReadOnlyList<Invoice> Invoices, IReadOnlyList<Statement> Statements,
+        int LeasesWaiting);
 
     public sealed record Progress(string Period, string State, int LeasesTotal, int LeasesDone, int Runs, DateTime FirstRunAt,
-        DateTime LastRunAt, DateTime? CompletedAt);
+        DateTime LastRunAt, DateTime? CompletedAt, int LeasesWaiting);
 
     public static async Task<Results<Ok<Response>, ValidationProblem, ProblemHttpResult>> Handle(
         Caller caller, string period, BillingRunner runner, NpgsqlDataSource db, TimeProvider time, CancellationToken ct)
@@ -34,7 +39,7 @@ internal static class RunBillingPeriod
         // payouts_pending: a transfer failed and is retried by the next run; payouts_held: some wait for their provider's
         // payout account (see each statement's payout.held_reason).
         var status = !outcome.AllPaid ? "payouts_pending" : statements.Any(s => s.Payout?.Status == "held") ? "payouts_held" : "completed";
-        return TypedResults.Ok(new Response(p.Name, status, outcome.LeasesClosed, invoices, statements));
+        return TypedResults.Ok(new Response(p.Name, status, outcome.LeasesClosed, invoices, statements, outcome.LeasesWaiting));
     }
 
     public static async Task<Results<Ok<Progress>, ValidationProblem, ProblemHttpResult>> GetProgress(
@@ -44,7 +49,8 @@ internal static class RunBillingPeriod
         if (!BillingPeriod.TryParse(period, out var p)) return PeriodProblem(period);
         await using var c = await db.OpenConnectionAsync(ct);
         var row = await c.QuerySingleOrDefaultAsync<Progress>(new CommandDefinition("""
-            SELECT period, state, leases_total, leases_done, runs, first_run_at, last_run_at, completed_at FROM billing_runs WHERE period = @Name
+            SELECT period, state, leases_total, leases_done, runs, first_run_at, last_run_at, completed_at, leases_waiting
+            FROM billing_runs WHERE period = @Name
             """, new { p.Name }, cancellationToken: ct));
         return row is null ? Problems.Of(StatusCodes.Status404NotFound, "not-found", "Not found", $"The period {p.Name} has not been run yet.")
             : TypedResults.Ok(row);
